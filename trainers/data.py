@@ -1,0 +1,284 @@
+"""Datasets, imbalance profiles and class splits.
+
+Every dataset loads into uint8 tensors (N x C x H x W) at the configured resolution; the training
+split is then made long-tailed by one of the profiles of METHODS.md. Evaluation always uses the
+balanced test split, and the judge classifier the full (balanced) training split.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainers.config import ConfigError, TrainConfig
+
+
+class DatasetMissingError(ConfigError):
+    """Dataset files are not where the config says; the message names ``data_root`` and the fix."""
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8, N x C x H x W
+    labels: torch.Tensor  # int64, N
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def counts(self, num_classes: int) -> list[int]:
+        return torch.bincount(self.labels, minlength=num_classes).tolist()
+
+
+@dataclass
+class RawDataset:
+    """What a loader returns: native-resolution uint8 splits."""
+
+    train: Split
+    test: Split
+    num_classes: int
+    class_names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DataBundle:
+    name: str
+    train: Split  # long-tailed training split
+    full_train: Split  # the whole (balanced) training split, for the judge
+    test: Split  # balanced test split, for evaluation
+    num_classes: int
+    channels: int
+    resolution: int
+    class_names: list[str]
+    train_counts: list[int]  # per class, after the imbalance profile
+    minority: list[int]
+    majority: list[int]
+    class_order: list[int]  # class_order[k] is the class of rank k (0 = head)
+
+    def info(self) -> dict:
+        """What every run records about its data."""
+        return {
+            "dataset": self.name,
+            "num_classes": self.num_classes,
+            "channels": self.channels,
+            "resolution": self.resolution,
+            "train_size": len(self.train),
+            "test_size": len(self.test),
+            "train_counts": self.train_counts,
+            "minority_classes": self.minority,
+            "majority_classes": self.majority,
+            "class_order": self.class_order,
+        }
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255]."""
+    return images.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Imbalance profiles
+
+
+def longtail_counts(n_max: int, num_classes: int, rho: float, profile: str = "exp") -> list[int]:
+    """Images per class rank ``k = 0..K-1`` under an imbalance ``rho = n_max / n_min``.
+
+    ``exp``: ``int(n_max * (1/rho) ** (k / (K-1)))`` (CIFAR-LT); ``step``: the first ``ceil(K/2)``
+    classes keep ``n_max``, the rest ``int(n_max / rho)``; ``balanced_partial``: the ``exp`` total
+    split evenly over classes (the remainder goes one each to the first classes).
+    """
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown imbalance_profile '{profile}'; valid: {', '.join(PROFILES)}")
+    if rho < 1:
+        raise ConfigError(f"imbalance = {rho} must be >= 1 (1 = balanced)")
+    if num_classes < 1 or n_max < 1:
+        raise ConfigError(f"need n_max >= 1 and num_classes >= 1, got {n_max}, {num_classes}")
+    return PROFILES[profile](n_max, num_classes, rho)
+
+
+def _exp_counts(n_max: int, k: int, rho: float) -> list[int]:
+    if k == 1:
+        return [n_max]
+    return [int(n_max * (1.0 / rho) ** (i / (k - 1))) for i in range(k)]
+
+
+def _step_counts(n_max: int, k: int, rho: float) -> list[int]:
+    head = math.ceil(k / 2)
+    return [n_max] * head + [int(n_max / rho)] * (k - head)
+
+
+def _balanced_partial_counts(n_max: int, k: int, rho: float) -> list[int]:
+    total = sum(_exp_counts(n_max, k, rho))
+    base, extra = divmod(total, k)
+    return [base + (1 if i < extra else 0) for i in range(k)]
+
+
+PROFILES: dict[str, Callable[[int, int, float], list[int]]] = {
+    "exp": _exp_counts,
+    "step": _step_counts,
+    "balanced_partial": _balanced_partial_counts,
+}
+
+
+def minority_classes(counts: list[int], class_order: list[int], num_minority: int | None = None) -> list[int]:
+    """The ``num_minority`` (default ``floor(K/2)``) classes with the fewest training images.
+
+    Ties (e.g. a balanced split) go to the classes ranked last, so the choice is stable.
+    """
+    k = len(counts)
+    m = k // 2 if num_minority is None else num_minority
+    if not 0 <= m <= k:
+        raise ConfigError(f"num_minority = {m} must lie in [0, {k}]")
+    rank = {c: r for r, c in enumerate(class_order)}
+    ordered = sorted(range(k), key=lambda c: (counts[c], -rank[c]))
+    return sorted(ordered[:m])
+
+
+def make_longtail(split: Split, num_classes: int, counts_by_rank: list[int], class_order: list[int],
+                  data_seed: int) -> Split:
+    """Keep ``counts_by_rank[r]`` images of class ``class_order[r]``, chosen with ``data_seed``."""
+    gen = torch.Generator().manual_seed(int(data_seed))
+    keep = []
+    for rank, cls in enumerate(class_order):
+        idx = torch.nonzero(split.labels == cls, as_tuple=False).flatten()
+        n = min(counts_by_rank[rank], len(idx))
+        perm = torch.randperm(len(idx), generator=gen)[:n]
+        keep.append(idx[perm].sort().values)
+    keep_idx = torch.cat(keep).sort().values
+    return Split(split.images[keep_idx], split.labels[keep_idx])
+
+
+# ----------------------------------------------------------------------------------------------
+# Loaders: each returns a RawDataset at native resolution (uint8).
+
+
+def load_digits_raw(cfg: TrainConfig) -> RawDataset:
+    """scikit-learn's 8x8 digits: stratified 80/20 split with a fixed seed."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # N x 1 x 8 x 8
+    x_tr, x_te, y_tr, y_te = train_test_split(images, digits.target, test_size=0.2,
+                                              stratify=digits.target, random_state=0)
+    as_split = lambda x, y: Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y).long())
+    return RawDataset(as_split(x_tr, y_tr), as_split(x_te, y_te), 10, [str(i) for i in range(10)])
+
+
+DATASETS: dict[str, Callable[[TrainConfig], RawDataset]] = {
+    "digits": load_digits_raw,
+}
+DEFAULT_RESOLUTION = {"digits": 16}
+
+
+def _resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    if images.shape[-1] == resolution and images.shape[-2] == resolution:
+        return images
+    out = []
+    for start in range(0, len(images), 4096):  # bounded memory on large sets
+        chunk = images[start:start + 4096].float()
+        chunk = F.interpolate(chunk, size=(resolution, resolution), mode="bilinear",
+                              align_corners=False, antialias=True)
+        out.append(chunk.round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out) if out else images.new_zeros((0, images.shape[1], resolution, resolution))
+
+
+def dataset_names() -> list[str]:
+    return sorted(DATASETS)
+
+
+def load_data(cfg: TrainConfig) -> DataBundle:
+    """Build the long-tailed training split, the full training split and the balanced test split."""
+    if cfg.dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset '{cfg.dataset}'; valid: {', '.join(dataset_names())}")
+    raw = DATASETS[cfg.dataset](cfg)
+    resolution = cfg.resolution or DEFAULT_RESOLUTION.get(cfg.dataset, 32)
+    if resolution < 8 or resolution & (resolution - 1):
+        raise ConfigError(f"resolution = {resolution} must be a power of two >= 8 (e.g. 16 or 32)")
+    full_train = Split(_resize(raw.train.images, resolution), raw.train.labels)
+    test = Split(_resize(raw.test.images, resolution), raw.test.labels)
+    k = raw.num_classes
+
+    class_order = list(range(k))
+    if cfg.class_order_seed is not None:
+        gen = torch.Generator().manual_seed(int(cfg.class_order_seed))
+        class_order = torch.randperm(k, generator=gen).tolist()
+    natural = full_train.counts(k)
+    n_max = cfg.n_max or min(c for c in natural if c > 0)
+    by_rank = longtail_counts(n_max, k, cfg.imbalance, cfg.imbalance_profile)
+    if cfg.imbalance == 1 and cfg.imbalance_profile == "exp" and cfg.n_max is None:
+        # rho = 1 is the full set (a naturally long-tailed dataset such as GTSRB stays as it is)
+        by_rank = [natural[c] for c in class_order]
+    train = make_longtail(full_train, k, by_rank, class_order, cfg.data_seed)
+    counts = train.counts(k)
+    minority = minority_classes(counts, class_order, cfg.num_minority)
+    return DataBundle(
+        name=cfg.dataset, train=train, full_train=full_train, test=test, num_classes=k,
+        channels=full_train.images.shape[1], resolution=resolution,
+        class_names=raw.class_names or [str(i) for i in range(k)], train_counts=counts,
+        minority=minority, majority=[c for c in range(k) if c not in minority], class_order=class_order,
+    )
+
+
+class BatchSampler:
+    """Endless seeded batches of training indices with a resumable state.
+
+    Uniform: shuffled passes over the data (drop-last); class-balanced: a uniformly drawn class,
+    then a uniformly drawn image of that class.
+    """
+
+    def __init__(self, labels: torch.Tensor, batch_size: int, seed: int, num_classes: int,
+                 class_balanced: bool = False):
+        self.labels = labels
+        self.batch_size = batch_size
+        self.class_balanced = class_balanced
+        self.generator = torch.Generator().manual_seed(int(seed) + 7919)
+        self.num_classes = num_classes
+        self.by_class = [torch.nonzero(labels == c, as_tuple=False).flatten() for c in range(num_classes)]
+        self.present = torch.tensor([c for c in range(num_classes) if len(self.by_class[c])])
+        self.order = torch.empty(0, dtype=torch.long)
+        self.position = 0
+        self.epoch = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.labels) // self.batch_size)
+
+    def next(self) -> torch.Tensor:
+        if self.class_balanced:
+            cls = self.present[torch.randint(len(self.present), (self.batch_size,), generator=self.generator)]
+            out = torch.empty(self.batch_size, dtype=torch.long)
+            for c in cls.unique().tolist():
+                where = cls == c
+                pool = self.by_class[c]
+                out[where] = pool[torch.randint(len(pool), (int(where.sum()),), generator=self.generator)]
+            return out
+        if len(self.labels) < self.batch_size:  # tiny split: sample with replacement
+            return torch.randint(len(self.labels), (self.batch_size,), generator=self.generator)
+        if self.position + self.batch_size > len(self.order):
+            self.order = torch.randperm(len(self.labels), generator=self.generator)
+            self.position = 0
+            self.epoch += 1
+        idx = self.order[self.position:self.position + self.batch_size]
+        self.position += self.batch_size
+        return idx
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": self.order.clone(),
+                "position": self.position, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.order = state["order"].clone()
+        self.position = int(state["position"])
+        self.epoch = int(state["epoch"])

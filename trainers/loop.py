@@ -1,0 +1,173 @@
+"""The one training loop: ``train(cfg, report, should_stop)``.
+
+It builds data, networks and the method from plain-dict registries, runs ``n_dis`` D steps per G
+step, and every ``eval_every`` steps (and at the end) evaluates, writes a checkpoint atomically and
+calls ``report(metrics, checkpoint_dir)``. It knows nothing of Ray, Optuna or MLflow.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from trainers import checkpoint as ckpt
+from trainers.config import TrainConfig, make_config, to_dict
+from trainers.data import BatchSampler, DataBundle, load_data, to_float
+from trainers.methods import get_method
+
+Report = Callable[[dict[str, Any], str], None]
+
+
+class DivergedError(RuntimeError):
+    """A loss became NaN or infinite: the trial ends, it does not report a fake metric."""
+
+    def __init__(self, step: int, losses: dict[str, float]):
+        self.step = step
+        self.losses = losses
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
+        super().__init__(f"training diverged at step {step} ({shown}); "
+                         f"lower lr_d/lr_g or the regulariser weights")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from trainers.config import ConfigError
+        raise ConfigError(f"device={name} but CUDA is not available here; use device=auto or device=cpu")
+    return torch.device(name)
+
+
+def build_evaluator(cfg: TrainConfig, data: DataBundle, device: torch.device):
+    """The metrics evaluator, or None where the metrics package is not installed yet."""
+    try:
+        from trainers.metrics import make_evaluator
+    except ImportError:
+        return None
+    return make_evaluator(cfg, data, device)
+
+
+class _Running:
+    """Running means of the logged losses, kept as tensors so the hot path does not sync often."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, logs: Mapping[str, torch.Tensor]) -> None:
+        for k, v in logs.items():
+            self.sums[k] = self.sums[k] + v.detach() if k in self.sums else v.detach().clone()
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: float(v) / max(1, self.count) for k, v in self.sums.items()}
+
+
+def _check_finite(step: int, logs: Mapping[str, torch.Tensor]) -> None:
+    values = torch.stack([v.detach().float().reshape(()) for v in logs.values()])
+    if not bool(torch.isfinite(values).all()):
+        raise DivergedError(step, {k: float(v) for k, v in logs.items()})
+
+
+def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
+          should_stop: Callable[[], bool] | None = None, *, workdir: str | Path | None = None,
+          resume_from: str | Path | None = None, progress: bool = False,
+          evaluator: Any = "auto") -> dict[str, Any]:
+    """Train one trial; returns the last reported metrics.
+
+    ``workdir`` holds checkpoints (a temporary directory if None); ``resume_from`` is a checkpoint
+    directory or a work dir whose newest readable checkpoint is loaded. ``evaluator`` defaults to
+    the metrics package's; pass None to report losses and timings only.
+    """
+    cfg = make_config(cfg)
+    report = report or (lambda metrics, checkpoint_dir: None)
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="trainer-")
+        workdir = tmp.name
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    data = load_data(cfg)
+    method = get_method(cfg.method)(cfg, data, device)
+    if evaluator == "auto":
+        evaluator = build_evaluator(cfg, data, device)
+    sampler = BatchSampler(data.train.labels, cfg.batch_size, cfg.seed, data.num_classes,
+                           class_balanced=cfg.class_balanced_sampling)
+    train_images = data.train.images.to(device)
+    train_labels = data.train.labels.to(device)
+
+    step = 0
+    if resume_from is not None:
+        state, _ = ckpt.load_latest(resume_from)
+        method.load_state_dict(state["method"])
+        sampler.load_state_dict(state["sampler"])
+        ckpt.set_rng_state(state["rng"])
+        step = int(state["step"])
+
+    config_dict = to_dict(cfg)
+    last: dict[str, Any] = {}
+    running = _Running()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.steps, initial=step, file=sys.stderr, desc=f"{cfg.method}/{cfg.dataset}",
+                   unit="step", dynamic_ncols=True)
+    started = time.perf_counter()
+    try:
+        while step < cfg.steps:
+            logs: dict[str, torch.Tensor] = {}
+            for _ in range(method.n_dis):
+                idx = sampler.next().to(device)
+                logs.update(method.d_step(to_float(train_images[idx]), train_labels[idx], step))
+            logs.update(method.g_step(step))
+            _check_finite(step, logs)
+            running.add(logs)
+            step += 1
+            if bar is not None:
+                bar.update(1)
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                train_time = time.perf_counter() - started
+                metrics: dict[str, Any] = {"step": step, "epoch": sampler.epoch, **running.means(),
+                                           "time/step_s": train_time / max(1, running.count)}
+                metrics.update(method.diagnostics())
+                t0 = time.perf_counter()
+                artifacts = None
+                if evaluator is not None:
+                    artifacts = workdir / f".artifacts-{step}"
+                    metrics.update(evaluator.evaluate(method, step, artifacts))
+                metrics["time/eval_s"] = time.perf_counter() - t0
+                state = {"method": method.state_dict(), "sampler": sampler.state_dict(),
+                         "rng": ckpt.rng_state(), "step": step}
+                path = ckpt.save_checkpoint(workdir, step, state, metrics, config_dict, artifacts,
+                                            keep=cfg.keep_checkpoints)
+                if bar is not None:
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()
+                                     if k in ("loss/d", "loss/g", "fid", "fid_minority")})
+                report(metrics, str(path))
+                last = metrics
+                running = _Running()
+                started = time.perf_counter()
+                if should_stop is not None and should_stop():
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+        if tmp is not None:
+            tmp.cleanup()
+    return last

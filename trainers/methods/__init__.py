@@ -1,0 +1,17 @@
+"""Registry of training methods: name -> GANMethod subclass (one small file each)."""
+
+from __future__ import annotations
+
+from trainers.config import ConfigError
+from trainers.methods.base import GANMethod
+from trainers.methods.dcgan import DCGAN
+
+METHODS: dict[str, type[GANMethod]] = {
+    "dcgan": DCGAN,
+}
+
+
+def get_method(name: str) -> type[GANMethod]:
+    if name not in METHODS:
+        raise ConfigError(f"unknown method '{name}'; valid: {', '.join(sorted(METHODS))}")
+    return METHODS[name]

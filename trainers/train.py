@@ -1,0 +1,73 @@
+"""One trial from the shell, no search stack:
+
+    python -m trainers.train method=dcgan dataset=digits steps=200 eval_every=100 seed=0
+
+Any config key is ``key=value`` or ``a.b=value``. Two keys belong to this command only:
+``workdir=DIR`` (where checkpoints go; default ``<root>/train/<method>-<dataset>-seed<seed>``) and
+``resume=true`` (continue from the newest readable checkpoint in that work dir). A progress bar goes
+to stderr; one JSON object per evaluation goes to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from trainers.config import ConfigError, make_config, parse_overrides
+
+CLI_ONLY = ("workdir", "resume")
+
+
+def _json_default(value):
+    return float(value)
+
+
+def _clean(metrics: dict) -> dict:
+    # JSON has no NaN: per-class FID below the sample floor is written as null
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
+    from trainers.checkpoint import CheckpointError
+    from trainers.loop import DivergedError
+
+    try:
+        overrides = parse_overrides(argv)
+        workdir = overrides.pop("workdir", None)
+        resume = overrides.pop("resume", False)
+        if not isinstance(resume, bool):
+            raise ConfigError(f"resume={resume!r} must be true or false")
+        cfg = make_config(overrides)
+        workdir = Path(workdir or Path(cfg.root) / "train" / f"{cfg.method}-{cfg.dataset}-seed{cfg.seed}")
+        if resume and not (workdir / "checkpoints").is_dir():
+            raise ConfigError(f"resume=true but {workdir} holds no checkpoint; drop resume=true to start afresh "
+                              f"or pass workdir= of an earlier run")
+        from trainers.loop import train
+
+        def report(metrics, checkpoint_dir):
+            print(json.dumps(_clean({**metrics, "checkpoint": checkpoint_dir}), default=_json_default), flush=True)
+
+        train(cfg, report, workdir=workdir, resume_from=workdir if resume else None, progress=True)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except CheckpointError as e:
+        print(f"error: {e}; start afresh without resume=true", file=sys.stderr)
+        return 2
+    except DivergedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; resume with the same command plus resume=true", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
