@@ -1,0 +1,67 @@
+"""The Ray Tune function trainable: one trial = ``trainers.loop.train`` on a resolved plain dict.
+
+Every evaluation becomes ``tune.report(metrics, checkpoint=...)``; a restarted trial (worker killed,
+study resumed) continues from ``tune.get_checkpoint()``. A diverged trial leaves a marker so Ray's
+retries of it fail at once instead of diverging again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+DIVERGED_MARKER = "diverged.json"
+
+
+def report_value(value: Any) -> Any:
+    """Ray results must be plain numbers; keep NaN (a class below the sample floor) as NaN."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def run_trial(config: dict[str, Any], *, space) -> None:
+    """Ray entry point. ``config`` is what the searcher proposed: trainer settings plus ``seed``."""
+    import torch
+    from ray import tune
+
+    from trainers.loop import DivergedError, train
+
+    sampled = {k: v for k, v in config.items() if k != "seed"}
+    cfg_dict = space.trial_config(sampled, int(config["seed"]))
+    context = tune.get_context()
+    trial_dir = Path(context.get_trial_dir())
+    marker = trial_dir / DIVERGED_MARKER
+    if marker.exists():
+        raise DivergedError(**json.loads(marker.read_text()))
+    cpus = int((context.get_trial_resources().required_resources or {}).get("CPU", 1)) or 1
+    torch.set_num_threads(max(1, cpus))
+
+    def report(metrics: dict[str, Any], checkpoint_dir: str) -> None:
+        clean = {k: report_value(v) for k, v in metrics.items()}
+        tune.report(clean, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+
+    workdir = trial_dir / "work"
+    checkpoint = tune.get_checkpoint()
+    try:
+        if checkpoint is None:
+            train(cfg_dict, report, workdir=workdir)
+        else:
+            with checkpoint.as_directory() as ckpt_dir:
+                train(cfg_dict, report, workdir=workdir, resume_from=ckpt_dir)
+    except DivergedError as e:
+        marker.write_text(json.dumps({"step": e.step, "losses": e.losses}))  # NaN survives as JSON NaN
+        raise
+
+
+def trial_workdir_env() -> dict[str, str]:
+    """Environment every Ray worker needs (set through the runtime env, so a cluster gets it too)."""
+    return {"RAY_CHDIR_TO_TRIAL_DIR": "0", "MLFLOW_DISABLE_TELEMETRY": "true",
+            "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
