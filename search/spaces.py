@@ -34,6 +34,7 @@ TOP_KEYS = ("name", "description", "metric", "mode", "sampler", "scheduler", "nu
             "max_concurrent", "resources", "seeds", "fixed", "params", "presets", "sampler_seed")
 # keys of a trial config that are not trainer keys
 META_KEYS = ("seed",)
+DEFAULT_NUM_SAMPLES = 10  # configurations sampled when a non-grid space does not say
 
 
 class SpaceError(ConfigError):
@@ -313,10 +314,11 @@ def validate_space(raw: dict, source: str = "<space>") -> Space:
                         resources=resources, seeds=seeds, fixed=dict(fixed), params=params, source=source,
                         sampler_seed=int(raw.get("sampler_seed", 0)), presets=dict(raw.get("presets") or {}))
     if sampler == "grid":
-        grid_size = len(Space(**space_kwargs).grid())
-    num_samples = raw.get("num_samples", grid_size)
-    if num_samples is None:
-        raise _err(source, "num_samples", "is missing; say how many configurations to sample (e.g. 20)")
+        try:
+            grid_size = len(Space(**space_kwargs).grid())
+        except SpaceError as e:
+            raise SpaceError(f"{source}: {e}") from None
+    num_samples = raw.get("num_samples", grid_size or DEFAULT_NUM_SAMPLES)
     num_samples = _number(source, "num_samples", num_samples, int)
     if num_samples < 1:
         raise _err(source, "num_samples", f"= {num_samples} must be >= 1")
@@ -406,8 +408,14 @@ def _check_trainer_configs(space: Space) -> None:
             else:
                 grown.append(cell)
         corners = grown[:512] if len(grown) > 512 else grown
+    from trainers.data import DATASETS
+    from trainers.methods import METHODS
+
     for cell in itertools.islice(corners, 512):
         try:
-            make_config(space.trial_config(cell, space.seeds[0]))
+            cfg = make_config(space.trial_config(cell, space.seeds[0]))
         except ConfigError as e:
             raise SpaceError(f"{space.source}: {e} (in fixed/params)") from None
+        for key, name, registry in (("method", cfg.method, METHODS), ("dataset", cfg.dataset, DATASETS)):
+            if name not in registry:
+                raise SpaceError(f"{space.source}: unknown {key} '{name}'; valid: {', '.join(sorted(registry))}")

@@ -115,6 +115,7 @@ class MLflowTrialCallback(tune.Callback):
         self.space = space
         self._runs: dict[str, str] = {}
         self._client = None
+        self._orphans_closed = False
         self._commit = git_commit()
 
     @property
@@ -154,6 +155,11 @@ class MLflowTrialCallback(tune.Callback):
             self.client.log_batch(run.info.run_id, params=params[start:start + 100])
         self.client.log_dict(run.info.run_id, {"sampled": sampled, "config": flat_dict(cfg)}, "trial_config.json")
         return run.info.run_id
+
+    def on_step_begin(self, iteration, trials, **info):
+        if not self._orphans_closed:  # once per driver: runs a killed driver left behind
+            self._orphans_closed = True
+            close_orphans(self.client, self.experiment_id, self.parent_run_id, {t.trial_id for t in trials})
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.run_id(trial)

@@ -1,0 +1,71 @@
+"""Serve the MLflow UI over the project's store:  python -m mlflow_server [root=runs] [port=5000]
+
+Binds 127.0.0.1 unless ``host=`` says otherwise. Exposing it (host=0.0.0.0) lets anyone who can
+reach the port read and delete every run: put it behind an authenticating proxy or an SSH tunnel.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from trainers.config import ConfigError, parse_overrides
+
+KEYS = ("root", "port", "host", "workers")
+
+
+def build_command(root: Path, host: str, port: int, workers: int) -> list[str]:
+    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    base = [mlflow] if mlflow else [sys.executable, "-m", "mlflow"]
+    return base + [
+        "server", "--backend-store-uri", f"sqlite:///{(root / 'mlflow.db').resolve()}",
+        "--default-artifact-root", (root / "mlartifacts").resolve().as_uri(),
+        "--host", host, "--port", str(port), "--workers", str(workers),
+    ]
+
+
+def parse(argv: list[str]) -> tuple[Path, str, int, int]:
+    args = parse_overrides(argv)
+    for key in args:
+        if key not in KEYS:
+            raise ConfigError(f"unknown key '{key}'; valid: {', '.join(KEYS)} (e.g. root=runs port=5000)")
+    root = Path(str(args.get("root", "runs"))).expanduser().resolve()
+    port = args.get("port", 5000)
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(f"port={port!r} must be an integer in 1..65535")
+    workers = args.get("workers", 1)
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers={workers!r} must be a positive integer")
+    if not (root / "mlflow.db").is_file():
+        raise ConfigError(f"no MLflow store at {root / 'mlflow.db'}; run a study first "
+                          f"(python -m search.run space=smoke root={root}) or pass root= of an existing one")
+    return root, str(args.get("host", "127.0.0.1")), port, workers
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
+    try:
+        root, host, port, workers = parse(argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {host}: anyone who can reach port {port} can read and delete runs",
+              file=sys.stderr)
+    print(f"MLflow UI for {root}: http://{'127.0.0.1' if host in ('127.0.0.1', 'localhost') else host}:{port}",
+          flush=True)
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    try:
+        return subprocess.call(build_command(root, host, port, workers), env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""End-to-end: the real Ray Tune + Optuna + MLflow stack on the CPU (slow; CI runs them with --all)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from search.run import main as run_main
+
+PROJECT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+
+
+def optuna_states(root: Path, study: str) -> dict[str, int]:
+    with sqlite3.connect(root / "optuna.db") as db:
+        rows = db.execute("select t.state, count(*) from trials t join studies s on s.study_id = t.study_id "
+                          "where s.study_name = ? group by t.state", (study,)).fetchall()
+    return dict(rows)
+
+
+def mlflow_runs(root: Path, experiment: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("ltgan.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("ltgan.role") == "trial"]
+    return client, parents, children
+
+
+def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "search.run", *args], cwd=PROJECT, env=ENV, capture_output=True,
+                          text=True, **kwargs)
+
+
+@pytest.mark.slow
+def test_smoke_study_end_to_end(tmp_path):
+    root = tmp_path / "runs"
+    proc = run_cli(["space=smoke", f"root={root}"], timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "# MLflow UI: python -m mlflow_server" in proc.stdout
+    assert optuna_states(root, "smoke") == {"COMPLETE": 4}
+    client, parents, children = mlflow_runs(root, "smoke")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 4
+    assert len({c.data.tags["ray.trial_id"] for c in children}) == 4
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert child.info.status == "FINISHED"
+        metrics = child.data.metrics
+        assert any(k.startswith("fid_class/") for k in metrics), sorted(metrics)
+        for key in ("fid", "fid_minority", "fid_majority", "class_kl_uniform", "classes_dropped", "step"):
+            assert key in metrics, key
+        assert metrics["step"] == 20
+        assert child.data.params["imbalance"] in ("1.0", "10.0")
+        history = client.get_metric_history(child.info.run_id, "fid")
+        assert [m.step for m in history] == [10, 20]
+        artifacts = [a.path for a in client.list_artifacts(child.info.run_id)]
+        assert "trial_config.json" in artifacts and "eval" in artifacts
+    damage = [c for c in children if c.data.tags["method"] == "damage"]
+    assert damage and all("prune/sparsity" in c.data.metrics for c in damage)
+    # a second start without resume=true is refused and touches nothing
+    again = run_cli(["space=smoke", f"root={root}"], timeout=120)
+    assert again.returncode == 2 and "resume=true" in again.stderr and "Traceback" not in again.stderr
+    assert optuna_states(root, "smoke") == {"COMPLETE": 4}
+
+
+@pytest.mark.slow
+def test_kill_driver_then_resume_keeps_every_trial_once(tmp_path):
+    root = tmp_path / "runs"
+    args = ["space=smoke", f"root={root}", "max_concurrent=1", "fixed.steps=60", "fixed.eval_every=20"]
+    proc = subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=PROJECT, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline:  # kill once one trial finished and another is under way
+            if (root / "optuna.db").exists():
+                try:
+                    if optuna_states(root, "smoke").get("COMPLETE", 0) >= 1:
+                        break
+                except sqlite3.OperationalError:
+                    pass
+            time.sleep(1)
+        time.sleep(4)
+        assert proc.poll() is None, "the study finished before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, as on a lost node
+        proc.wait()
+    time.sleep(2)
+    before = optuna_states(root, "smoke")
+    assert before.get("COMPLETE", 0) >= 1
+
+    resumed = run_cli(args + ["resume=true"], timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert optuna_states(root, "smoke") == {"COMPLETE": 4} or (
+        optuna_states(root, "smoke").get("COMPLETE") == 4 and "RUNNING" not in optuna_states(root, "smoke"))
+    _, parents, children = mlflow_runs(root, "smoke")
+    assert len(parents) == 1
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert len(finished) == 4
+    trial_ids = [c.data.tags["ray.trial_id"] for c in children]
+    assert len(trial_ids) == len(set(trial_ids)), "a trial was logged into two MLflow runs"
+    assert not [c for c in children if c.info.status == "RUNNING"]
+    cells = sorted((c.data.params["method"], c.data.params["imbalance"]) for c in finished)
+    assert len(set(cells)) == 4, f"a configuration ran twice: {cells}"
+
+
+def test_bad_inputs_exit_2_without_touching_stores(tmp_path, capsys):
+    root = tmp_path / "runs"
+    assert run_main(["space=nope", f"root={root}"]) == 2
+    assert "available" in capsys.readouterr().err
+    assert run_main(["space=smoke", f"root={root}", "resume=true"]) == 2
+    err = capsys.readouterr().err
+    assert "no study 'smoke'" in err and "drop resume=true" in err
+    assert run_main(["space=smoke", f"root={root}", "fixed.imbalance=0"]) == 2
+    assert "imbalance" in capsys.readouterr().err
+    assert run_main(["space=smoke", f"root={root}", "num_samples=0"]) == 2
+    assert run_main([f"root={root}"]) == 2
+    assert "space=NAME" in capsys.readouterr().err
+    assert not (root / "mlflow.db").exists()
