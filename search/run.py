@@ -183,8 +183,7 @@ def _run_locked(space, root: Path, resume: bool, run: dict[str, Any]) -> int:
     from search.trainable import run_trial
 
     experiment_dir = root / "ray" / space.name
-    storage = optuna_storage(root)
-    has_study = study_exists(storage, space.name)
+    has_study = (root / "optuna.db").exists() and study_exists(optuna_storage(root), space.name)
     has_ray = experiment_dir.exists() and tune.Tuner.can_restore(str(experiment_dir))
     if resume and not (has_study or has_ray):
         raise StudyError(f"resume=true but no study '{space.name}' is stored under root={root}; "
@@ -193,6 +192,7 @@ def _run_locked(space, root: Path, resume: bool, run: dict[str, Any]) -> int:
         raise StudyError(f"study '{space.name}' already exists under root={root}; add resume=true to continue it, "
                          f"or pass another root= to start afresh")
 
+    storage = optuna_storage(root)
     tracking_uri, artifact_location = tracking.store_uris(root, run.get("tracking_uri"))
     tracking.check_reachable(tracking_uri)
     print_study(space, root, resume)

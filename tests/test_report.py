@@ -1,0 +1,92 @@
+"""The study report: CI maths, groups with n, failed trials counted, figures are PNG files."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import optuna
+import pytest
+
+from search import tracking
+from search.report import main as report_main
+from search.report import mean_ci, write_report
+from search.run import optuna_storage
+from search.spaces import load_space
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_mean_ci_matches_a_hand_computation():
+    values = [10.0, 12.0, 14.0, 11.0]
+    mean, half, n = mean_ci(values)
+    sd = statistics.stdev(values)
+    t_975_df3 = 3.182446305284263  # Student t quantile, 3 degrees of freedom, from tables
+    assert n == 4 and mean == pytest.approx(11.75)
+    assert half == pytest.approx(t_975_df3 * sd / 2.0, rel=1e-9)
+    m1, h1, n1 = mean_ci([5.0, float("nan")])  # NaN (a failed value) is not averaged in
+    assert (m1, n1) == (5.0, 1) and math.isnan(h1)
+    assert mean_ci([])[2] == 0
+
+
+def make_study(root, space, outcomes):
+    """A finished study written through the real stores: outcomes = [(sampled, seed, fid or None)]."""
+    storage = optuna_storage(root)
+    study = optuna.create_study(study_name=space.name, storage=storage, direction="minimize")
+    uri, artifacts = tracking.store_uris(root, None)
+    client = tracking.client_for(uri)
+    exp = tracking.ensure_experiment(client, space.name, artifacts)
+    parent = tracking.start_parent_run(client, exp, space, "")
+    for i, (sampled, seed, fid) in enumerate(outcomes):
+        run = client.create_run(exp, tags={"mlflow.parentRunId": parent, tracking.TAG_ROLE: "trial",
+                                           tracking.TAG_TRIAL: f"t{i}", "sampled": __import__("json").dumps(sampled)})
+        for key, value in sampled.items():
+            client.log_param(run.info.run_id, key, value)
+        if fid is None:
+            client.set_terminated(run.info.run_id, "FAILED")
+            continue
+        for step, scale in ((10, 2.0), (20, 1.0)):
+            client.log_metric(run.info.run_id, "fid", fid * scale, step=step)
+        for k in range(10):
+            client.log_metric(run.info.run_id, f"fid_class/{k}", fid + k, step=20)
+            client.log_metric(run.info.run_id, f"count_class/{k}", 10 + k, step=20)
+            client.log_metric(run.info.run_id, f"prior/{k}", 0.1, step=20)
+        for key in ("fid_minority", "fid_majority", "class_kl_uniform", "classes_dropped"):
+            client.log_metric(run.info.run_id, key, fid / 2, step=20)
+        client.set_terminated(run.info.run_id, "FINISHED")
+    distributions = {"method": optuna.distributions.CategoricalDistribution(["dcgan", "damage"]),
+                     "imbalance": optuna.distributions.CategoricalDistribution([1, 10]),
+                     "prune_ratio": optuna.distributions.CategoricalDistribution([0.5])}
+    for sampled, fid in {(tuple(s.items()), f) for s, _, f in outcomes if f is not None}:
+        study.add_trial(optuna.trial.create_trial(params=dict(sampled), value=fid, distributions={
+            k: distributions[k] for k in dict(sampled)}))
+    return client, parent
+
+
+def test_report_lists_every_group_with_n_and_counts_failures(tmp_path):
+    space = load_space("smoke")
+    a = {"method": "dcgan", "imbalance": 1}
+    b = {"method": "damage", "prune_ratio": 0.5, "imbalance": 10}
+    outcomes = [(a, 0, 10.0), (a, 1, 14.0), (a, 2, None), (b, 0, 20.0)]
+    client, parent = make_study(tmp_path, space, outcomes)
+    report = write_report(space, tmp_path)
+    text = report.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| dcgan") or line.startswith("| damage")]
+    assert len(rows) == 2
+    dcgan = next(r for r in rows if r.startswith("| dcgan"))
+    # 3 trials, 1 failed, fid over the 2 finished: 12 ± t(0.975, 1) * sd / sqrt(2)
+    half = 12.706204736174707 * statistics.stdev([10.0, 14.0]) / math.sqrt(2)
+    assert "| 3 | 1 |" in dcgan and f"12 ± {half:.2g} (n=2)" in dcgan
+    assert "20 (n=1)" in next(r for r in rows if r.startswith("| damage"))
+    assert "failed or killed: 1" in text
+    for name in ("per_class_fid.png", "class_histograms.png", "learning_curves.png"):
+        assert f"]({name})" in text
+        assert (report.parent / name).read_bytes()[:8] == PNG_MAGIC
+    logged = [a.path for a in client.list_artifacts(parent, "report")]
+    assert "report/report.md" in logged
+
+
+def test_report_cli_refuses_a_missing_study(tmp_path, capsys):
+    assert report_main(["space=smoke", f"root={tmp_path}"]) == 2
+    assert "no study 'smoke'" in capsys.readouterr().err
+    assert not (tmp_path / "optuna.db").exists()
