@@ -13,6 +13,7 @@ Any other key overrides the space: num_samples=, max_concurrent=, seeds=, sample
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -163,6 +164,11 @@ def run_study(argv: list[str]) -> int:
     root = Path(str(run.get("root", "runs"))).expanduser().resolve()
     resume = bool(run.get("resume", False))
     root.mkdir(parents=True, exist_ok=True)
+    # trials run in other processes (other nodes): give them absolute store and data paths
+    fixed = dict(space.fixed)
+    fixed.setdefault("root", str(root))
+    fixed["data_root"] = str(Path(str(fixed.get("data_root", "data"))).expanduser().resolve())
+    space = dataclasses.replace(space, fixed=fixed)
     lock = FileLock(str(root / f".{space.name}.lock"))
     try:
         lock.acquire(timeout=0)

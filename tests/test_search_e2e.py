@@ -126,3 +126,31 @@ def test_bad_inputs_exit_2_without_touching_stores(tmp_path, capsys):
     assert run_main([f"root={root}"]) == 2
     assert "space=NAME" in capsys.readouterr().err
     assert not (root / "mlflow.db").exists()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_study_runs_on_an_existing_ray_cluster(tmp_path):
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    port = free_port()
+    start = subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                            "--disable-usage-stats", "--object-store-memory=100000000"],
+                           env=ENV, capture_output=True, text=True, timeout=120)
+    assert start.returncode == 0, start.stderr[-2000:]
+    try:
+        root = tmp_path / "runs"
+        proc = run_cli(["space=smoke", f"root={root}", f"ray_address=127.0.0.1:{port}", "num_samples=2"],
+                       timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert optuna_states(root, "smoke") == {"COMPLETE": 2}
+        _, parents, children = mlflow_runs(root, "smoke")
+        assert len(parents) == 1 and len([c for c in children if c.info.status == "FINISHED"]) == 2
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], env=ENV, capture_output=True, timeout=120)
