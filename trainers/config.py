@@ -30,7 +30,7 @@ class EvalConfig:
     batch_size: int = 250  # feature-extraction batch: bounds evaluation memory
     min_class_samples: int = 10  # per-class FID below this many samples of a class is NaN
     kid_subset_size: int = 100  # capped to the number of samples when fewer
-    judge_epochs: int = 30  # training epochs of the judge classifier (trained once, cached)
+    judge_epochs: int = 15  # training epochs of the judge classifier (trained once, cached)
     judge_width: int = 32  # channel width of the judge classifier
     images: bool = True  # write a sample grid and a class histogram per evaluation
 
@@ -99,6 +99,9 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "temperature": (0.0, math.inf, "(]"),
     "beta1": (0.0, 1.0, "[)"),
     "beta2": (0.0, 1.0, "[)"),
+    "lr_g": (0.0, math.inf, "()"),  # Adam rejects lr <= 0 with a traceback; catch it here
+    "lr_d": (0.0, math.inf, "()"),
+    "lecam_decay": (0.0, 1.0, "[]"),
 }
 POSITIVE_INTS = ("steps", "batch_size", "eval_every", "z_dim", "ch", "keep_checkpoints", "proj_dim",
                  "gsr_power_iters", "num_samples", "judge_epochs", "judge_width", "min_class_samples",

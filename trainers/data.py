@@ -8,6 +8,7 @@ balanced test split, and the judge classifier the full (balanced) training split
 from __future__ import annotations
 
 import math
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -175,10 +176,92 @@ def load_digits_raw(cfg: TrainConfig) -> RawDataset:
     return RawDataset(as_split(x_tr, y_tr), as_split(x_te, y_te), 10, [str(i) for i in range(10)])
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())
+
+
+def _dataset_error(cfg: TrainConfig, folder: Path, what: str, e: BaseException | None) -> DatasetMissingError:
+    """One line naming ``data_root``, the folder torchvision reads and the fix."""
+    if cfg.download:
+        return DatasetMissingError(
+            f"dataset '{cfg.dataset}': download into data_root='{cfg.data_root}' failed"
+            f"{' (' + _one_line(e) + ')' if e else ''}; put {what} under {folder} yourself "
+            f"or check the network")
+    found = f"is incomplete or corrupted ({_one_line(e)})" if folder.exists() and e else "is missing"
+    return DatasetMissingError(
+        f"dataset '{cfg.dataset}' not found: {folder} {found} (data_root='{cfg.data_root}'); put {what} "
+        f"there, set data_root= to the folder that contains {folder.name}, or pass download=true")
+
+
+def _cifar_loader(class_name: str, num_classes: int, what: str) -> Callable[[TrainConfig], RawDataset]:
+    def load(cfg: TrainConfig) -> RawDataset:
+        from torchvision import datasets
+
+        cls = getattr(datasets, class_name)
+        folder = Path(cfg.data_root) / cls.base_folder
+        try:
+            # torchvision checks every file's md5, so a truncated batch is caught here too
+            splits = [cls(root=cfg.data_root, train=train, download=cfg.download) for train in (True, False)]
+        except (RuntimeError, OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as e:
+            raise _dataset_error(cfg, folder, what, e) from None
+        as_split = lambda ds: Split(torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))),
+                                    torch.tensor(ds.targets, dtype=torch.long))
+        return RawDataset(as_split(splits[0]), as_split(splits[1]), num_classes, list(splits[0].classes))
+
+    load.__name__ = f"load_{class_name.lower()}_raw"
+    return load
+
+
+load_cifar10_raw = _cifar_loader("CIFAR10", 10, "the CIFAR-10 python batches (data_batch_1..5, test_batch, "
+                                                "batches.meta)")
+load_cifar100_raw = _cifar_loader("CIFAR100", 100, "the CIFAR-100 python files (train, test, meta)")
+
+GTSRB_CLASSES = 43
+
+
+def load_gtsrb_raw(cfg: TrainConfig) -> RawDataset:
+    """GTSRB through torchvision; images vary in size, so each is resized to the resolution on load."""
+    from torchvision import datasets, transforms
+
+    resolution = target_resolution(cfg)
+    folder = Path(cfg.data_root) / "gtsrb"
+    what = "GTSRB/Training/<class>/*.ppm, GTSRB/Final_Test/Images/*.ppm and GT-final_test.csv"
+    to_tensor = transforms.Compose([transforms.Resize((resolution, resolution)), transforms.PILToTensor()])
+    try:
+        splits = [datasets.GTSRB(root=cfg.data_root, split=split, download=cfg.download, transform=to_tensor)
+                  for split in ("train", "test")]
+        training = folder / "GTSRB" / "Training"
+        n_folders = sum(1 for p in training.iterdir() if p.is_dir())
+        if n_folders != GTSRB_CLASSES:  # torchvision labels train images by sorted folder position
+            raise RuntimeError(f"{training} holds {n_folders} class folders, expected {GTSRB_CLASSES} "
+                               f"(00000..00042)")
+        loaded = []
+        for name, ds in zip(("train", "test"), splits):
+            pairs = [ds[i] for i in range(len(ds))]
+            if not pairs:
+                raise RuntimeError(f"no images in the {name} split")
+            loaded.append(Split(torch.stack([img for img, _ in pairs]),
+                                torch.tensor([y for _, y in pairs], dtype=torch.long)))
+    except (RuntimeError, OSError, ValueError, KeyError) as e:
+        raise _dataset_error(cfg, folder, what, e) from None
+    return RawDataset(loaded[0], loaded[1], GTSRB_CLASSES, [str(i) for i in range(GTSRB_CLASSES)])
+
+
 DATASETS: dict[str, Callable[[TrainConfig], RawDataset]] = {
     "digits": load_digits_raw,
+    "cifar10": load_cifar10_raw,
+    "cifar100": load_cifar100_raw,
+    "gtsrb": load_gtsrb_raw,
 }
-DEFAULT_RESOLUTION = {"digits": 16}
+DEFAULT_RESOLUTION = {"digits": 16, "cifar10": 32, "cifar100": 32, "gtsrb": 32}
+
+
+def target_resolution(cfg: TrainConfig) -> int:
+    """The image side of a run: ``cfg.resolution`` or the dataset's default."""
+    resolution = cfg.resolution or DEFAULT_RESOLUTION.get(cfg.dataset, 32)
+    if resolution < 8 or resolution & (resolution - 1):
+        raise ConfigError(f"resolution = {resolution} must be a power of two >= 8 (e.g. 16 or 32)")
+    return resolution
 
 
 def _resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -201,10 +284,8 @@ def load_data(cfg: TrainConfig) -> DataBundle:
     """Build the long-tailed training split, the full training split and the balanced test split."""
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"unknown dataset '{cfg.dataset}'; valid: {', '.join(dataset_names())}")
+    resolution = target_resolution(cfg)  # checked before any file is read
     raw = DATASETS[cfg.dataset](cfg)
-    resolution = cfg.resolution or DEFAULT_RESOLUTION.get(cfg.dataset, 32)
-    if resolution < 8 or resolution & (resolution - 1):
-        raise ConfigError(f"resolution = {resolution} must be a power of two >= 8 (e.g. 16 or 32)")
     full_train = Split(_resize(raw.train.images, resolution), raw.train.labels)
     test = Split(_resize(raw.test.images, resolution), raw.test.labels)
     k = raw.num_classes

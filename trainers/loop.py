@@ -94,17 +94,18 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
     """
     cfg = make_config(cfg)
     report = report or (lambda metrics, checkpoint_dir: None)
+    # every config error (method, device, dataset files) surfaces before anything is written
+    method_cls = get_method(cfg.method)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    data = load_data(cfg)
+    method = method_cls(cfg, data, device)
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="trainer-")
         workdir = tmp.name
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    data = load_data(cfg)
-    method = get_method(cfg.method)(cfg, data, device)
     if evaluator == "auto":
         evaluator = build_evaluator(cfg, data, device)
     sampler = BatchSampler(data.train.labels, cfg.batch_size, cfg.seed, data.num_classes,

@@ -1,0 +1,316 @@
+"""Long-tail profiles against the published CIFAR-LT splits, and the real torchvision loaders on tiny
+files written in each dataset's on-disk format (CIFAR pickled batches, GTSRB folders + CSV)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from trainers.config import ConfigError, make_config
+from trainers.data import (DatasetMissingError, longtail_counts, load_data, make_longtail,
+                           minority_classes, Split)
+
+
+def naive_exp(n_max, k, rho):
+    """The CIFAR-LT formula written out independently: n_max * rho^(-rank / (K - 1))."""
+    out = []
+    for rank in range(k):
+        out.append(math.floor(n_max * math.pow(rho, -rank / (k - 1))))
+    return out
+
+
+# published CIFAR-LT training-set sizes (Cao et al. 2019 / Cui et al. 2019), SDCLR's 4500-image head
+@pytest.mark.parametrize("n_max,k,rho,total", [
+    (5000, 10, 100, 12406), (5000, 10, 50, 13996), (5000, 10, 10, 20431),
+    (500, 100, 100, 10847), (500, 100, 50, 12608), (500, 100, 10, 19573),
+    (4500, 10, 100, 11165),
+])
+def test_exp_profile_matches_published_cifar_lt(n_max, k, rho, total):
+    counts = longtail_counts(n_max, k, rho)
+    assert sum(counts) == total
+    assert counts == naive_exp(n_max, k, rho)
+    assert counts[0] == n_max and counts[-1] == n_max // rho
+    assert all(a >= b for a, b in zip(counts, counts[1:]))
+
+
+def test_step_and_balanced_partial_profiles():
+    assert longtail_counts(5000, 10, 100, "step") == [5000] * 5 + [50] * 5  # 25,250
+    assert sum(longtail_counts(500, 100, 10, "step")) == 50 * 500 + 50 * 50
+    odd = longtail_counts(100, 43, 4, "step")  # ceil(43/2) = 22 head classes
+    assert odd.count(100) == 22 and odd.count(25) == 21
+
+    for n_max, k, rho in [(5000, 10, 100), (500, 100, 50), (4500, 10, 10), (7, 3, 3)]:
+        bp = longtail_counts(n_max, k, rho, "balanced_partial")
+        assert sum(bp) == sum(longtail_counts(n_max, k, rho, "exp"))
+        assert max(bp) - min(bp) <= 1
+    assert longtail_counts(5000, 10, 100, "balanced_partial") == [1241] * 6 + [1240] * 4
+    assert longtail_counts(50, 10, 1, "balanced_partial") == [50] * 10  # rho = 1 is the full set
+    assert longtail_counts(50, 10, 1) == [50] * 10
+
+
+def test_profile_errors():
+    with pytest.raises(ConfigError, match="imbalance"):
+        longtail_counts(100, 10, 0.5)
+    with pytest.raises(ConfigError, match="exp, step, balanced_partial"):
+        longtail_counts(100, 10, 10, "linear")
+
+
+def test_minority_classes():
+    counts_by_rank = longtail_counts(5000, 10, 100)
+    assert minority_classes(counts_by_rank, list(range(10))) == [5, 6, 7, 8, 9]
+    order = [3, 1, 4, 0, 9, 2, 6, 8, 5, 7]  # class of rank r
+    counts = [0] * 10
+    for rank, cls in enumerate(order):
+        counts[cls] = counts_by_rank[rank]
+    assert minority_classes(counts, order) == sorted(order[5:])
+    assert minority_classes(counts, order, num_minority=2) == sorted(order[8:])
+    # a tie (balanced data) goes to the classes ranked last
+    assert minority_classes([10] * 4, [0, 1, 2, 3]) == [2, 3]
+    assert minority_classes([10] * 5, [4, 3, 2, 1, 0]) == [0, 1]  # floor(5/2)
+
+
+def test_make_longtail_keeps_seeded_subsets():
+    labels = torch.arange(4).repeat_interleave(20)
+    split = Split(torch.arange(80, dtype=torch.uint8).view(80, 1, 1, 1), labels)
+    a = make_longtail(split, 4, [20, 10, 5, 2], [0, 1, 2, 3], data_seed=0)
+    b = make_longtail(split, 4, [20, 10, 5, 2], [0, 1, 2, 3], data_seed=0)
+    c = make_longtail(split, 4, [20, 10, 5, 2], [0, 1, 2, 3], data_seed=1)
+    assert a.counts(4) == [20, 10, 5, 2]
+    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+    assert c.counts(4) == [20, 10, 5, 2]
+    # every kept image still carries its own label
+    assert torch.equal(a.images.flatten().long() // 20, a.labels)
+
+
+def test_digits_imbalance_on_training_split_only():
+    base = load_data(make_config({}))
+    lt = load_data(make_config({"imbalance": 10, "data_seed": 0}))
+    n_max = min(base.train_counts)
+    assert lt.train_counts == longtail_counts(n_max, 10, 10)
+    assert lt.train.images.shape[1:] == (1, 16, 16) and lt.train.images.dtype == torch.uint8
+    # evaluation data is untouched: the balanced test split and the full training split
+    assert torch.equal(lt.test.labels, base.test.labels) and torch.equal(lt.test.images, base.test.images)
+    assert max(lt.test.counts(10)) - min(lt.test.counts(10)) <= 2  # digits' own 174..183 per class
+    assert torch.equal(lt.full_train.images, base.full_train.images)
+    assert lt.minority == [5, 6, 7, 8, 9] and lt.majority == [0, 1, 2, 3, 4]
+    assert lt.info()["minority_classes"] == lt.minority and lt.info()["train_counts"] == lt.train_counts
+
+    other = load_data(make_config({"imbalance": 10, "data_seed": 1}))
+    assert other.train_counts == lt.train_counts
+    assert not torch.equal(other.train.images, lt.train.images)
+
+    permuted = load_data(make_config({"imbalance": 10, "class_order_seed": 3}))
+    assert sorted(permuted.class_order) == list(range(10)) and permuted.class_order != list(range(10))
+    assert [permuted.train_counts[c] for c in permuted.class_order] == lt.train_counts
+    assert permuted.minority == sorted(permuted.class_order[5:])
+
+    step = load_data(make_config({"imbalance": 4, "imbalance_profile": "step", "n_max": 100}))
+    assert step.train_counts == [100] * 5 + [25] * 5
+
+
+# ----------------------------------------------------------------------------------------------
+# CIFAR-10/100: pickled batches exactly as the python versions ship them
+
+
+def _md5(path):
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _pickle(path, obj):
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+def _cifar_images(rng, n):
+    return rng.integers(0, 256, size=(n, 3 * 32 * 32), dtype=np.uint8)
+
+
+@pytest.fixture
+def cifar10_root(tmp_path, monkeypatch):
+    """data_batch_1..5 with 4 images each, test_batch with 10, batches.meta; torchvision verifies
+    each file's md5, so its checksum table is pointed at these files."""
+    from torchvision.datasets import CIFAR10
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    train_list, written = [], {"train": [], "test": []}
+    labels_all = [0, 0, 1, 1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 2, 2, 3, 4, 9, 9]  # 20 images
+    for i in range(5):
+        data, labels = _cifar_images(rng, 4), labels_all[4 * i: 4 * i + 4]
+        _pickle(folder / f"data_batch_{i + 1}", {"batch_label": f"training batch {i + 1} of 5",
+                                                 "labels": labels, "data": data,
+                                                 "filenames": [f"img{i}_{j}.png" for j in range(4)]})
+        written["train"].append((data, labels))
+        train_list.append([f"data_batch_{i + 1}", _md5(folder / f"data_batch_{i + 1}")])
+    data, labels = _cifar_images(rng, 10), list(range(10))
+    _pickle(folder / "test_batch", {"batch_label": "testing batch 1 of 1", "labels": labels, "data": data,
+                                    "filenames": [f"t{j}.png" for j in range(10)]})
+    written["test"].append((data, labels))
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    _pickle(folder / "batches.meta", {"num_cases_per_batch": 4, "label_names": names, "num_vis": 3072})
+    monkeypatch.setattr(CIFAR10, "train_list", train_list)
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", _md5(folder / "test_batch")]])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": _md5(folder / "batches.meta")})
+    return tmp_path, written, names
+
+
+def test_cifar10_loader_reads_pickled_batches(cifar10_root):
+    root, written, names = cifar10_root
+    data = load_data(make_config({"dataset": "cifar10", "data_root": str(root)}))
+    train_imgs = np.concatenate([d for d, _ in written["train"]]).reshape(-1, 3, 32, 32)
+    train_labels = sum((lab for _, lab in written["train"]), [])
+    assert data.full_train.images.shape == (20, 3, 32, 32) and data.resolution == 32
+    assert data.full_train.images.dtype == torch.uint8
+    assert torch.equal(data.full_train.images, torch.from_numpy(train_imgs))
+    assert data.full_train.labels.tolist() == train_labels
+    assert data.test.images.shape == (10, 3, 32, 32) and data.test.labels.tolist() == list(range(10))
+    assert data.class_names == names and data.channels == 3
+    # the smallest class has one image, so imbalance 1 keeps the full set
+    assert data.train_counts == data.full_train.counts(10)
+
+    small = load_data(make_config({"dataset": "cifar10", "data_root": str(root), "resolution": 16,
+                                   "imbalance": 3, "n_max": 3}))
+    assert small.train.images.shape[1:] == (3, 16, 16) and small.test.images.shape == (10, 3, 16, 16)
+    assert small.train_counts == [min(want, have) for want, have in
+                                  zip(longtail_counts(3, 10, 3), data.full_train.counts(10))]
+    assert small.test.labels.tolist() == list(range(10))  # imbalance leaves the test split alone
+
+
+@pytest.fixture
+def cifar100_root(tmp_path, monkeypatch):
+    from torchvision.datasets import CIFAR100
+
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    train_labels = [c for c in range(100) for _ in range(2)]
+    _pickle(folder / "train", {"filenames": [f"{i}.png" for i in range(200)], "batch_label": "training batch 1 of 1",
+                               "fine_labels": train_labels, "coarse_labels": [c // 5 for c in train_labels],
+                               "data": _cifar_images(rng, 200)})
+    _pickle(folder / "test", {"filenames": [f"{i}.png" for i in range(100)], "batch_label": "testing batch 1 of 1",
+                              "fine_labels": list(range(100)), "coarse_labels": [c // 5 for c in range(100)],
+                              "data": _cifar_images(rng, 100)})
+    names = [f"fine{c}" for c in range(100)]
+    _pickle(folder / "meta", {"fine_label_names": names, "coarse_label_names": [f"coarse{c}" for c in range(20)]})
+    monkeypatch.setattr(CIFAR100, "train_list", [["train", _md5(folder / "train")]])
+    monkeypatch.setattr(CIFAR100, "test_list", [["test", _md5(folder / "test")]])
+    monkeypatch.setattr(CIFAR100, "meta", {**CIFAR100.meta, "md5": _md5(folder / "meta")})
+    return tmp_path, names
+
+
+def test_cifar100_loader_reads_pickled_files(cifar100_root):
+    root, names = cifar100_root
+    data = load_data(make_config({"dataset": "cifar100", "data_root": str(root), "imbalance": 2}))
+    assert data.num_classes == 100 and data.class_names == names
+    assert data.full_train.images.shape == (200, 3, 32, 32) and data.test.images.shape == (100, 3, 32, 32)
+    assert data.full_train.counts(100) == [2] * 100
+    assert data.train_counts == longtail_counts(2, 100, 2)  # [2, 1, 1, ..., 1]
+    assert data.test.counts(100) == [1] * 100
+    assert len(data.minority) == 50
+
+
+def test_cifar_corrupted_file_is_a_clear_error(cifar10_root):
+    root, _, _ = cifar10_root
+    path = root / "cifar-10-batches-py" / "data_batch_3"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DatasetMissingError, match="corrupted") as e:
+        load_data(make_config({"dataset": "cifar10", "data_root": str(root)}))
+    assert str(root) in str(e.value) and "\n" not in str(e.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# GTSRB: GTSRB/Training/<00000..00042>/*.ppm (+ GT-<class>.csv), Final_Test/Images + GT-final_test.csv
+
+
+GT_FIELDS = ["Filename", "Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId"]
+
+
+def _write_ppm(path, rng, size):
+    Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)).save(path)
+
+
+@pytest.fixture
+def gtsrb_root(tmp_path):
+    rng = np.random.default_rng(2)
+    base = tmp_path / "gtsrb"
+    training = base / "GTSRB" / "Training"
+    counts = [1 + (c % 3) for c in range(43)]  # naturally uneven: 1, 2 or 3 images per class
+    for c in range(43):
+        folder = training / f"{c:05d}"
+        folder.mkdir(parents=True)
+        with open(folder / f"GT-{c:05d}.csv", "w", newline="") as f:
+            w = csv.writer(f, delimiter=";")
+            w.writerow(GT_FIELDS)
+            for j in range(counts[c]):
+                size = (int(rng.integers(15, 60)), int(rng.integers(15, 60)))  # GTSRB sizes vary
+                name = f"00000_{j:05d}.ppm"
+                _write_ppm(folder / name, rng, size)
+                w.writerow([name, size[0], size[1], 1, 1, size[0] - 1, size[1] - 1, c])
+    test_dir = base / "GTSRB" / "Final_Test" / "Images"
+    test_dir.mkdir(parents=True)
+    with open(base / "GT-final_test.csv", "w", newline="") as f:
+        w = csv.writer(f, delimiter=";")
+        w.writerow(GT_FIELDS)
+        for i in range(43):
+            size = (int(rng.integers(15, 60)), int(rng.integers(15, 60)))
+            _write_ppm(test_dir / f"{i:05d}.ppm", rng, size)
+            w.writerow([f"{i:05d}.ppm", size[0], size[1], 1, 1, size[0] - 1, size[1] - 1, 42 - i])
+    return tmp_path, counts
+
+
+def test_gtsrb_loader_reads_folders_and_csv(gtsrb_root):
+    root, counts = gtsrb_root
+    data = load_data(make_config({"dataset": "gtsrb", "data_root": str(root)}))
+    assert data.num_classes == 43 and data.resolution == 32
+    assert data.full_train.images.shape == (sum(counts), 3, 32, 32)
+    assert data.full_train.images.dtype == torch.uint8
+    assert data.full_train.counts(43) == counts
+    assert data.train_counts == counts  # imbalance 1: the natural long tail stays as it is
+    assert data.test.images.shape == (43, 3, 32, 32)
+    assert data.test.labels.tolist() == [42 - i for i in range(43)]  # labels come from the GT csv
+    assert sorted(data.minority) == data.minority and len(data.minority) == 21
+    assert all(counts[m] <= counts[c] for m in data.minority for c in data.majority)
+
+    # each image is resized when it is loaded; pixels match a direct PIL resize of the file
+    small = load_data(make_config({"dataset": "gtsrb", "data_root": str(root), "resolution": 16,
+                                   "n_max": 1}))
+    assert small.train.images.shape[1:] == (3, 16, 16) and small.test.images.shape == (43, 3, 16, 16)
+    assert small.train_counts == [1] * 43
+    first = Image.open(root / "gtsrb" / "GTSRB" / "Final_Test" / "Images" / "00000.ppm").convert("RGB")
+    expected = torch.from_numpy(np.array(first.resize((16, 16), Image.BILINEAR))).permute(2, 0, 1)
+    assert (small.test.images[0].int() - expected.int()).abs().max() <= 1
+
+
+def test_gtsrb_missing_class_folders_is_an_error(gtsrb_root):
+    root, _ = gtsrb_root
+    import shutil
+    shutil.rmtree(root / "gtsrb" / "GTSRB" / "Training" / "00042")
+    with pytest.raises(DatasetMissingError, match="42 class folders"):
+        load_data(make_config({"dataset": "gtsrb", "data_root": str(root)}))
+
+
+@pytest.mark.parametrize("dataset,folder", [("cifar10", "cifar-10-batches-py"),
+                                            ("cifar100", "cifar-100-python"), ("gtsrb", "gtsrb")])
+def test_missing_dataset_names_data_root_and_fix(tmp_path, dataset, folder):
+    root = tmp_path / "nowhere"
+    with pytest.raises(DatasetMissingError) as e:
+        load_data(make_config({"dataset": dataset, "data_root": str(root)}))
+    msg = str(e.value)
+    assert isinstance(e.value, ConfigError) and "\n" not in msg
+    assert f"data_root='{root}'" in msg and str(root / folder) in msg and "download=true" in msg
+    assert not root.exists()  # nothing is created by a failed load
+
+
+def test_unknown_dataset_and_bad_resolution():
+    with pytest.raises(ConfigError, match="valid: cifar10, cifar100, digits, gtsrb"):
+        load_data(make_config({"dataset": "mnist"}))
+    with pytest.raises(ConfigError, match="power of two"):
+        load_data(make_config({"resolution": 24}))
