@@ -198,10 +198,13 @@ def _run_locked(space, root: Path, resume: bool, run: dict[str, Any]) -> int:
         raise StudyError(f"study '{space.name}' already exists under root={root}; add resume=true to continue it, "
                          f"or pass another root= to start afresh")
 
-    storage = optuna_storage(root)
     tracking_uri, artifact_location = tracking.store_uris(root, run.get("tracking_uri"))
     tracking.check_reachable(tracking_uri)
     print_study(space, root, resume)
+    # every refusal (cluster, resources) comes before the first write to a store
+    init_ray(run.get("ray_address"), root)
+    resources = trial_resources(space)
+    storage = optuna_storage(root)
 
     client = tracking.client_for(tracking_uri)
     experiment_id = tracking.ensure_experiment(client, space.name, artifact_location)
@@ -213,8 +216,6 @@ def _run_locked(space, root: Path, resume: bool, run: dict[str, Any]) -> int:
         parent_run_id = parent.info.run_id
         client.update_run(parent_run_id, status="RUNNING")
 
-    init_ray(run.get("ray_address"), root)
-    resources = trial_resources(space)
     trainable = tune.with_resources(tune.with_parameters(run_trial, space=space),
                                     {"cpu": resources["cpu"], "gpu": resources["gpu"]})
     callback = tracking.MLflowTrialCallback(tracking_uri, experiment_id, parent_run_id, space)

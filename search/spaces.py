@@ -305,6 +305,10 @@ def validate_space(raw: dict, source: str = "<space>") -> Space:
             close = difflib.get_close_matches(p.name, sorted(trainer_keys), n=1)
             hint = f"did you mean '{close[0]}'?" if close else "see trainers/config.py for the keys"
             raise _err(source, f"params.{p.name}", f"is not a trainer setting; {hint}")
+    for p in params:
+        if p.name in fixed:
+            raise _err(source, f"fixed.{p.name}", "is also a parameter of this space (params would override it); "
+                                                  "keep one of the two")
     if "seed" in {p.name for p in params} or "seed" in fixed:
         raise _err(source, "seed", "is set by the space's 'seeds' (replicates), not by params or fixed")
 

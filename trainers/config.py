@@ -36,6 +36,15 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class FaultConfig:
+    """Fault injection for the fault suite (``fault.*`` keys); never set in a real study."""
+
+    nan_at_step: int | None = None  # the D loss becomes NaN at this step (-> DivergedError)
+    raise_at_step: int | None = None  # a RuntimeError is raised at this step
+    kill_at_step: int | None = None  # the process SIGKILLs itself at this step, once per work dir
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """One trial. Defaults are the CPU/digits preset; a search space overrides any of them."""
 
@@ -71,6 +80,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # checkpoints kept in the work dir (the previous one survives a bad write)
     root: str = "runs"  # store root: caches (judge, reference statistics) live in <root>/cache
     eval: EvalConfig = field(default_factory=EvalConfig)
+    fault: FaultConfig = field(default_factory=FaultConfig)
 
     # --- ContraD / Damage GAN ---
     contrastive_weight: float = 1.0  # lambda_con, weight of the fake-side SupCon term

@@ -7,7 +7,9 @@ calls ``report(metrics, checkpoint_dir)``. It knows nothing of Ray, Optuna or ML
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -76,6 +78,20 @@ class _Running:
         return {k: float(v) / max(1, self.count) for k, v in self.sums.items()}
 
 
+def _inject_fault(cfg: TrainConfig, step: int, workdir: Path, logs: dict[str, torch.Tensor]) -> None:
+    """The fault suite's injected faults (``fault.*``)."""
+    fault = cfg.fault
+    if fault.raise_at_step == step:
+        raise RuntimeError(f"injected fault: raise at step {step}")
+    if fault.kill_at_step == step:
+        marker = workdir / ".fault-killed"
+        if not marker.exists():  # once: the restarted trial must get past this step
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+    if fault.nan_at_step == step:
+        logs["loss/d"] = torch.tensor(float("nan"))
+
+
 def _check_finite(step: int, logs: Mapping[str, torch.Tensor]) -> None:
     values = torch.stack([v.detach().float().reshape(()) for v in logs.values()])
     if not bool(torch.isfinite(values).all()):
@@ -131,12 +147,15 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
                    unit="step", dynamic_ncols=True)
     started = time.perf_counter()
     try:
+        faults = any(v is not None for v in vars(cfg.fault).values())
         while step < cfg.steps:
             logs: dict[str, torch.Tensor] = {}
             for _ in range(method.n_dis):
                 idx = sampler.next().to(device)
                 logs.update(method.d_step(to_float(train_images[idx]), train_labels[idx], step))
             logs.update(method.g_step(step))
+            if faults:
+                _inject_fault(cfg, step, workdir, logs)
             _check_finite(step, logs)
             running.add(logs)
             step += 1

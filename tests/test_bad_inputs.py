@@ -1,0 +1,146 @@
+"""Every bad input to the four commands: exit code 2, one line naming the file/key and the fix, no
+traceback, and the stores of an existing study untouched (row counts compared before and after)."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlflow_server.__main__ import main as server_main
+from search.report import main as report_main
+from search.run import main as run_main
+from search.spaces import load_space
+from trainers.train import main as train_main
+
+from test_report import make_study
+from test_search_e2e import ENV, PROJECT
+
+GOOD = """name: {name}
+metric: fid
+sampler: grid
+fixed: {{dataset: digits, steps: 4}}
+params:
+  method: {{choice: [dcgan]}}
+  imbalance: {{choice: [1, 10]}}
+"""
+
+
+def row_counts(root: Path) -> dict[str, int]:
+    counts = {}
+    for db, tables in (("optuna.db", ("studies", "trials", "trial_values", "trial_params")),
+                       ("mlflow.db", ("experiments", "runs", "metrics", "params", "tags"))):
+        with sqlite3.connect(root / db) as conn:
+            for table in tables:
+                counts[f"{db}:{table}"] = conn.execute(f"select count(*) from {table}").fetchone()[0]
+    return counts
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stores")
+    space = load_space("smoke")
+    make_study(root, space, [({"method": "dcgan", "imbalance": 1}, 0, 10.0)])
+    return root
+
+
+def space_file(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "bad.yaml"
+    path.write_text(body)
+    return str(path)
+
+
+BAD_SPACES = {
+    "malformed_yaml": ("name: bad\nmetric: fid\nparams: {method: [dcgan\n", "malformed YAML"),
+    "unknown_key": (GOOD.format(name="bad") + "shedular: fifo\n", "did you mean 'scheduler'"),
+    "wrong_type": (GOOD.format(name="bad").replace("steps: 4", "steps: four"), "'steps' must be int"),
+    "out_of_range": (GOOD.format(name="bad").replace("[1, 10]", "[0.5, 10]"), "imbalance"),
+    "empty_choice": (GOOD.format(name="bad").replace("[dcgan]", "[]"), "non-empty list"),
+    "unknown_condition": (GOOD.format(name="bad") + "  prune_ratio: {choice: [0.5], when: {mehtod: damage}}\n",
+                          "not a parameter of this space"),
+    "num_samples_zero": (GOOD.format(name="bad") + "num_samples: 0\n", "num_samples"),
+    "unknown_method": (GOOD.format(name="bad").replace("[dcgan]", "[dcgan, biggan]"), "unknown method 'biggan'"),
+    "unknown_dataset": (GOOD.format(name="bad").replace("digits", "imagenet"), "unknown dataset 'imagenet'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPACES))
+def test_bad_space_files(case, tmp_path, stores, capsys):
+    body, expected = BAD_SPACES[case]
+    before = row_counts(stores)
+    path = space_file(tmp_path, body)
+    assert run_main([f"space={path}", f"root={stores}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and path in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert row_counts(stores) == before
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["space=nosuchspace"], "available"),
+    (["space=smoke", "resume=true"], "no study 'smoke'"),  # run against an empty root
+    (["space=smoke", "resume=maybe"], "true or false"),
+    (["space=smoke", "num_samples=-1"], "num_samples"),
+    (["space=smoke", "fixed.imbalance=0"], "imbalance"),
+    (["space=smoke", "fixed.methd=dcgan"], "did you mean 'method'"),
+    (["space=smoke", "preset=tpu"], "no preset 'tpu'"),
+    (["space=smoke", "notakeyvalue"], "key=value"),
+])
+def test_bad_search_run_arguments(args, expected, tmp_path, stores, capsys):
+    root = stores if "resume=true" not in args else tmp_path / "empty"
+    before = row_counts(stores)
+    assert run_main(args + [f"root={root}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1
+    assert row_counts(stores) == before
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["method=stylegan"], "unknown method 'stylegan'"),
+    (["dataset=imagenet"], "unknown dataset 'imagenet'"),
+    (["imbalance=0.5"], "imbalance"),
+    (["prune_ratio=1.0"], "prune_ratio"),
+    (["steps=0"], "steps"),
+    (["eval.num_sample=5"], "did you mean 'eval.num_samples'"),
+    (["batch_size=big"], "batch_size"),
+    (["dataset=cifar10", "data_root={tmp}/nowhere"], "data_root"),
+    (["resume=true", "workdir={tmp}/nothing"], "resume=true"),
+])
+def test_bad_trainer_arguments(args, expected, tmp_path, capsys):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert train_main(args + [f"root={tmp_path / 'r'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("state.pt"))
+
+
+def test_bad_report_and_server_arguments(tmp_path, stores, capsys):
+    before = row_counts(stores)
+    assert report_main(["space=smoke", f"root={tmp_path}"]) == 2
+    assert "no study 'smoke'" in capsys.readouterr().err
+    assert report_main(["space=nosuch", f"root={stores}"]) == 2
+    assert "available" in capsys.readouterr().err
+    assert report_main(["space=smoke", f"root={stores}", "colour=red"]) == 2
+    assert "unknown key" in capsys.readouterr().err
+    assert server_main([f"root={tmp_path}"]) == 2
+    assert "no MLflow store" in capsys.readouterr().err
+    assert server_main([f"root={stores}", "port=99999"]) == 2
+    assert "port" in capsys.readouterr().err
+    assert server_main([f"root={stores}", "prot=5000"]) == 2
+    assert "unknown key" in capsys.readouterr().err
+    assert row_counts(stores) == before
+
+
+@pytest.mark.parametrize("module, args", [
+    ("search.run", ["space=nosuchspace"]),
+    ("trainers.train", ["method=stylegan"]),
+])
+def test_real_processes_exit_2_with_one_line(module, args, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", module, *args, f"root={tmp_path}"], cwd=PROJECT, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr

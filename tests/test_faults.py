@@ -1,0 +1,197 @@
+"""The fault suite: faults are injected and survived; finished trials are kept, nothing runs twice.
+
+Trial-level faults are injected through the trainer's ``fault.*`` keys (NaN at a step, an exception at
+a step, SIGKILL of the worker at a step — once), set on one cell of a study with a space condition.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from filelock import FileLock
+
+from search.run import main as run_main
+from trainers import checkpoint as ckpt
+from trainers.loop import DivergedError, train
+
+from test_search_e2e import ENV, PROJECT, mlflow_runs, optuna_states, run_cli
+
+TINY = {"dataset": "digits", "ch": 4, "batch_size": 16, "steps": 6, "eval_every": 2, "keep_checkpoints": 3}
+
+
+def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    train(TINY | {"steps": 4}, workdir=tmp_path, evaluator=None)  # checkpoints at steps 2 and 4
+    real_save = torch.save
+
+    def crash(obj, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"half a checkp")  # a partial write, then the process "dies"
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError):
+        train(TINY, workdir=tmp_path, resume_from=tmp_path, evaluator=None)
+    monkeypatch.setattr(torch, "save", real_save)
+    state, path = ckpt.load_latest(tmp_path)
+    assert state["step"] == 4 and path.name.endswith("000000004")
+    assert [p.name for p in ckpt.checkpoint_dirs(tmp_path)][-1].endswith("000000004")
+    last = train(TINY, workdir=tmp_path, resume_from=tmp_path, evaluator=None)
+    assert last["step"] == 6
+
+
+def test_corrupted_checkpoint_falls_back_to_the_previous(tmp_path):
+    train(TINY, workdir=tmp_path, evaluator=None)
+    newest = ckpt.checkpoint_dirs(tmp_path)[-1]
+    data = (newest / ckpt.STATE_FILE).read_bytes()
+    (newest / ckpt.STATE_FILE).write_bytes(data[: len(data) // 3])
+    state, path = ckpt.load_latest(tmp_path)
+    assert state["step"] == 4 and path != newest
+    state, path = ckpt.load_latest(newest)  # asked for the corrupted one by name: its predecessor
+    assert state["step"] == 4
+
+
+def test_injected_nan_raises_diverged_error_not_a_metric(tmp_path):
+    reports = []
+    with pytest.raises(DivergedError) as info:
+        train(TINY | {"fault.nan_at_step": 3}, lambda m, c: reports.append(m), workdir=tmp_path, evaluator=None)
+    assert info.value.step == 3
+    assert [m["step"] for m in reports] == [2]
+
+
+def test_same_space_twice_at_once_is_refused(tmp_path, capsys):
+    root = tmp_path / "runs"
+    root.mkdir()
+    with FileLock(str(root / ".smoke.lock")):
+        assert run_main(["space=smoke", f"root={root}"]) == 2
+    err = capsys.readouterr().err
+    assert "already running" in err and "Traceback" not in err
+    assert not (root / "optuna.db").exists()
+
+
+def test_unreachable_tracking_uri_fails_before_any_trial(tmp_path, capsys):
+    root = tmp_path / "runs"
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert run_main(["space=smoke", f"root={root}", f"tracking_uri=http://127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err
+    assert "unreachable" in err and "tracking_uri" in err
+    assert not (root / "optuna.db").exists() and not (root / "ray").exists()
+
+
+FAULT_SPACE = """
+name: {name}
+description: fault injection
+metric: fid
+sampler: grid
+max_concurrent: 2
+seeds: 1
+fixed: {{dataset: digits, ch: 4, batch_size: 32, steps: 20, eval_every: 10, eval.num_samples: 200,
+        eval.judge_epochs: 15}}
+params:
+  method: {{choice: [dcgan]}}
+  imbalance: {{choice: [1, 10, 100]}}
+  {fault}: {{choice: [15], when: {{imbalance: 10}}}}
+"""
+
+
+def fault_space(tmp_path: Path, name: str, fault: str) -> str:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(FAULT_SPACE.format(name=name, fault=fault))
+    return str(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["fault.nan_at_step", "fault.raise_at_step"])
+def test_failing_trial_is_failed_everywhere_and_the_study_goes_on(tmp_path, fault):
+    root = tmp_path / "runs"
+    proc = run_cli([f"space={fault_space(tmp_path, 'faulty', fault)}", f"root={root}"], timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert optuna_states(root, "faulty") == {"COMPLETE": 2, "FAIL": 1}
+    _, parents, children = mlflow_runs(root, "faulty")
+    assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED", "FINISHED"]
+    failed = next(c for c in children if c.info.status == "FAILED")
+    assert failed.data.params["imbalance"] == "10.0"
+    assert failed.data.metrics["step"] == 10  # what it reported before failing is kept, nothing after
+    assert "(1 failed)" in proc.stdout
+
+
+@pytest.mark.slow
+def test_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path):
+    root = tmp_path / "runs"
+    proc = run_cli([f"space={fault_space(tmp_path, 'killed', 'fault.kill_at_step')}", f"root={root}"], timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert optuna_states(root, "killed") == {"COMPLETE": 3}
+    client, _, children = mlflow_runs(root, "killed")
+    assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
+    killed = next(c for c in children if c.data.params["imbalance"] == "10.0")
+    steps = [m.step for m in client.get_metric_history(killed.info.run_id, "fid")]
+    assert steps == [10, 20], f"resumed from the step-10 checkpoint, each evaluation logged once: {steps}"
+
+
+@pytest.mark.slow
+def test_sigint_then_resume_completes_the_study(tmp_path):
+    root = tmp_path / "runs"
+    args = ["space=smoke", f"root={root}", "max_concurrent=1", "fixed.steps=60", "fixed.eval_every=20"]
+    proc = subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=PROJECT, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        try:
+            if optuna_states(root, "smoke").get("COMPLETE", 0) >= 1:
+                break
+        except (sqlite3.OperationalError, FileNotFoundError):
+            pass
+        time.sleep(1)
+    time.sleep(3)
+    os.kill(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    resumed = run_cli(args + ["resume=true"], timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    states = optuna_states(root, "smoke")
+    assert states.get("COMPLETE") == 4 and "RUNNING" not in states
+    _, parents, children = mlflow_runs(root, "smoke")
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert len(parents) == 1 and len(finished) == 4
+    assert len({c.data.tags["ray.trial_id"] for c in children}) == len(children)
+
+
+@pytest.mark.slow
+def test_two_spaces_share_a_root_without_interfering(tmp_path):
+    root = tmp_path / "runs"
+    spaces = [fault_space(tmp_path, name, "fault.raise_at_step") for name in ("first", "second")]
+    # make both spaces fault-free: the fault applies to a cell that does not exist in them
+    for path in spaces:
+        Path(path).write_text(Path(path).read_text().replace("[1, 10, 100]", "[1, 100]")
+                              .replace("  fault.raise_at_step: {choice: [15], when: {imbalance: 10}}\n", ""))
+    procs = [subprocess.Popen([sys.executable, "-m", "search.run", f"space={p}", f"root={root}", "max_concurrent=1"],
+                              cwd=PROJECT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for p in spaces]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    for name in ("first", "second"):
+        assert optuna_states(root, name) == {"COMPLETE": 2}
+        _, parents, children = mlflow_runs(root, name)
+        assert len(parents) == 1 and len(children) == 2
+
+
+@pytest.mark.slow
+def test_resources_larger_than_the_machine_are_refused(tmp_path):
+    root = tmp_path / "runs"
+    proc = run_cli(["space=smoke", f"root={root}", "resources.cpu=512"], timeout=300)
+    assert proc.returncode == 2 and "resources.cpu" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (root / "optuna.db").exists() and not (root / "mlflow.db").exists()
