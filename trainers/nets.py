@@ -81,3 +81,42 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         feat = self.encoder(x)
         return {"feat": feat, "adv": self.adv(feat).squeeze(1)}
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm without its own affine, then a per-class gain and bias (the cGAN conditioning).
+
+    ``gain.weight`` and ``bias.weight`` are (num_classes, num_features): row ``y`` is the class's
+    gamma_y / beta_y that the group spectral regulariser reshapes into a near-square matrix.
+    """
+
+    def __init__(self, num_features: int, num_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(num_features, affine=False)
+        self.gain = nn.Embedding(num_classes, num_features)
+        self.bias = nn.Embedding(num_classes, num_features)
+        nn.init.ones_(self.gain.weight)  # identity conditioning at the start, as plain BN
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.bn(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+
+
+class ProjectionDiscriminator(nn.Module):
+    """SNDCGAN encoder ``phi`` + projection head: ``D(x, y) = psi(phi(x)) + <embed(y), phi(x)>``.
+
+    Without ``y`` only the unconditional term ``psi(phi(x))`` is returned.
+    """
+
+    def __init__(self, ch: int, resolution: int, channels: int, num_classes: int):
+        super().__init__()
+        self.encoder = Encoder(ch, resolution, channels)
+        self.psi = spectral_norm(nn.Linear(self.encoder.out_dim, 1))
+        self.embed = spectral_norm(nn.Embedding(num_classes, self.encoder.out_dim))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        feat = self.encoder(x)
+        adv = self.psi(feat).squeeze(1)
+        if y is not None:
+            adv = adv + (self.embed(y) * feat).sum(1)
+        return {"feat": feat, "adv": adv}

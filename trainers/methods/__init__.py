@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from trainers.config import ConfigError
 from trainers.methods.base import GANMethod
+from trainers.methods.cgan import ConditionalGAN
+from trainers.methods.contrad import ContraD
+from trainers.methods.damage import DamageGAN
 from trainers.methods.dcgan import DCGAN
 
 METHODS: dict[str, type[GANMethod]] = {
     "dcgan": DCGAN,
+    "contrad": ContraD,
+    "damage": DamageGAN,
+    "cgan": ConditionalGAN,
 }
 
 

@@ -1,0 +1,69 @@
+"""Cost of the group Spectral Regulariser: seconds per cgan G step with gSR on / off.
+
+One ``cgan`` method (digits at imbalance 100, resolution 16, batch 64, ch 16, gsr_lambda 0.5, one
+power iteration per step) on the CPU; the same nets and optimisers run both variants, switched by
+the method's config (``gsr_lambda`` 0.5 vs 0), so the only difference is the penalty's forward and
+backward. Blocks of ``block`` G steps alternate ABBA over ``rounds`` (one D step between blocks
+keeps the run a GAN); each block's mean step time is one sample and the medians are compared.
+
+    python benchmarks/gsr_cost.py [rounds=20] [block=10] [threads=N]
+
+Last line: {"gsr_g_step_ratio": ..., "g_step_s_gsr": ..., "g_step_s_plain": ..., ...}; target <= 1.10.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from trainers.config import make_config
+from trainers.data import load_data, to_float
+from trainers.loop import seed_everything
+from trainers.methods import METHODS
+
+CONFIG = {"method": "cgan", "dataset": "digits", "imbalance": 100, "resolution": 16, "ch": 16,
+          "batch_size": 64, "z_dim": 128, "gsr_lambda": 0.5, "gsr_power_iters": 1, "device": "cpu", "seed": 0}
+
+
+def main() -> None:
+    args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
+    rounds, block = int(args.get("rounds", 20)), int(args.get("block", 10))
+    if "threads" in args:
+        torch.set_num_threads(int(args["threads"]))
+    cfg = make_config(CONFIG)
+    seed_everything(cfg.seed)
+    data = load_data(cfg)
+    method = METHODS["cgan"](cfg, data, torch.device("cpu"))
+    variants = {"gsr": cfg, "plain": dataclasses.replace(cfg, gsr_lambda=0.0)}
+    real = to_float(data.train.images[: cfg.batch_size])
+    labels = data.train.labels[: cfg.batch_size]
+
+    def run_block(name: str, n: int) -> float:
+        method.cfg = variants[name]
+        method.d_step(real, labels, 0)
+        start = time.perf_counter()
+        for _ in range(n):
+            method.g_step(0)
+        return (time.perf_counter() - start) / n
+
+    for name in variants:  # warm-up: allocator, first power-iteration vectors
+        run_block(name, block)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(rounds):
+        order = ("gsr", "plain") if r % 2 == 0 else ("plain", "gsr")  # ABBA
+        for name in order:
+            times[name].append(run_block(name, block))
+    gsr, plain = statistics.median(times["gsr"]), statistics.median(times["plain"])
+    print(f"G step: {gsr * 1e3:.2f} ms with gSR, {plain * 1e3:.2f} ms without "
+          f"({rounds} rounds x {block} steps, {torch.get_num_threads()} threads)", file=sys.stderr)
+    print(json.dumps({"gsr_g_step_ratio": round(gsr / plain, 4), "g_step_s_gsr": gsr, "g_step_s_plain": plain,
+                      "rounds": rounds, "block": block, "threads": torch.get_num_threads(), "target": 1.10}))
+
+
+if __name__ == "__main__":
+    main()
