@@ -137,7 +137,8 @@ class Evaluator:
             out.append(to_uint8(method.generate(count, labels=y, generator=gen).cpu()))
         return torch.cat(out), labels
 
-    def metrics_for(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[dict[str, float], np.ndarray]:
+    def metrics_for(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                    with_kid: bool = True) -> tuple[dict[str, float], np.ndarray]:
         """Every metric of a set of uint8 images; ``labels`` given = conditional, else judged."""
         feats, logits = self.extract(self.features, images)
         if self.features is self.judge:
@@ -152,7 +153,9 @@ class Evaluator:
                                  "judge/confidence": float(probs.max(1).values.mean())}
         out["fid"] = fid_from_stats(fid_features_to_statistics(feats), self.ref_stats)
         subset = min(self.ecfg.kid_subset_size, len(feats), len(self.ref_feats))
-        if subset >= 2:
+        if not with_kid:
+            pass
+        elif subset >= 2:
             kid = kid_features_to_metric(feats.float(), self.ref_feats.float(), kid_subsets=50,
                                          kid_subset_size=subset, kid_degree=3, kid_gamma=None, kid_coef0=1,
                                          kid_kernel="poly", verbose=False, rng_seed=2020)
