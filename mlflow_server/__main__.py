@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from trainers.cli import run_command
 from trainers.config import ConfigError, parse_overrides
 
 KEYS = ("root", "port", "host", "workers")
@@ -46,15 +47,11 @@ def parse(argv: list[str]) -> tuple[Path, str, int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0
-    try:
-        root, host, port, workers = parse(argv)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(__doc__, serve, argv)
+
+
+def serve(argv: list[str]) -> int:
+    root, host, port, workers = parse(argv)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {host}: anyone who can reach port {port} can read and delete runs",
               file=sys.stderr)

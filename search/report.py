@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainers.cli import run_command
 from trainers.config import ConfigError, parse_overrides
 
 TABLE_METRICS = ("fid", "fid_minority", "fid_majority", "class_kl_uniform", "classes_dropped")
@@ -258,7 +259,7 @@ def write_report(space, root: Path, tracking_uri: str | None = None) -> Path:
              f"- metric: {space.metric_arg} ({space.mode_arg}); sampler {space.sampler}; "
              f"scheduler {space.scheduler['type']}; seeds {list(space.seeds)}",
              f"- trials (MLflow child runs): {len(runs)}, of which failed or killed: {failed_runs}",
-             f"- Optuna configurations: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())), ""]
+             "- Optuna configurations: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())), ""]
 
     keys = group_keys(space)
     rows = ablation_rows(space, runs)
@@ -306,7 +307,9 @@ def write_report(space, root: Path, tracking_uri: str | None = None) -> Path:
 
     imp = importances(study, space)
     lines += ["## Parameter importances (Optuna, fANOVA)", ""]
-    if isinstance(imp, str):
+    if not imp:
+        lines += ["not computed: no parameter varies across the complete configurations", ""]
+    elif isinstance(imp, str):
         lines += [imp, ""]
     else:
         lines += [f"- {k}: {v:.3f}" for k, v in imp.items()] + [""]
@@ -326,30 +329,25 @@ def write_report(space, root: Path, tracking_uri: str | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0
-    try:
-        from search.spaces import load_space
+    return run_command(__doc__, _report, argv)
 
-        args = parse_overrides(argv)
-        unknown = set(args) - {"space", "root", "tracking_uri", "preset"}
-        if unknown:
-            raise ConfigError(f"unknown key(s) {sorted(unknown)}; valid: space, root, tracking_uri, preset")
-        if "space" not in args:
-            raise ConfigError("say which study: space=NAME")
-        space = load_space(str(args["space"]), preset=args.get("preset"))
-        root = Path(str(args.get("root", "runs"))).expanduser().resolve()
-        from search.run import optuna_storage, study_exists
-        if not (root / "optuna.db").exists() or not study_exists(optuna_storage(root), space.name):
-            raise ConfigError(f"no study '{space.name}' under root={root}; run it first with "
-                              f"python -m search.run space={space.name} root={root}")
-        path = write_report(space, root, args.get("tracking_uri"))
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"report: {path}")
+
+def _report(argv: list[str]) -> int:
+    from search.run import optuna_storage, study_exists
+    from search.spaces import load_space
+
+    args = parse_overrides(argv)
+    unknown = set(args) - {"space", "root", "tracking_uri", "preset"}
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(unknown)}; valid: space, root, tracking_uri, preset")
+    if "space" not in args:
+        raise ConfigError("say which study: space=NAME")
+    space = load_space(str(args["space"]), preset=args.get("preset"))
+    root = Path(str(args.get("root", "runs"))).expanduser().resolve()
+    if not (root / "optuna.db").exists() or not study_exists(optuna_storage(root), space.name):
+        raise ConfigError(f"no study '{space.name}' under root={root}; run it first with "
+                          f"python -m search.run space={space.name} root={root}")
+    print(f"report: {write_report(space, root, args.get('tracking_uri'))}")
     return 0
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from trainers.cli import run_command
 from trainers.config import ConfigError, parse_overrides
 
 RUN_KEYS = ("space", "root", "resume", "preset", "ray_address", "tracking_uri", "report")
@@ -140,18 +141,10 @@ def build_searcher(space, storage, resume_counts: dict[str, int] | None = None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state saved often: little lost on kill -9
-    try:
-        return run_study(argv)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(__doc__, run_study, argv)
 
 
 def run_study(argv: list[str]) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from search.run import main as run_main
 from trainers import checkpoint as ckpt
 from trainers.loop import DivergedError, train
 
-from test_search_e2e import ENV, PROJECT, mlflow_runs, optuna_states, run_cli
+from test_search_e2e import ENV, PROJECT, mlflow_runs, optuna_states, run_cli, wait_until_complete
 
 TINY = {"dataset": "digits", "ch": 4, "batch_size": 16, "steps": 6, "eval_every": 2, "keep_checkpoints": 3}
 
@@ -145,14 +144,7 @@ def test_sigint_then_resume_completes_the_study(tmp_path):
     args = ["space=smoke", f"root={root}", "max_concurrent=1", "fixed.steps=60", "fixed.eval_every=20"]
     proc = subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=PROJECT, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        try:
-            if optuna_states(root, "smoke").get("COMPLETE", 0) >= 1:
-                break
-        except (sqlite3.OperationalError, FileNotFoundError):
-            pass
-        time.sleep(1)
+    wait_until_complete(root, "smoke", proc)
     time.sleep(3)
     os.kill(proc.pid, signal.SIGINT)
     try:

@@ -36,6 +36,18 @@ def mlflow_runs(root: Path, experiment: str):
     return client, parents, children
 
 
+def wait_until_complete(root: Path, study: str, proc, at_least: int = 1, timeout: float = 600) -> None:
+    """Block until the study has ``at_least`` COMPLETE configurations while ``proc`` still runs."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if optuna_states(root, study).get("COMPLETE", 0) >= at_least:
+                return
+        except (sqlite3.OperationalError, FileNotFoundError):
+            pass
+        time.sleep(1)
+
+
 def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "search.run", *args], cwd=PROJECT, env=ENV, capture_output=True,
                           text=True, **kwargs)
@@ -79,16 +91,8 @@ def test_kill_driver_then_resume_keeps_every_trial_once(tmp_path):
     args = ["space=smoke", f"root={root}", "max_concurrent=1", "fixed.steps=60", "fixed.eval_every=20"]
     proc = subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=PROJECT, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 600
     try:
-        while time.time() < deadline:  # kill once one trial finished and another is under way
-            if (root / "optuna.db").exists():
-                try:
-                    if optuna_states(root, "smoke").get("COMPLETE", 0) >= 1:
-                        break
-                except sqlite3.OperationalError:
-                    pass
-            time.sleep(1)
+        wait_until_complete(root, "smoke", proc)  # kill once one trial finished and another is under way
         time.sleep(4)
         assert proc.poll() is None, "the study finished before it could be killed"
     finally:

@@ -15,6 +15,7 @@ import math
 import sys
 from pathlib import Path
 
+from trainers.cli import run_command
 from trainers.config import ConfigError, make_config, parse_overrides
 
 CLI_ONLY = ("workdir", "resume")
@@ -30,10 +31,10 @@ def _clean(metrics: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0
+    return run_command(__doc__, _train, argv)
+
+
+def _train(argv: list[str]) -> int:
     from trainers.checkpoint import CheckpointError
     from trainers.loop import DivergedError
 
@@ -54,9 +55,6 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(_clean({**metrics, "checkpoint": checkpoint_dir}), default=_json_default), flush=True)
 
         train(cfg, report, workdir=workdir, resume_from=workdir if resume else None, progress=True)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except CheckpointError as e:
         print(f"error: {e}; start afresh without resume=true", file=sys.stderr)
         return 2
