@@ -1,70 +1,116 @@
-"""Step cost of DCGAN, ContraD and Damage GAN on digits (batch 64, ch 16, resolution 16, CPU).
+"""Cost of a training step (d_step + g_step) of dcgan, contrad and damage, and the peak RSS of damage
+vs contrad, on the CPU.
 
-Each measurement runs in its own subprocess (so its peak RSS is its own); methods alternate over
-rounds so machine noise hits all alike; the figure per method is the median over rounds.
+Digits at imbalance 100, resolution 16, batch 64, ch 16, prune_ratio 0.9 with the default mask
+schedule (recomputed once per pass over the data, inside the timed steps). Every measurement is a
+fresh child process running one method: it loads data, builds the method, runs ``warmup`` steps and
+then times ``steps`` steps one by one (real batches from the loop's sampler); its sample is the median
+step time, and ``resource.getrusage`` gives its own peak RSS, so no method's memory leaks into
+another's figure. The parent interleaves the children: every round runs each method once, in an
+order rotated per round, so drifting load on a shared machine hits all methods alike. Headlines are
+ratios of the medians over rounds; ``paired`` ratios (children of the same round) are reported too.
 
-    python benchmarks/method_step_cost.py [rounds=3] [steps=30] [threads=1]
+One intra-op thread by default (threads=N to change): a search trial gets one CPU, and on a shared
+two-core machine two OpenMP pools fighting over the cores make timings meaningless.
 
-Last line: {"damage_vs_contrad_step": ..., "contrad_vs_dcgan_step": ..., "damage_vs_contrad_peak_rss": ...}
+    python benchmarks/method_step_cost.py [rounds=5] [steps=20] [warmup=3] [threads=1]
+
+Last line: {"damage_vs_contrad_step": ..., "contrad_vs_dcgan_step": ..., "damage_vs_contrad_peak_rss": ..., ...};
+targets: damage_vs_contrad_step <= 1.3, damage_vs_contrad_peak_rss <= 1.1.
 """
 
 from __future__ import annotations
 
 import json
-import resource
 import statistics
 import subprocess
 import sys
-import time
+
+METHOD_NAMES = ("dcgan", "contrad", "damage")
+CONFIG = {"dataset": "digits", "imbalance": 100, "resolution": 16, "ch": 16, "batch_size": 64, "z_dim": 128,
+          "prune_ratio": 0.9, "contrastive_weight": 1.0, "device": "cpu", "seed": 0}
 
 
-def child(method: str, steps: int, threads: int) -> None:
+def child(method_name: str, steps: int, warmup: int, threads: int) -> None:
+    import resource
+    import time
+
     import torch
 
-    torch.set_num_threads(threads)
     from trainers.config import make_config
     from trainers.data import BatchSampler, load_data, to_float
+    from trainers.loop import seed_everything
     from trainers.methods import METHODS
 
-    cfg = make_config({"method": method, "ch": 16, "batch_size": 64, "prune_ratio": 0.9})
+    torch.set_num_threads(threads)
+    cfg = make_config({**CONFIG, "method": method_name})
+    seed_everything(cfg.seed)
     data = load_data(cfg)
-    m = METHODS[method](cfg, data, torch.device("cpu"))
-    sampler = BatchSampler(data.train.labels, 64, 0, data.num_classes)
-    images = data.train.images
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for step in range(steps + 5):
-        if step == 5:  # warm-up done
-            start = time.perf_counter()
+    images, labels = to_float(data.train.images), data.train.labels
+    sampler = BatchSampler(labels, cfg.batch_size, cfg.seed, data.num_classes)
+    rss_before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # interpreter, torch, data
+    method = METHODS[method_name](cfg, data, torch.device("cpu"))
+    times = []
+    for step in range(warmup + steps):
         idx = sampler.next()
-        m.d_step(to_float(images[idx]), data.train.labels[idx], step)
-        m.g_step(step)
-    elapsed = (time.perf_counter() - start) / steps
-    print(json.dumps({"step_s": elapsed, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "rss_before_train_mb": rss_before / 1024}))
+        start = time.perf_counter()
+        logs = method.d_step(images[idx], labels[idx], step)
+        logs.update(method.g_step(step))
+        float(logs["loss/d"])  # a sync point, as the loop's finiteness check
+        times.append(time.perf_counter() - start)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: kilobytes
+    print(json.dumps({"method": method_name, "step_s": statistics.median(times[warmup:]),
+                      "peak_rss_mb": peak_kb / 1024, "rss_before_method_mb": rss_before_kb / 1024,
+                      "diagnostics": method.diagnostics()}))
+
+
+def run_child(method_name: str, steps: int, warmup: int, threads: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", method_name, str(steps), str(warmup), str(threads)],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
-    if "--child" in sys.argv:
-        child(args["method"], int(args["steps"]), int(args["threads"]))
+    if sys.argv[1:2] == ["--child"]:
+        name, steps, warmup, threads = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+        child(name, steps, warmup, threads)
         return
-    rounds, steps, threads = int(args.get("rounds", 3)), int(args.get("steps", 30)), int(args.get("threads", 1))
-    methods = ["dcgan", "contrad", "damage"]
-    results: dict[str, list[dict]] = {m: [] for m in methods}
+    args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
+    rounds, steps = int(args.get("rounds", 5)), int(args.get("steps", 20))
+    warmup, threads = int(args.get("warmup", 3)), int(args.get("threads", 1))
+    results: dict[str, list[dict]] = {name: [] for name in METHOD_NAMES}
     for r in range(rounds):
-        for method in (methods if r % 2 == 0 else methods[::-1]):
-            out = subprocess.run([sys.executable, __file__, "--child", f"method={method}", f"steps={steps}",
-                                  f"threads={threads}"], capture_output=True, text=True, check=True)
-            results[method].append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"round {r} {method}: {results[method][-1]}", flush=True)
-    step = {m: statistics.median(x["step_s"] for x in results[m]) for m in methods}
-    rss = {m: statistics.median(x["peak_rss_mb"] for x in results[m]) for m in methods}
+        order = METHOD_NAMES[r % len(METHOD_NAMES):] + METHOD_NAMES[: r % len(METHOD_NAMES)]
+        for name in order:
+            res = run_child(name, steps, warmup, threads)
+            results[name].append(res)
+            print(f"round {r}: {name:8s} {res['step_s'] * 1e3:8.1f} ms/step  peak RSS {res['peak_rss_mb']:7.1f} MB",
+                  file=sys.stderr, flush=True)
+
+    def med(name: str, key: str) -> float:
+        return statistics.median(res[key] for res in results[name])
+
+    def paired(a: str, b: str, key: str) -> float:
+        return statistics.median(x[key] / y[key] for x, y in zip(results[a], results[b]))
+
+    step = {name: med(name, "step_s") for name in METHOD_NAMES}
+    rss = {name: med(name, "peak_rss_mb") for name in METHOD_NAMES}
+    base = {name: med(name, "rss_before_method_mb") for name in METHOD_NAMES}
     print(json.dumps({
         "damage_vs_contrad_step": round(step["damage"] / step["contrad"], 4),
         "contrad_vs_dcgan_step": round(step["contrad"] / step["dcgan"], 4),
         "damage_vs_contrad_peak_rss": round(rss["damage"] / rss["contrad"], 4),
-        "step_s": {m: round(v, 5) for m, v in step.items()}, "peak_rss_mb": {m: round(v, 1) for m, v in rss.items()},
-        "rounds": rounds, "steps": steps, "threads": threads}))
+        "paired_damage_vs_contrad_step": round(paired("damage", "contrad", "step_s"), 4),
+        "paired_contrad_vs_dcgan_step": round(paired("contrad", "dcgan", "step_s"), 4),
+        # peak RSS above what the process held before the method was built (interpreter, torch, data)
+        "damage_vs_contrad_training_rss": round((rss["damage"] - base["damage"])
+                                                / (rss["contrad"] - base["contrad"]), 4),
+        "step_s": {k: round(v, 5) for k, v in step.items()},
+        "peak_rss_mb": {k: round(v, 1) for k, v in rss.items()},
+        "rss_before_method_mb": {k: round(v, 1) for k, v in base.items()},
+        "damage_sparsity": results["damage"][-1]["diagnostics"]["prune/sparsity"],
+        "rounds": rounds, "steps": steps, "warmup": warmup, "torch_threads": threads,
+    }))
 
 
 if __name__ == "__main__":

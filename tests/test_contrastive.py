@@ -1,5 +1,6 @@
-"""ContraD and Damage GAN: contrastive losses against naive loops, SDCLR masks and the pruned forward,
-the prune_ratio=0 gradient identity, and a contract test over every registered method."""
+"""ContraD and Damage GAN: the contrastive losses against naive per-anchor loops, SDCLR masks and the
+functional pruned forward, the prune_ratio = 0 gradient identity, the augmentations, and a contract
+test that trains and resumes every registered method."""
 
 from __future__ import annotations
 
@@ -7,141 +8,244 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from trainers import checkpoint as ckpt
 from trainers.augment import diff_augment, simclr_augment
+from trainers.config import make_config
+from trainers.data import load_data
 from trainers.losses import nt_xent, supcon_fake
 from trainers.methods import METHODS
 from trainers.nets import Encoder
 from trainers.pruning import effective_weights, magnitude_masks, pruned_forward, sparsity
 
+TINY = {"ch": 4, "z_dim": 16, "batch_size": 8, "device": "cpu", "imbalance": 10}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny nets are dominated by per-op overhead; a second intra-op thread only spins (and slows a
+    loaded machine down a lot)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# -- losses against naive per-anchor loops (torch ops, so gradients compare too) --------------------
+
 
 def naive_nt_xent(z1, z2, tau):
-    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    z = [v / v.norm() for v in torch.cat([z1, z2])]
     n, b = len(z), len(z1)
-    total = 0.0
+    losses = []
     for i in range(n):
-        pos = (i + b) % n
-        denom = sum(math.exp(float(z[i] @ z[j]) / tau) for j in range(n) if j != i)
-        total += -(float(z[i] @ z[pos]) / tau - math.log(denom))
-    return total / n
+        positive = (i + b) % n  # the other view of image i
+        others = [torch.exp(z[i] @ z[j] / tau) for j in range(n) if j != i]
+        losses.append(-(z[i] @ z[positive] / tau - torch.log(sum(others))))
+    return sum(losses) / n
 
 
 def naive_supcon_fake(z_real, z_fake, tau):
-    z = F.normalize(torch.cat([z_real, z_fake]), dim=1)
-    n_real, b = len(z_real), len(z_fake)
-    total = 0.0
-    for a in range(n_real, n_real + b):
-        denom = sum(math.exp(float(z[a] @ z[j]) / tau) for j in range(len(z)) if j != a)
-        positives = [p for p in range(n_real, n_real + b) if p != a]
-        total += -sum(float(z[a] @ z[p]) / tau - math.log(denom) for p in positives) / len(positives)
-    return total / b
+    z = [v / v.norm() for v in torch.cat([z_real, z_fake])]
+    n_real, n = len(z_real), len(z_real) + len(z_fake)
+    per_anchor = []
+    for a in range(n_real, n):
+        log_denominator = torch.log(sum(torch.exp(z[a] @ z[j] / tau) for j in range(n) if j != a))
+        positives = [p for p in range(n_real, n) if p != a]
+        per_anchor.append(sum(z[a] @ z[p] / tau - log_denominator for p in positives) / len(positives))
+    return -sum(per_anchor) / len(per_anchor)
 
 
-def test_nt_xent_matches_a_naive_loop():
-    torch.manual_seed(0)
-    z1, z2 = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
-    for tau in (0.1, 0.5):
-        assert float(nt_xent(z1, z2, tau)) == pytest.approx(naive_nt_xent(z1, z2, tau), rel=1e-10)
+def _check_against(fn, naive, *inputs, tau):
+    inputs = [x.clone().requires_grad_() for x in inputs]
+    naive_inputs = [x.detach().clone().requires_grad_() for x in inputs]
+    value, expected = fn(*inputs, tau), naive(*naive_inputs, tau)
+    torch.testing.assert_close(value, expected, rtol=1e-10, atol=1e-10)
+    value.backward()
+    expected.backward()
+    for x, y in zip(inputs, naive_inputs):
+        torch.testing.assert_close(x.grad, y.grad, rtol=1e-8, atol=1e-10)
 
 
-def test_supcon_fake_matches_a_naive_loop():
-    torch.manual_seed(1)
-    z_real, z_fake = torch.randn(8, 5, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
-    assert float(supcon_fake(z_real, z_fake, 0.1)) == pytest.approx(naive_supcon_fake(z_real, z_fake, 0.1),
-                                                                    rel=1e-10)
+@pytest.mark.parametrize("tau", [0.1, 0.5])
+def test_nt_xent_matches_a_naive_loop(tau):
+    gen = torch.Generator().manual_seed(0)
+    z1, z2 = (torch.randn(6, 5, dtype=torch.float64, generator=gen) * 3 for _ in range(2))
+    _check_against(nt_xent, naive_nt_xent, z1, z2, tau=tau)
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.5])
+def test_supcon_fake_matches_a_naive_loop(tau):
+    gen = torch.Generator().manual_seed(1)
+    b = 4  # as ContraD calls it: 2B real views, B fakes
+    z_real = torch.randn(2 * b, 5, dtype=torch.float64, generator=gen)
+    z_fake = torch.randn(b, 5, dtype=torch.float64, generator=gen)
+    _check_against(supcon_fake, naive_supcon_fake, z_real, z_fake, tau=tau)
+
+
+# -- SDCLR masks and the pruned forward -------------------------------------------------------------
 
 
 def test_masks_remove_exactly_the_ratio_and_keep_the_largest():
     torch.manual_seed(2)
     enc = Encoder(4, 16, 1)
     weights = effective_weights(enc)
-    total = sum(w.numel() for w in weights.values())
-    for ratio in (0.0, 0.3, 0.9, 0.99):
-        masks = magnitude_masks(weights, ratio)
-        removed = sum(int((m == 0).sum()) for m in masks.values())
-        assert abs(removed - ratio * total) <= 1
-        assert sparsity(masks) == pytest.approx(removed / total)
-        kept = torch.cat([w.abs().flatten()[m.flatten() > 0] for w, m in zip(weights.values(), masks.values())])
-        dropped = torch.cat([w.abs().flatten()[m.flatten() == 0] for w, m in zip(weights.values(), masks.values())])
-        if len(kept) and len(dropped):
-            assert kept.min() >= dropped.max()
+    enc.eval()  # spectral norm's eval branch: the weight the forward uses, without a power-iteration step
+    for name, w in weights.items():
+        torch.testing.assert_close(w, enc.get_submodule(name).weight.detach(), rtol=0, atol=0)
+    tied = {k: torch.round(w * 4) for k, w in weights.items()}  # few distinct magnitudes: many ties
+    for ws in (weights, tied):
+        total = sum(w.numel() for w in ws.values())
+        for ratio in (0.0, 0.3, 0.5, 0.9, 0.99):
+            masks = magnitude_masks(ws, ratio)
+            assert masks.keys() == ws.keys() and all(m.shape == ws[k].shape for k, m in masks.items())
+            removed = sum(int((m == 0).sum()) for m in masks.values())
+            assert abs(removed - ratio * total) <= 1  # to one weight, ties or not
+            assert sparsity(masks) == removed / total
+            kept = torch.cat([w.abs()[masks[k] > 0] for k, w in ws.items()])
+            dropped = torch.cat([w.abs()[masks[k] == 0] for k, w in ws.items()])
+            if len(kept) and len(dropped):
+                assert kept.min() >= dropped.max()
 
 
-def test_pruned_forward_leaves_dense_weights_and_gradient_shapes_untouched():
+def test_pruned_forward_leaves_dense_state_untouched_and_gradients_shaped():
     torch.manual_seed(3)
     enc = Encoder(4, 16, 1)
-    before = {k: v.clone() for k, v in enc.state_dict().items()}
-    masks = magnitude_masks(effective_weights(enc), 0.5)
     x = torch.randn(4, 1, 16, 16)
+    before = {k: v.clone() for k, v in enc.state_dict().items()}  # weights and spectral-norm vectors
+    params = dict(enc.named_parameters())
+    masks = magnitude_masks(effective_weights(enc), 0.5)
+
     out = pruned_forward(enc, masks, x)
-    out.sum().backward()
-    for k, v in enc.state_dict().items():  # weights and the spectral-norm vectors alike
+    out.square().sum().backward()
+    for k, v in enc.state_dict().items():
         assert torch.equal(v, before[k]), k
+    assert dict(enc.named_parameters()) == params  # the same Parameter objects, nothing swapped in
     for name, p in enc.named_parameters():
-        assert p.grad is not None and p.grad.shape == p.shape
-    assert not torch.allclose(out, enc(x))  # the damage is real
-    # an all-ones mask is the dense network: same power-iteration step from the same vectors
+        assert p.grad is not None and p.grad.shape == p.shape, name
+    for conv_name, mask in masks.items():  # pruned weights get no gradient, kept ones do
+        grad = enc.get_parameter(f"{conv_name}.parametrizations.weight.original").grad
+        assert torch.all(grad[mask == 0] == 0) and grad[mask > 0].abs().sum() > 0
+
+    # run before the dense pass, an all-ones mask computes the dense network exactly
     full = pruned_forward(enc, magnitude_masks(effective_weights(enc), 0.0), x)
-    assert torch.allclose(full, enc(x), atol=1e-6)
+    dense = enc(x)
+    torch.testing.assert_close(full, dense, rtol=0, atol=0)
+    damaged = pruned_forward(enc, masks, x)
+    assert (damaged - dense).abs().max() > 1e-3
 
 
 def test_sdclr_gradient_equals_simclr_gradient_at_prune_ratio_zero():
-    torch.manual_seed(4)
-    from trainers.config import make_config
-    from trainers.data import load_data
-
-    cfg = make_config({"method": "damage", "prune_ratio": 0.0, "ch": 4, "batch_size": 8})
+    """With an all-ones mask z_p is the dense h_r f(t2 x); NT-Xent(z_d, sg z_p) then gives z_d exactly
+    SimCLR's gradient and NT-Xent(sg z_d, z_p) gives z_p its, so the sum has L_con+'s gradient."""
+    cfg = make_config({**TINY, "method": "damage", "prune_ratio": 0.0})
     data = load_data(cfg)
+    torch.manual_seed(4)
     damage = METHODS["damage"](cfg, data, torch.device("cpu"))
     contrad = METHODS["contrad"](cfg, data, torch.device("cpu"))
-    contrad.D.load_state_dict(damage.D.state_dict())
-    damage.update_masks()
-    x = torch.rand(8, 1, 16, 16) * 2 - 1
-    t1, t2 = simclr_augment(x), simclr_augment(x)
+    contrad.D.load_state_dict(damage.D.state_dict())  # same weights and spectral-norm vectors
+    real, fake = torch.rand(2, 8, 1, 16, 16) * 2 - 1
 
-    def grads(method, f1_fn, f2_fn, loss_fn):
+    def gradients(method):
+        torch.manual_seed(5)  # the same views t1 x, t2 x, t G z for both methods
+        f1, f2, _ = method.encode(simclr_augment(torch.cat([real, real, fake])), step=0)
         method.D.zero_grad(set_to_none=True)
-        loss_fn(f1_fn(t1), f2_fn(t2)).backward()
-        return {n: p.grad.clone() for n, p in method.D.named_parameters() if p.grad is not None}
+        loss = method.real_contrastive_loss(f1, f2)
+        loss.backward()
+        grads = {n: p.grad for n, p in method.D.named_parameters() if p.grad is not None}
+        return loss.detach(), grads
 
-    # the same views, the same weights; the SN buffers are restored so both see the same sigma
-    sn = {k: v.clone() for k, v in damage.D.state_dict().items()}
-    g_sdclr = grads(damage, damage.D.encoder, lambda t: pruned_forward(damage.D.encoder, damage.masks, t),
-                    damage.real_contrastive_loss)
-    contrad.D.load_state_dict(sn)
-    enc = contrad.D.encoder
-    g_simclr = grads(contrad, enc, enc, contrad.real_contrastive_loss)
-    assert g_sdclr.keys() == g_simclr.keys() and g_sdclr
+    loss_sdclr, g_sdclr = gradients(damage)
+    loss_simclr, g_simclr = gradients(contrad)
+    assert damage.masks is not None and sparsity(damage.masks) == 0.0
+    assert g_sdclr.keys() == g_simclr.keys()
+    assert {n.split(".")[0] for n in g_sdclr} == {"encoder", "h_r"}
     for name in g_sdclr:
-        torch.testing.assert_close(g_sdclr[name], g_simclr[name], atol=1e-6, rtol=1e-5, msg=name)
+        torch.testing.assert_close(g_sdclr[name], g_simclr[name], rtol=0, atol=1e-6, msg=name)
+    torch.testing.assert_close(loss_sdclr, 2 * loss_simclr)  # two NT-Xent terms, one gradient
+    for key, value in damage.D.state_dict().items():  # both advanced the SN vectors identically
+        assert torch.equal(value, contrad.D.state_dict()[key]), key
 
 
-def test_augmentations_keep_shape_range_and_are_random():
-    torch.manual_seed(5)
-    for channels in (1, 3):
-        x = torch.rand(6, channels, 16, 16) * 2 - 1
-        v1, v2 = simclr_augment(x), simclr_augment(x)
-        assert v1.shape == x.shape and not torch.equal(v1, v2)
-        assert v1.min() >= -1.0 - 1e-5 and v1.max() <= 1.0 + 1e-5
-        y = diff_augment(x, "color,translation,cutout")
-        assert y.shape == x.shape
-    with pytest.raises(ValueError, match="unknown DiffAugment policy"):
-        diff_augment(x, "colour")
+# -- augmentations ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_simclr_augment_is_per_image_in_range_and_seeded(channels):
+    x = torch.rand(16, channels, 16, 16) * 2 - 1
+    torch.manual_seed(6)
+    v1 = simclr_augment(x)
+    v2 = simclr_augment(x)
+    torch.manual_seed(6)
+    assert torch.equal(simclr_augment(x), v1)  # the global RNG decides: resume is bit-exact
+    assert v1.shape == x.shape and not torch.equal(v1, v2)
+    assert v1.min() >= -1 - 1e-5 and v1.max() <= 1 + 1e-5
+    same = simclr_augment(x[:1].expand(16, -1, -1, -1))
+    assert (same - same[:1]).flatten(1).abs().amax(1).gt(1e-4).sum() >= 8  # each image its own draw
+    xg = x.clone().requires_grad_()
+    simclr_augment(xg).sum().backward()  # differentiable: the G step goes through it
+    assert xg.grad is not None and xg.grad.abs().sum() > 0
+
+
+def test_diff_augment_policies():
+    torch.manual_seed(7)
+    x = torch.rand(6, 3, 16, 16) * 2 - 1
+    for policy in ("", "color", "translation", "cutout", "color,translation,cutout"):
+        y = diff_augment(x, policy)
+        assert y.shape == x.shape and (policy == "" or not torch.equal(y, x))
+    cut = diff_augment(x, "cutout")
+    assert ((cut == 0).all(1).flatten(1).sum(1) >= 4 * 4).all()  # a half-size square, clipped at the border
+    with pytest.raises(ValueError, match="unknown DiffAugment policy 'colour'"):
+        diff_augment(x, "color,colour")
+
+
+# -- every registered method: trains, reports finite losses, resumes bit-exactly -----------------------
+
+
+def _step5(path):
+    state, ckpt_dir = ckpt.load_latest(path)
+    assert ckpt_dir.name == "step_000000005"
+    return state["method"]
+
+
+def _assert_equal_tree(a, b, where=""):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_equal_tree(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, (list, tuple)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_equal_tree(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_trains_three_steps_and_resumes(name, tmp_path):
     from trainers.loop import train
 
-    cfg = {"method": name, "ch": 4, "batch_size": 8, "steps": 3, "eval_every": 3, "imbalance": 10,
-           "prune_ratio": 0.5, "gsr_lambda": 0.5}
-    reports = []
-    train(cfg, lambda m, c: reports.append(m), workdir=tmp_path, evaluator=None)
-    losses = {k: v for k, v in reports[-1].items() if k.startswith("loss/")}
-    assert losses and all(math.isfinite(v) for v in losses.values())
+    # prune_every=2: Damage GAN recomputes its masks at step 4, after the resume; gsr_lambda turns
+    # on the conditional GAN's regulariser; every other method ignores the keys it does not use
+    cfg = {**TINY, "method": name, "steps": 3, "eval_every": 3, "prune_ratio": 0.5, "prune_every": 2,
+           "gsr_lambda": 0.5}
+    first = []
+    train(cfg, lambda m, c: first.append(m), workdir=tmp_path / "resumed", evaluator=None)
+    assert [m["step"] for m in first] == [3]
+    losses = {k: v for k, v in first[0].items() if k.startswith("loss/")}
+    assert "loss/d" in losses and "loss/g" in losses and all(math.isfinite(v) for v in losses.values())
+    if name in ("contrad", "damage"):
+        assert {"loss/con_real", "loss/con_fake", "loss/dis"} <= losses.keys()
     if name == "damage":
-        assert reports[-1]["prune/sparsity"] == pytest.approx(0.5, abs=1e-3)
-    last = train({**cfg, "steps": 5}, lambda m, c: reports.append(m), workdir=tmp_path, resume_from=tmp_path,
-                 evaluator=None)
-    assert last["step"] == 5 and all(math.isfinite(v) for k, v in last.items() if k.startswith("loss/"))
+        n = sum(w.numel() for w in effective_weights(Encoder(4, 16, 1)).values())
+        assert abs(first[0]["prune/sparsity"] - 0.5) <= 1 / n
+
+    resumed = train({**cfg, "steps": 5}, None, workdir=tmp_path / "resumed", resume_from=tmp_path / "resumed",
+                    evaluator=None)
+    straight = train({**cfg, "steps": 5}, None, workdir=tmp_path / "straight", evaluator=None)
+    assert resumed["step"] == 5
+    loss_keys = [k for k in straight if k.startswith("loss/")]
+    assert all(math.isfinite(resumed[k]) for k in loss_keys)
+    assert {k: resumed[k] for k in loss_keys} == {k: straight[k] for k in loss_keys}
+    _assert_equal_tree(_step5(tmp_path / "resumed"), _step5(tmp_path / "straight"))

@@ -2,11 +2,12 @@
 
 - ``simclr_augment``: ContraD's SimCLR-style T (kornia): random resized crop scale (0.2, 1), horizontal
   flip 0.5, colour jitter (0.4, 0.4, 0.4, 0.1) with p 0.8, greyscale p 0.2; colour ops are skipped for
-  1-channel data. Each image gets its own random parameters.
+  1-channel data. Each image gets its own random parameters. Differentiable, so the G step can use it.
 - ``diff_augment``: DiffAugment (Zhao et al., 2020) policies ``color``, ``translation``, ``cutout``,
-  differentiable, applied identically in spirit to reals and fakes.
+  differentiable; the caller applies the same policy to reals and fakes.
 
-Both draw from torch's global RNG, so the loop's RNG checkpoint makes a resumed run bit-exact.
+Both draw from torch's global RNG (on the tensor's device), so the loop's RNG checkpoint makes a
+resumed run bit-exact.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ def simclr_pipeline(channels: int, height: int, width: int) -> nn.Module:
     if key not in _PIPELINES:
         import kornia.augmentation as K
 
-        ops: list[nn.Module] = [K.RandomResizedCrop((height, width), scale=(0.2, 1.0)),
+        # "resample" crops the whole batch with one warp; the default "slice" mode loops over images
+        ops: list[nn.Module] = [K.RandomResizedCrop((height, width), scale=(0.2, 1.0), cropping_mode="resample"),
                                 K.RandomHorizontalFlip(p=0.5)]
         if channels == 3:
             ops += [K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8), K.RandomGrayscale(p=0.2)]
@@ -82,8 +84,10 @@ DIFFAUGMENT_POLICIES = {"color": _color, "translation": _translation, "cutout": 
 
 def diff_augment(x: torch.Tensor, policy: str) -> torch.Tensor:
     """Apply the comma-separated DiffAugment ``policy`` (e.g. "color,translation,cutout")."""
-    for name in [p.strip() for p in policy.split(",") if p.strip()]:
+    names = [p.strip() for p in policy.split(",") if p.strip()]
+    for name in names:
         if name not in DIFFAUGMENT_POLICIES:
             raise ValueError(f"unknown DiffAugment policy '{name}'; valid: {', '.join(DIFFAUGMENT_POLICIES)}")
+    for name in names:
         x = DIFFAUGMENT_POLICIES[name](x)
     return x

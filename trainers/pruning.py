@@ -1,12 +1,22 @@
 """SDCLR's self-damaged encoder: global unstructured magnitude masks over the encoder's conv weights,
 and a functional pruned forward of the same parameters under the mask.
 
-The masks rank the *effective* conv weights (after spectral normalisation, as the network uses them)
-across all layers, and zero the ``prune_ratio`` fraction with the smallest magnitude, exactly that
-many (ties broken by position). The pruned forward calls ``torch.func.functional_call`` with each
-conv's raw weight (``parametrizations.weight.original``) multiplied by its mask — no model copy, no
-mode flag — so gradients reach the dense parameters through the mask. The spectral-norm power-iteration
-buffers are passed as copies, so the pruned pass never moves the dense network's estimates.
+Where the mask applies, with spectral norm. Each conv of the encoder is spectral-normalised
+(``parametrizations.weight.original`` = W, the forward uses W / sigma(W)).
+- Masks rank the *effective* weights W / sigma (what the dense forward uses; sigma from the current
+  power-iteration vectors, nothing updated) globally over all convs and zero the ``prune_ratio``
+  fraction with the smallest magnitude: exactly ``round(prune_ratio * n)`` weights, ties broken by
+  position. Within a layer this is the raw-magnitude order; across layers it compares the scales the
+  network really uses, which raw magnitudes under SN do not.
+- The pruned forward masks the raw weight ``parametrizations.weight.original`` (overridden through
+  ``torch.func.functional_call``: no model copy, no mode flag), so spectral norm is applied to the
+  masked weight and gradients reach the dense parameters through the mask.
+- Power iteration: the pruned pass gets *copies* of the spectral-norm vectors ``_u``/``_v``. Its one
+  power-iteration step runs on the copies and is discarded; the dense buffers advance only in dense
+  forwards, exactly as in ContraD, and a resume (which restores them from D's state dict) stays
+  bit-exact with no extra state. A caller that runs the pruned pass *before* the step's dense pass
+  starts it from the very vectors the dense pass starts from, so at ``prune_ratio = 0`` the pruned
+  pass computes the dense pass's sigma, weights and features exactly.
 """
 
 from __future__ import annotations
@@ -23,20 +33,34 @@ def prunable_convs(encoder: nn.Module) -> dict[str, nn.Conv2d]:
 
 def _raw_weight_name(module_name: str, module: nn.Module) -> str:
     prefix = f"{module_name}." if module_name else ""
-    if hasattr(module, "parametrizations") and "weight" in module.parametrizations:
+    if _spectral_norm(module) is not None:
         return f"{prefix}parametrizations.weight.original"
     return f"{prefix}weight"
 
 
+def _spectral_norm(module: nn.Module):
+    """The module's spectral-norm parametrization of ``weight`` (the one holding ``_u``/``_v``), or None."""
+    if hasattr(module, "parametrizations") and "weight" in module.parametrizations:
+        parametrization = module.parametrizations.weight[0]
+        if hasattr(parametrization, "_u"):
+            return parametrization
+    return None
+
+
 @torch.no_grad()
 def effective_weights(encoder: nn.Module) -> dict[str, torch.Tensor]:
-    """Each conv's weight as the forward uses it, read without a power-iteration step."""
-    was_training = encoder.training
-    encoder.eval()  # in eval mode spectral norm uses its stored vectors and updates nothing
-    try:
-        return {name: m.weight.detach().clone() for name, m in prunable_convs(encoder).items()}
-    finally:
-        encoder.train(was_training)
+    """Each conv's weight as the dense forward uses it (W / sigma), read without a power-iteration step."""
+    out = {}
+    for name, module in prunable_convs(encoder).items():
+        sn = _spectral_norm(module)
+        if sn is None:
+            out[name] = module.weight.detach().clone()
+            continue
+        raw = module.parametrizations.weight.original
+        # spectral norm's own sigma estimate from its stored vectors (its eval-mode branch)
+        sigma = torch.vdot(sn._u, torch.mv(sn._reshape_weight_to_matrix(raw), sn._v))
+        out[name] = raw / sigma
+    return out
 
 
 @torch.no_grad()
@@ -60,13 +84,15 @@ def sparsity(masks: dict[str, torch.Tensor]) -> float:
 
 
 def pruned_forward(encoder: nn.Module, masks: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """The encoder on ``x`` with every conv's raw weight under its mask (functional, gradients flow)."""
-    convs = prunable_convs(encoder)
+    """The encoder on ``x`` with every conv's raw weight under its mask (functional; gradients reach the
+    dense parameters). Spectral norm runs on the masked weight from copies of the dense vectors, so no
+    buffer of ``encoder`` changes."""
     overrides: dict[str, torch.Tensor] = {}
-    for name, module in convs.items():
+    for name, module in prunable_convs(encoder).items():
         raw = _raw_weight_name(name, module)
         overrides[raw] = encoder.get_parameter(raw) * masks[name]
-    for name, buf in encoder.named_buffers():
-        if name.endswith(("_u", "_v")):  # spectral-norm vectors: the pruned pass works on copies
-            overrides[name] = buf.clone()
+        if _spectral_norm(module) is not None:
+            prefix = f"{name}.parametrizations.weight.0"
+            for vector in ("_u", "_v"):
+                overrides[f"{prefix}.{vector}"] = encoder.get_buffer(f"{prefix}.{vector}").clone()
     return functional_call(encoder, overrides, (x,))
