@@ -197,17 +197,20 @@ def _run_locked(space, root: Path, resume: bool, run: dict[str, Any]) -> int:
     # every refusal (cluster, resources) comes before the first write to a store
     init_ray(run.get("ray_address"), root)
     resources = trial_resources(space)
-    storage = optuna_storage(root)
+    # studies of other spaces may share this root: creating the SQLite schemas is not safe to race
+    from filelock import FileLock
 
-    client = tracking.client_for(tracking_uri)
-    experiment_id = tracking.ensure_experiment(client, space.name, artifact_location)
-    parent = tracking.find_parent_run(client, experiment_id, space.name) if resume else None
-    if parent is None:
-        space_yaml = Path(space.source).read_text() if Path(space.source).is_file() else ""
-        parent_run_id = tracking.start_parent_run(client, experiment_id, space, space_yaml)
-    else:
-        parent_run_id = parent.info.run_id
-        client.update_run(parent_run_id, status="RUNNING")
+    with FileLock(str(root / ".stores.lock")):
+        storage = optuna_storage(root)
+        client = tracking.client_for(tracking_uri)
+        experiment_id = tracking.ensure_experiment(client, space.name, artifact_location)
+        parent = tracking.find_parent_run(client, experiment_id, space.name) if resume else None
+        if parent is None:
+            space_yaml = Path(space.source).read_text() if Path(space.source).is_file() else ""
+            parent_run_id = tracking.start_parent_run(client, experiment_id, space, space_yaml)
+        else:
+            parent_run_id = parent.info.run_id
+            client.update_run(parent_run_id, status="RUNNING")
 
     trainable = tune.with_resources(tune.with_parameters(run_trial, space=space),
                                     {"cpu": resources["cpu"], "gpu": resources["gpu"]})

@@ -48,9 +48,9 @@ def wait_until_complete(root: Path, study: str, proc, at_least: int = 1, timeout
         time.sleep(1)
 
 
-def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "search.run", *args], cwd=PROJECT, env=ENV, capture_output=True,
-                          text=True, **kwargs)
+def run_cli(args: list[str], env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "search.run", *args], cwd=PROJECT, env=env or ENV,
+                          capture_output=True, text=True, **kwargs)
 
 
 @pytest.mark.slow
@@ -144,17 +144,18 @@ def free_port() -> int:
 def test_study_runs_on_an_existing_ray_cluster(tmp_path):
     ray_cli = str(Path(sys.executable).parent / "ray")
     port = free_port()
+    env = {**ENV, "RAY_AUTH_MODE": "token"}  # Ray's token auth, the token in ~/.ray for both sides
     start = subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                            "--disable-usage-stats", "--object-store-memory=100000000"],
-                           env=ENV, capture_output=True, text=True, timeout=120)
+                            "--disable-usage-stats", "--object-store-memory=100000000",
+                            "--node-ip-address=127.0.0.1"], env=env, capture_output=True, text=True, timeout=120)
     assert start.returncode == 0, start.stderr[-2000:]
     try:
         root = tmp_path / "runs"
         proc = run_cli(["space=smoke", f"root={root}", f"ray_address=127.0.0.1:{port}", "num_samples=2"],
-                       timeout=900)
+                       env=env, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert optuna_states(root, "smoke") == {"COMPLETE": 2}
         _, parents, children = mlflow_runs(root, "smoke")
         assert len(parents) == 1 and len([c for c in children if c.info.status == "FINISHED"]) == 2
     finally:
-        subprocess.run([ray_cli, "stop", "--force"], env=ENV, capture_output=True, timeout=120)
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
