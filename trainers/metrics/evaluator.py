@@ -1,55 +1,46 @@
-"""One evaluation: sample, extract features once, then overall and per-class metrics from slices.
+"""One evaluation: sample G, extract features once, then every metric from slices of that one pass.
 
-FID, KID and IS are torch-fidelity's own computations (``fid_statistics_to_metric``,
-``kid_features_to_metric``, ``isc_features_to_metric``) applied to features extracted once; the
-per-class FID slices the same features by class (judge label, or the sampled label for a conditional
-model). A class with fewer samples than ``eval.min_class_samples`` reports NaN plus its count.
+* Sampling: ``eval.num_samples`` images in batches of ``eval.batch_size``, G in eval mode, noise from a
+  local ``torch.Generator`` seeded by ``cfg.seed`` (the same noise at every evaluation; the global RNG
+  is never touched, so training and resume stay bit-exact). Unconditional models: G's own class
+  mix, each image labelled by the judge. Conditional models: ``num_samples`` split evenly over the
+  classes (the remainder to the first classes), labels passed to ``generate``.
+* Features: one pass of the FID feature extractor (the judge's 32-d bottleneck, or Inception's
+  2048-d pool) per batch, plus the judge's logits (the same pass when features=judge). Memory is
+  bounded by the batch: only features and a few images for the grid are kept.
+* Metrics: torch-fidelity's FID/KID (and IS with Inception) against the balanced test split; the
+  per-class FID slices the same features by class — the judge's label (unconditional) or the
+  requested label (conditional) — against that class's test statistics; the class histogram and
+  its KLs are over the judge's labels for every model (for a conditional model the requested labels
+  are uniform by construction; what G actually drew is what the judge sees).
+
+Reported keys: ``fid``, ``kid``, ``is`` (Inception only), ``fid_minority``, ``fid_majority``,
+``fid_class/<k>``, ``count_class/<k>`` (samples behind ``fid_class/<k>``), ``judged_class/<k>``
+(samples the judge labelled ``k``: the generated histogram), ``prior/<k>`` (training prior),
+``class_kl_uniform``, ``class_kl_prior``, ``classes_dropped``, ``judge/confidence`` (mean max
+softmax), ``judge/test_accuracy`` and, for conditional models, ``judge/conditional_accuracy``
+(fraction of samples the judge assigns to the requested class). Conventions: see ``perclass``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
-from torch_fidelity.metric_isc import isc_features_to_metric
-from torch_fidelity.metric_kid import kid_features_to_metric
 
-from trainers.config import ConfigError, TrainConfig
+from trainers.config import TrainConfig
 from trainers.data import DataBundle, to_uint8
-from trainers.metrics.judge import JUDGE_NAME, load_or_train_judge, register_judge
+from trainers.metrics import fidelity, perclass
+from trainers.metrics.cache import digest, load_or_compute
+from trainers.metrics.fidelity import JUDGE_NAME, register_judge
+from trainers.metrics.judge import load_or_train_judge
 
-INCEPTION_NAME = "inception-v3-compat"
-EVAL_SEED_OFFSET = 1_000_003
-
-
-def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
-    """KL(p || q) in nats; terms with p = 0 contribute 0 (q > 0 wherever p > 0 here)."""
-    mask = p > 0
-    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
-
-
-def fid_from_stats(stats_a: dict, stats_b: dict) -> float:
-    return float(fid_statistics_to_metric(stats_a, stats_b, verbose=False)["frechet_inception_distance"])
-
-
-def class_diagnostics(labels: np.ndarray, num_classes: int, train_counts: list[int]) -> dict[str, float]:
-    """Histogram of generated classes vs uniform and vs the training prior; dropped classes."""
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    p = counts / max(1.0, counts.sum())
-    prior = np.asarray(train_counts, dtype=np.float64)
-    prior = prior / prior.sum()
-    uniform = np.full(num_classes, 1.0 / num_classes)
-    return {
-        "class_kl_uniform": kl_divergence(p, uniform),
-        "class_kl_prior": kl_divergence(p, prior),
-        "classes_dropped": int(np.sum(p < 1.0 / (4 * num_classes))),
-    }
+EVAL_SEED_OFFSET = 1_000_003  # evaluation noise differs from the training stream of the same seed
+GRID_PER_ROW = 12
 
 
 class Evaluator:
@@ -57,142 +48,157 @@ class Evaluator:
         self.cfg = cfg
         self.ecfg = cfg.eval
         self.data = data
-        self.device = device
+        self.device = torch.device(device)
         self.cache_dir = Path(cfg.root) / "cache"
-        self.judge_path, self.judge_accuracy, _ = load_or_train_judge(
-            data, self.cache_dir, self.ecfg.judge_width, self.ecfg.judge_epochs, device)
+        # Inception first: a missing weights file is refused before anything is trained or written
+        inception = (fidelity.create_inception(self.device, self.ecfg.inception_weights)
+                     if self.ecfg.features == "inception" else None)
+        self.judge_path, payload, self.judge_trained = load_or_train_judge(
+            data, self.cache_dir, self.ecfg.judge_width, self.ecfg.judge_epochs, self.device)
+        self.judge_accuracy = float(payload["test_accuracy"])
+        self.judge_train_seconds = float(payload["train_seconds"])
         register_judge()
-        self.judge = self._extractor(JUDGE_NAME, ["feat", "logits"], str(self.judge_path))
-        if self.ecfg.features == "inception":
-            self.features = self._inception()
+        self.judge = fidelity.create_extractor(JUDGE_NAME, ("feat", "logits"), self.device, str(self.judge_path))
+        self.features = inception if inception is not None else self.judge
+        self.prior = [float(p) for p in perclass.training_prior(data.train_counts)]
+        ref = self._reference()
+        self.ref_features = ref["features"].to(torch.float64)
+        self.ref_labels = ref["labels"]
+        self.ref_stats = {"mu": ref["mu"].numpy(), "sigma": ref["sigma"].numpy()}
+        self.ref_class_stats = {k: {"mu": ref["class_mu"][k].numpy(), "sigma": ref["class_sigma"][k].numpy()}
+                                for k in range(data.num_classes) if int(ref["class_count"][k]) >= 2}
+
+    # -- reference statistics of the balanced test split (cached like the judge) -----------------
+    def _reference(self) -> dict:
+        if self.features is self.judge:
+            extractor_id = ("judge", self.judge_path.name)
         else:
-            self.features = self.judge
-        self.ref_feats, self.ref_labels = self._reference()
-        self.ref_stats = fid_features_to_statistics(self.ref_feats)
-        self.ref_class_stats = {}
-        for k in range(data.num_classes):
-            sel = self.ref_feats[self.ref_labels == k]
-            if len(sel) >= 2:
-                self.ref_class_stats[k] = fid_features_to_statistics(sel)
+            weights = self.ecfg.inception_weights
+            stat = os.stat(weights) if weights else None
+            extractor_id = (fidelity.INCEPTION_NAME, weights, stat and (stat.st_size, stat.st_mtime_ns))
+        key = digest("reference", 1, extractor_id, self.data.num_classes, self.data.test.images, self.data.test.labels)
+        path = self.cache_dir / f"reference-{key}.pt"
 
-    # -- feature extractors ---------------------------------------------------------------------
-    def _extractor(self, name: str, features: list[str], weights: str | None):
-        from torch_fidelity.utils import create_feature_extractor
+        def compute() -> dict:
+            feats = fidelity.extract(self.features, self.data.test.images, self.ecfg.batch_size, self.device)[0]
+            labels = self.data.test.labels
+            stats = fidelity.statistics(feats)
+            dim, k = feats.shape[1], self.data.num_classes
+            class_mu = torch.full((k, dim), math.nan, dtype=torch.float64)
+            class_sigma = torch.full((k, dim, dim), math.nan, dtype=torch.float64)
+            counts = torch.bincount(labels, minlength=k)
+            for c in range(k):
+                if counts[c] >= 2:
+                    s = fidelity.statistics(feats[labels == c])
+                    class_mu[c], class_sigma[c] = torch.from_numpy(s["mu"]), torch.from_numpy(s["sigma"])
+            # extractors compute in float32, so storing the features as float32 loses nothing
+            return {"features": feats.float(), "labels": labels.clone(), "mu": torch.from_numpy(stats["mu"]),
+                    "sigma": torch.from_numpy(stats["sigma"]), "class_mu": class_mu, "class_sigma": class_sigma,
+                    "class_count": counts}
 
-        return create_feature_extractor(name, features, cuda=self.device.type == "cuda",
-                                        feature_extractor_weights_path=weights, verbose=False)
+        return load_or_compute(path, compute)[0]
 
-    def _inception(self):
-        try:
-            return self._extractor(INCEPTION_NAME, ["2048", "logits_unbiased"], self.ecfg.inception_weights)
-        except Exception as e:  # no weights file and no network: tell the person what to do
-            raise ConfigError(f"eval.features=inception: the {INCEPTION_NAME} weights cannot be had "
-                              f"({type(e).__name__}: {str(e)[:120]}); pass eval.inception_weights=/path/to/weights.pth "
-                              f"or use eval.features=judge") from None
+    # -- features ----------------------------------------------------------------------------------
+    def features_of(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(FID/KID features, judge logits, Inception logits or None) of uint8 images, batched."""
+        bs = self.ecfg.batch_size
+        if self.features is self.judge:
+            feats, judge_logits = fidelity.extract(self.judge, images, bs, self.device)
+            return feats, judge_logits, None
+        feats, is_logits = fidelity.extract(self.features, images, bs, self.device)
+        judge_logits = fidelity.extract(self.judge, images, bs, self.device)[1]
+        return feats, judge_logits, is_logits
+
+    # -- sampling ----------------------------------------------------------------------------------
+    def requested_labels(self, method) -> torch.Tensor | None:
+        if not getattr(method, "conditional", False):
+            return None
+        n, k = self.ecfg.num_samples, self.data.num_classes
+        labels = torch.arange(k).repeat_interleave(n // k)
+        return torch.cat([labels, torch.arange(n - len(labels))])
 
     @torch.no_grad()
-    def extract(self, extractor, images_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features, logits) of uint8 images, in batches of eval.batch_size (bounded memory)."""
-        feats, logits = [], []
-        for start in range(0, len(images_uint8), self.ecfg.batch_size):
-            x = images_uint8[start:start + self.ecfg.batch_size]
-            if x.shape[1] == 1:
-                x = x.repeat(1, 3, 1, 1)
-            f, l = extractor(x.to(self.device))
-            feats.append(f.double().cpu())
-            logits.append(l.double().cpu())
-        return torch.cat(feats), torch.cat(logits)
+    def sample_batches(self, method) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """uint8 batches of ``eval.batch_size`` samples (and their requested labels, if conditional)."""
+        n, bs = self.ecfg.num_samples, self.ecfg.batch_size
+        gen = torch.Generator().manual_seed(int(self.cfg.seed) + EVAL_SEED_OFFSET)
+        labels = self.requested_labels(method)
+        G = getattr(method, "G", None)
+        was_training = G.training if G is not None else False
+        if G is not None:
+            G.eval()
+        try:
+            for start in range(0, n, bs):
+                count = min(bs, n - start)
+                y = labels[start:start + count] if labels is not None else None
+                yield to_uint8(method.generate(count, labels=y, generator=gen).detach().cpu()), y
+        finally:
+            if G is not None:
+                G.train(was_training)
 
-    def _reference(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features of the balanced test split, cached under <root>/cache like the judge."""
-        from filelock import FileLock
+    # -- metrics -----------------------------------------------------------------------------------
+    def metrics_from(self, feats: torch.Tensor, judge_logits: torch.Tensor, is_logits: torch.Tensor | None = None,
+                     labels: torch.Tensor | None = None, with_kid: bool = True) -> tuple[dict[str, float], np.ndarray]:
+        """Every metric from one pass of features; ``labels`` given = conditional model."""
+        with fidelity.blas_threads_for(feats.shape[1]):
+            return self._metrics_from(feats, judge_logits, is_logits, labels, with_kid)
 
-        h = hashlib.sha256()
-        h.update(f"{self.ecfg.features}|{self.judge_path.name}|{self.ecfg.inception_weights}".encode())
-        h.update(self.data.test.images.numpy().tobytes())
-        path = self.cache_dir / f"reference-{self.data.name}-{h.hexdigest()[:20]}.pt"
-        with FileLock(str(path) + ".lock"):
-            if not path.exists():
-                feats, _ = self.extract(self.features, self.data.test.images)
-                tmp = path.with_suffix(f".tmp{os.getpid()}")
-                torch.save({"features": feats, "labels": self.data.test.labels.clone()}, tmp)
-                os.replace(tmp, path)
-            ref = torch.load(path, map_location="cpu", weights_only=True)
-        return ref["features"], ref["labels"]
-
-    # -- one evaluation -------------------------------------------------------------------------
-    def sample(self, method) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """uint8 samples from G with a local generator (the training RNG is untouched)."""
-        n = self.ecfg.num_samples
+    def _metrics_from(self, feats, judge_logits, is_logits, labels, with_kid):
         k = self.data.num_classes
-        gen = torch.Generator().manual_seed(self.cfg.seed + EVAL_SEED_OFFSET)
-        labels = None
-        if method.conditional:
-            labels = torch.arange(k).repeat_interleave(n // k)
-            labels = torch.cat([labels, torch.arange(n - len(labels))])
-        out = []
-        for start in range(0, n, self.ecfg.batch_size):
-            count = min(self.ecfg.batch_size, n - start)
-            y = labels[start:start + count] if labels is not None else None
-            out.append(to_uint8(method.generate(count, labels=y, generator=gen).cpu()))
-        return torch.cat(out), labels
+        logits = judge_logits.numpy()
+        judged = logits.argmax(1) if len(logits) else np.zeros(0, dtype=np.int64)
+        # max softmax = 1 / sum_j exp(l_j - l_max)
+        confidence = 1.0 / np.exp(logits - logits.max(1, keepdims=True)).sum(1) if len(logits) else None
+        out: dict[str, float] = {"fid": fidelity.fid_of_features(feats, self.ref_stats)}
+        if with_kid:
+            out["kid"] = fidelity.kid(feats, self.ref_features, self.ecfg.kid_subset_size)
+        if is_logits is not None:
+            out["is"] = fidelity.inception_score(is_logits)
+        classes = labels.numpy() if labels is not None else judged
+        per_class = perclass.per_class_fid(feats, classes, self.ref_class_stats, k, self.ecfg.min_class_samples)
+        out.update(per_class)
+        out.update(perclass.group_means(per_class, self.data.minority, self.data.majority))
+        out.update(perclass.class_diagnostics(judged, k, self.data.train_counts))
+        judged_counts = np.bincount(judged, minlength=k)
+        for c in range(k):
+            out[f"judged_class/{c}"] = int(judged_counts[c])
+            out[f"prior/{c}"] = self.prior[c]
+        out["judge/confidence"] = float(confidence.mean()) if confidence is not None else math.nan
+        out["judge/test_accuracy"] = self.judge_accuracy
+        if labels is not None:
+            out["judge/conditional_accuracy"] = float(np.mean(judged == labels.numpy())) if len(judged) else math.nan
+        return out, judged
 
     def metrics_for(self, images: torch.Tensor, labels: torch.Tensor | None = None,
                     with_kid: bool = True) -> tuple[dict[str, float], np.ndarray]:
-        """Every metric of a set of uint8 images; ``labels`` given = conditional, else judged."""
-        feats, logits = self.extract(self.features, images)
-        if self.features is self.judge:
-            judge_logits = logits
-        else:
-            _, judge_logits = self.extract(self.judge, images)
-        probs = torch.softmax(judge_logits, dim=1)
-        judged = probs.argmax(1).numpy()
-        classes = labels.numpy() if labels is not None else judged
-        k = self.data.num_classes
-        out: dict[str, float] = {"judge/test_accuracy": self.judge_accuracy,
-                                 "judge/confidence": float(probs.max(1).values.mean())}
-        out["fid"] = fid_from_stats(fid_features_to_statistics(feats), self.ref_stats)
-        subset = min(self.ecfg.kid_subset_size, len(feats), len(self.ref_feats))
-        if not with_kid:
-            pass
-        elif subset >= 2:
-            kid = kid_features_to_metric(feats.float(), self.ref_feats.float(), kid_subsets=50,
-                                         kid_subset_size=subset, kid_degree=3, kid_gamma=None, kid_coef0=1,
-                                         kid_kernel="poly", verbose=False, rng_seed=2020)
-            out["kid"] = kid["kernel_inception_distance_mean"]
-        else:
-            out["kid"] = math.nan
-        if self.features is not self.judge:
-            out["is"] = isc_features_to_metric(logits.float(), splits=min(10, len(logits)))["inception_score_mean"]
-        per_class = {}
-        for c in range(k):
-            sel = classes == c
-            count = int(sel.sum())
-            out[f"count_class/{c}"] = count
-            if count >= max(2, self.ecfg.min_class_samples) and c in self.ref_class_stats:
-                per_class[c] = fid_from_stats(fid_features_to_statistics(feats[torch.from_numpy(sel)]),
-                                              self.ref_class_stats[c])
-            else:
-                per_class[c] = math.nan
-            out[f"fid_class/{c}"] = per_class[c]
-        for name, members in (("fid_minority", self.data.minority), ("fid_majority", self.data.majority)):
-            finite = [per_class[c] for c in members if math.isfinite(per_class[c])]
-            out[name] = float(np.mean(finite)) if finite else math.nan
-        # the histogram is of what G produced: judged labels, also for conditional models
-        out.update(class_diagnostics(judged, k, self.data.train_counts))
-        prior = np.asarray(self.data.train_counts, dtype=np.float64)
-        for c in range(k):
-            out[f"prior/{c}"] = float(prior[c] / prior.sum())
-        return out, judged
+        """Every metric of a set of uint8 images (one feature pass)."""
+        return self.metrics_from(*self.features_of(images), labels=labels, with_kid=with_kid)
 
     def evaluate(self, method, step: int, out_dir: str | Path | None = None) -> dict[str, Any]:
-        images, labels = self.sample(method)
-        metrics, judged = self.metrics_for(images, labels)
+        k = self.data.num_classes
+        feats, judge_logits, is_logits, labels = [], [], [], []
+        grid: list[list[torch.Tensor]] = [[] for _ in range(k)]
+        for images, y in self.sample_batches(method):
+            f, jl, il = self.features_of(images)
+            feats.append(f)
+            judge_logits.append(jl)
+            if il is not None:
+                is_logits.append(il)
+            if y is not None:
+                labels.append(y)
+            for c, img in zip(jl.argmax(1).tolist(), images):
+                if len(grid[c]) < GRID_PER_ROW:
+                    grid[c].append(img.clone())  # not a view pinning the whole batch
+        metrics, judged = self.metrics_from(torch.cat(feats), torch.cat(judge_logits),
+                                            torch.cat(is_logits) if is_logits else None,
+                                            torch.cat(labels) if labels else None)
         if out_dir is not None and self.ecfg.images:
             from trainers.metrics.plots import class_histogram, sample_grid
 
             out_dir = Path(out_dir)
             out_dir.mkdir(parents=True, exist_ok=True)
-            sample_grid(images, judged, self.data.num_classes, out_dir / f"samples_step{step}.png")
-            class_histogram(judged, self.data.train_counts, out_dir / f"class_hist_step{step}.png", step)
+            sample_grid(grid, (self.data.channels, self.data.resolution, self.data.resolution),
+                        out_dir / f"samples_step{step}.png")
+            class_histogram(judged, self.data.train_counts, out_dir / f"class_hist_step{step}.png", step,
+                            class_names=self.data.class_names)
         return metrics

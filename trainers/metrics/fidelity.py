@@ -1,0 +1,212 @@
+"""torch-fidelity wiring: feature extractors, batched feature extraction, FID/KID/IS from features.
+
+The metric arithmetic is torch-fidelity's own (``fid_features_to_statistics``,
+``fid_statistics_to_metric``, ``kid_features_to_metric``, ``isc_features_to_metric``); this module only
+extracts features once, in bounded batches, so that the overall and the per-class metrics are slices
+of the same pass. ``UInt8Dataset`` feeds the same images to ``torch_fidelity.calculate_metrics``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, isc_features_to_metric
+from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
+
+from trainers.config import ConfigError
+from trainers.metrics.judge import JudgeNet
+
+JUDGE_NAME = "ltgan-judge"  # the judge as a torch-fidelity feature extractor
+INCEPTION_NAME = "inception-v3-compat"
+INCEPTION_FEATURES = ("2048", "logits_unbiased")  # torch-fidelity's defaults for FID/KID and for IS
+KID_SUBSETS = 100  # torch-fidelity's default
+KID_SEED = 2020  # torch-fidelity's default rng_seed
+
+
+class UInt8Dataset(Dataset):
+    """uint8 N x C x H x W images as torch-fidelity wants them: 3 x H x W, grey repeated."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        x = self.images[i]
+        return x.repeat(3, 1, 1) if x.shape[0] == 1 else x
+
+
+class JudgeFeatureExtractor(FeatureExtractorBase):
+    """torch-fidelity feature extractor over a cached judge: uint8 N x 3 x H x W ->
+    ``feat`` (the 32-d bottleneck, for FID/KID) and ``logits`` (for IS and labelling)."""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        if feature_extractor_weights_path is None:
+            raise ValueError(f"the '{JUDGE_NAME}' feature extractor needs feature_extractor_weights_path "
+                             f"(a cached judge-<hash>.pt)")
+        payload = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=True)
+        self.channels = int(payload["channels"])
+        self.resolution = int(payload["resolution"])
+        self.net = JudgeNet(self.channels, int(payload["num_classes"]), int(payload["width"]), self.resolution)
+        self.net.load_state_dict(payload["state_dict"])
+        self.net.eval()
+
+    @staticmethod
+    def get_provided_features_list():
+        return "feat", "logits"
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"isc": "logits"}.get(metric, "feat")
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 3, 16, 16, dtype=torch.uint8)
+
+    def forward(self, x: torch.Tensor):
+        x = x.float()
+        if self.channels == 1:
+            x = x.mean(dim=1, keepdim=True)  # grey images arrive repeated to 3 channels
+        if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
+            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
+        feat, logits = self.net(x.div(127.5).sub(1.0))
+        out = {"feat": feat, "logits": logits}
+        return tuple(out[name] for name in self.features_list)
+
+
+def register_judge() -> None:
+    """Make ``ltgan-judge`` known to torch-fidelity (idempotent)."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+    if JUDGE_NAME not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor(JUDGE_NAME, JudgeFeatureExtractor)
+
+
+def create_extractor(name: str, features: list[str] | tuple[str, ...], device: torch.device,
+                     weights: str | None = None):
+    from torch_fidelity.utils import create_feature_extractor
+
+    # building the modules draws initial weights from the global RNG before the real ones are
+    # loaded: fork it, so that building an evaluator leaves the trainer's random stream as it was
+    with torch.random.fork_rng(devices=[]):
+        extractor = create_feature_extractor(name, list(features), cuda=False, verbose=False,
+                                             feature_extractor_weights_path=weights)
+    return extractor.to(device)
+
+
+def create_inception(device: torch.device, weights: str | None):
+    """torch-fidelity's inception-v3-compat from ``weights`` (a local file) or its download URL; a
+    ConfigError naming the fix when neither can be had (offline, missing file)."""
+    chatter = io.StringIO()  # torch.hub's "Downloading: ..." line: shown on success, not before our error
+    try:
+        with contextlib.redirect_stderr(chatter):
+            extractor = create_extractor(INCEPTION_NAME, INCEPTION_FEATURES, device, weights)
+        sys.stderr.write(chatter.getvalue())
+        return extractor
+    except Exception as e:  # noqa: BLE001 - any failure here means: no usable weights
+        where = f"from eval.inception_weights={weights}" if weights else "by download (offline?)"
+        reason = " ".join(str(e).split())[:160]
+        raise ConfigError(f"eval.features=inception: the {INCEPTION_NAME} weights cannot be loaded {where} "
+                          f"({type(e).__name__}: {reason}); set eval.inception_weights=/path/to/"
+                          f"weights-inception-2015-12-05-6726825d.pth or use eval.features=judge") from None
+
+
+def to_three_channels(images: torch.Tensor) -> torch.Tensor:
+    return images.repeat(1, 3, 1, 1) if images.shape[1] == 1 else images
+
+
+@torch.no_grad()
+def extract(extractor, images_uint8: torch.Tensor, batch_size: int, device: torch.device) -> list[torch.Tensor]:
+    """Every requested feature of ``extractor`` for uint8 images, in batches (float64, CPU)."""
+    outs: list[list[torch.Tensor]] = []
+    for start in range(0, len(images_uint8), batch_size):
+        x = to_three_channels(images_uint8[start:start + batch_size]).to(device)
+        feats = extractor(x)
+        if not outs:
+            outs = [[] for _ in feats]
+        for acc, f in zip(outs, feats):
+            acc.append(f.detach().to("cpu", torch.float64))
+    return [torch.cat(acc) for acc in outs]
+
+
+_BLAS_CONTROLLER = None
+SMALL_FEATURE_DIM = 256
+
+
+def blas_threads_for(dim: int):
+    """One BLAS thread for the metric arithmetic of small features (the judge's 32-d space).
+
+    Per-class FID is ~K small eigendecompositions; a multi-threaded BLAS pays a thread wake-up per
+    call that costs more than the call (2x on 32x32 here). Inception's 2048-d matrices keep the
+    threads. threadpoolctl comes with scikit-learn; without it this is a no-op.
+    """
+    global _BLAS_CONTROLLER
+    if dim > SMALL_FEATURE_DIM:
+        return contextlib.nullcontext()
+    if _BLAS_CONTROLLER is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover - scikit-learn depends on it
+            _BLAS_CONTROLLER = False
+        else:
+            _BLAS_CONTROLLER = ThreadpoolController()  # scanning the loaded libraries is slow: once
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas") if _BLAS_CONTROLLER else contextlib.nullcontext()
+
+
+def statistics(features: torch.Tensor) -> dict[str, np.ndarray]:
+    """torch-fidelity's FID statistics (mean, unbiased covariance) in float64."""
+    return fid_features_to_statistics(features.to(torch.float64))
+
+
+def slice_statistics(features: np.ndarray) -> dict[str, np.ndarray]:
+    """The same statistics as ``statistics`` (``np.mean`` and ``np.cov(rowvar=False)``, equal to
+    ~1e-15) for a contiguous float64 slice, without ``np.cov``'s generic machinery: per-class FID
+    calls it once per class, where that overhead would be a third of the per-class cost."""
+    mu = features.mean(axis=0)
+    centred = features - mu
+    return {"mu": mu, "sigma": (centred.T @ centred) / (len(features) - 1)}
+
+
+def fid(stats_1: dict, stats_2: dict) -> float:
+    return float(fid_statistics_to_metric(stats_1, stats_2, verbose=False)[KEY_METRIC_FID])
+
+
+def fid_of_features(features: torch.Tensor | np.ndarray, reference_stats: dict) -> float:
+    """FID of a feature set against reference statistics; NaN below two samples (no covariance)."""
+    if len(features) < 2:
+        return math.nan
+    if isinstance(features, np.ndarray):
+        return fid(slice_statistics(features), reference_stats)
+    return fid(statistics(features), reference_stats)
+
+
+def kid(features_1: torch.Tensor, features_2: torch.Tensor, subset_size: int) -> float:
+    """torch-fidelity's KID with its subset size capped to the smaller set (NaN below two samples:
+    the unbiased MMD estimator needs pairs)."""
+    size = min(subset_size, len(features_1), len(features_2))
+    if size < 2:
+        return math.nan
+    out = kid_features_to_metric(features_1, features_2, kid_subsets=KID_SUBSETS, kid_subset_size=size,
+                                 verbose=False, rng_seed=KID_SEED)
+    return float(out[KEY_METRIC_KID_MEAN])
+
+
+def inception_score(logits: torch.Tensor, splits: int = 10) -> float:
+    if len(logits) < 2:
+        return math.nan
+    return float(isc_features_to_metric(logits, splits=min(splits, len(logits)))[KEY_METRIC_ISC_MEAN])
