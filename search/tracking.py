@@ -16,6 +16,7 @@ from typing import Any
 
 from ray import tune
 
+from trainers.checkpoint import DATA_FILE
 from trainers.config import ConfigError, flat_dict, make_config
 
 RAY_RESULT_KEYS = {
@@ -116,6 +117,7 @@ class MLflowTrialCallback(tune.Callback):
         self._runs: dict[str, str] = {}
         self._client = None
         self._orphans_closed = False
+        self._data_logged: set[str] = set()
         self._commit = git_commit()
 
     @property
@@ -184,9 +186,20 @@ class MLflowTrialCallback(tune.Callback):
             directory = Path(directory)
             metrics_file = directory / "metrics.json"
             step = json.loads(metrics_file.read_text()).get("step", 0) if metrics_file.exists() else 0
+            data_file = directory / DATA_FILE
+            if run_id not in self._data_logged and data_file.exists():
+                self._log_data(run_id, json.loads(data_file.read_text()))
             artifacts = directory / "artifacts"
             if artifacts.is_dir() and any(artifacts.iterdir()):
                 self.client.log_artifacts(run_id, str(artifacts), artifact_path=f"eval/step_{int(step):09d}")
+
+    def _log_data(self, run_id: str, info: dict[str, Any]) -> None:
+        """The trial's training split as tags (shown and filterable in the UI) and as data.json."""
+        self.client.set_tag(run_id, "minority_classes", json.dumps(info.get("minority_classes")))
+        self.client.set_tag(run_id, "majority_classes", json.dumps(info.get("majority_classes")))
+        self.client.set_tag(run_id, "train_counts", json.dumps(info.get("train_counts")))
+        self.client.log_dict(run_id, info, DATA_FILE)
+        self._data_logged.add(run_id)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.client.set_terminated(self.run_id(trial), status="FINISHED")

@@ -116,3 +116,20 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
     (tmp_path / "checkpoints" / "step_000000002" / ckpt.STATE_FILE).unlink()
     with pytest.raises(ckpt.CheckpointError, match="no readable checkpoint"):
         ckpt.load_latest(tmp_path)
+
+
+def test_every_checkpoint_records_the_training_split_and_its_minority(tmp_path):
+    import json
+
+    from trainers.config import make_config
+    from trainers.data import load_data
+
+    reports = run(tmp_path, "data", steps=2, eval_every=2)
+    recorded = json.loads((ckpt.checkpoint_dirs(tmp_path / "data")[-1] / ckpt.DATA_FILE).read_text())
+    data = load_data(make_config(TINY))
+    # imbalance 10, exp profile, natural order: the five smallest classes are the last five ranks
+    assert recorded["minority_classes"] == [5, 6, 7, 8, 9] == data.minority
+    assert recorded["majority_classes"] == [0, 1, 2, 3, 4]
+    assert recorded["train_counts"] == data.train_counts and recorded["train_size"] == sum(data.train_counts)
+    assert recorded["train_counts"][0] > recorded["train_counts"][9]
+    assert reports[-1][1].endswith("step_000000002")

@@ -1,7 +1,8 @@
 """Checkpoints: one directory per evaluation, written atomically, loaded with weights_only=True.
 
 A checkpoint directory holds ``state.pt`` (nets, optimisers, RNG states, step, method state),
-``metrics.json`` and ``config.json``, plus anything the evaluation wrote (``artifacts/``). It is
+``metrics.json``, ``config.json`` and ``data.json`` (the training split's class counts and its
+minority/majority classes), plus anything the evaluation wrote (``artifacts/``). It is
 assembled in a temporary directory and renamed into place, so a crash mid-write leaves the previous
 checkpoint intact; a corrupted one is skipped in favour of the one before.
 """
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 STATE_FILE = "state.pt"
+DATA_FILE = "data.json"
 PREFIX = "step_"
 
 
@@ -64,7 +66,8 @@ def checkpoint_dirs(workdir: str | Path) -> list[Path]:
 
 
 def save_checkpoint(workdir: str | Path, step: int, state: dict[str, Any], metrics: dict[str, Any],
-                    config: dict[str, Any], artifacts: str | Path | None = None, keep: int = 2) -> Path:
+                    config: dict[str, Any], artifacts: str | Path | None = None, keep: int = 2,
+                    data: dict[str, Any] | None = None) -> Path:
     base = Path(workdir) / "checkpoints"
     base.mkdir(parents=True, exist_ok=True)
     final = base / f"{PREFIX}{step:09d}"
@@ -75,6 +78,8 @@ def save_checkpoint(workdir: str | Path, step: int, state: dict[str, Any], metri
     torch.save(state, tmp / STATE_FILE)
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
     (tmp / "config.json").write_text(json.dumps(config, indent=1))
+    if data is not None:
+        (tmp / DATA_FILE).write_text(json.dumps(data, indent=1))
     if artifacts is not None and Path(artifacts).is_dir():
         shutil.move(str(artifacts), tmp / "artifacts")
     for f in tmp.rglob("*"):

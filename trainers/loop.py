@@ -54,11 +54,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_evaluator(cfg: TrainConfig, data: DataBundle, device: torch.device):
-    """The metrics evaluator, or None where the metrics package is not installed yet."""
-    try:
-        from trainers.metrics import make_evaluator
-    except ImportError:
-        return None
+    from trainers.metrics import make_evaluator
+
     return make_evaluator(cfg, data, device)
 
 
@@ -138,6 +135,10 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
         step = int(state["step"])
 
     config_dict = to_dict(cfg)
+    data_info = data.info()
+    if progress:  # who the minority is, before the first number about it
+        print(f"data: {data.name}, {len(data.train)} training images, counts {data.train_counts}, "
+              f"minority classes {data.minority}", file=sys.stderr)
     last: dict[str, Any] = {}
     running = _Running()
     bar = None
@@ -175,7 +176,7 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
                 state = {"method": method.state_dict(), "sampler": sampler.state_dict(),
                          "rng": ckpt.rng_state(), "step": step}
                 path = ckpt.save_checkpoint(workdir, step, state, metrics, config_dict, artifacts,
-                                            keep=cfg.keep_checkpoints)
+                                            keep=cfg.keep_checkpoints, data=data_info)
                 if bar is not None:
                     bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()
                                      if k in ("loss/d", "loss/g", "fid", "fid_minority")})
