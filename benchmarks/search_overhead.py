@@ -2,7 +2,7 @@
 directly with ``trainers.loop.train`` at the same concurrency (a process pool), both as whole commands
 timed from the shell's point of view. Trials are sized to ~20 s each.
 
-    python benchmarks/search_overhead.py [steps=600]
+    python benchmarks/search_overhead.py [steps=300]
 
 Last line: {"search_overhead_ratio": ..., "per_trial_overhead_s": ..., ...}
 """
@@ -57,7 +57,7 @@ def main() -> None:
     if "--direct" in sys.argv:
         direct(args["root"], int(args["steps"]))
         return
-    steps = int(args.get("steps", 600))
+    steps = int(args.get("steps", 300))
     with tempfile.TemporaryDirectory() as tmp:
         warm = Path(tmp) / "warm"
         # train the judge once so neither side pays for it
