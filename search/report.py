@@ -33,6 +33,7 @@ class TrialRun:
     sampled: dict[str, Any]
     metrics: dict[str, float]  # last value of each metric
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float, int]:
@@ -78,7 +79,8 @@ def load_runs(space, tracking_uri: str) -> list[TrialRun]:
     out = []
     for run in runs:
         sampled = json.loads(run.data.tags.get("sampled", "{}"))
-        trial = TrialRun(run.info.run_id, run.info.status, dict(run.data.params), sampled, dict(run.data.metrics))
+        trial = TrialRun(run.info.run_id, run.info.status, dict(run.data.params), sampled, dict(run.data.metrics),
+                         tags=dict(run.data.tags))
         for key in run.data.metrics:
             if key == "fid" or key.startswith("gsr/sigma_max/"):
                 trial.history[key] = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
@@ -199,6 +201,43 @@ def plot_curves(runs: list[TrialRun], key_prefix: str, path: Path, title: str, y
     return True
 
 
+def plot_sigma_max(runs: list[TrialRun], path: Path) -> bool:
+    """The gSR paper's spectral-explosion plot: ``gsr/sigma_max/<k>`` over steps, one panel per
+    ``gsr_lambda`` (0 = gSR off), one line per class (mean over the panel's runs), coloured from the
+    head class (most training images, dark) to the tail (light) by the training prior."""
+    panels: dict[float, list[TrialRun]] = {}
+    for run in runs:
+        if any(k.startswith("gsr/sigma_max/") for k in run.history):
+            panels.setdefault(float(run.params.get("gsr_lambda", "nan")), []).append(run)
+    if not panels:
+        return False
+    plt = _plot_module()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False, sharey=True)
+    for ax, (lam, members) in zip(axes.flat, sorted(panels.items())):
+        classes = sorted({int(k.rsplit("/", 1)[1]) for r in members for k in r.history if k.startswith("gsr/")})
+        prior = {c: mean_ci([r.metrics.get(f"prior/{c}", math.nan) for r in members])[0] for c in classes}
+        by_rank = sorted(classes, key=lambda c: -prior[c] if math.isfinite(prior[c]) else c)
+        colours = plt.get_cmap("viridis")
+        for rank, c in enumerate(by_rank):
+            steps: dict[int, list[float]] = {}
+            for r in members:
+                for step, value in r.history.get(f"gsr/sigma_max/{c}", []):
+                    steps.setdefault(step, []).append(value)
+            xs = sorted(steps)
+            label = f"class {c}" + (" (head)" if rank == 0 else " (tail)" if rank == len(by_rank) - 1 else "")
+            ax.plot(xs, [sum(steps[x]) / len(steps[x]) for x in xs], marker=".",
+                    color=colours(rank / max(1, len(by_rank) - 1)), label=label)
+        ax.set_title(f"gsr_lambda = {lam:g}" + (" (gSR off)" if lam == 0 else "") + f", {len(members)} runs",
+                     fontsize=9)
+        ax.set_xlabel("step")
+    axes.flat[0].set_ylabel("sigma_max of the class's gain matrix\n(max over layers)")
+    axes.flat[-1].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def plot_pareto(study, space, path: Path) -> bool:
     import optuna
 
@@ -297,7 +336,7 @@ def write_report(space, root: Path, tracking_uri: str | None = None) -> Path:
         ("learning_curves.png", "Learning curves",
          lambda p: plot_curves(runs, "fid", p, "FID over training", "FID")),
         ("gsr_sigma_max.png", "gSR: largest singular value of each class's gain matrix",
-         lambda p: plot_curves(runs, "gsr/sigma_max", p, "sigma_max per class (max over layers)", "sigma_max")),
+         lambda p: plot_sigma_max(runs, p)),
     ]
     if space.multi_objective:
         figures.append(("pareto_front.png", "Pareto front", lambda p: plot_pareto(study, space, p)))

@@ -90,3 +90,26 @@ def test_report_cli_refuses_a_missing_study(tmp_path, capsys):
     assert report_main(["space=smoke", f"root={tmp_path}"]) == 2
     assert "no study 'smoke'" in capsys.readouterr().err
     assert not (tmp_path / "optuna.db").exists()
+
+
+def test_sigma_max_plot_has_one_panel_per_gsr_lambda(tmp_path, monkeypatch):
+    from search import report
+
+    def trial(lam, seed):
+        history = {f"gsr/sigma_max/{k}": [(10, 1.0 + k * lam), (20, 1.5 + k * lam)] for k in range(3)}
+        metrics = {f"prior/{k}": [0.6, 0.3, 0.1][k] for k in range(3)}
+        return report.TrialRun(f"r{lam}{seed}", "FINISHED", {"gsr_lambda": str(lam)}, {}, metrics, history)
+
+    panels = []
+    real_subplots = report._plot_module().subplots
+
+    def spy(rows, cols, **kwargs):
+        panels.append(cols)
+        return real_subplots(rows, cols, **kwargs)
+
+    monkeypatch.setattr(report._plot_module(), "subplots", spy)
+    runs = [trial(lam, seed) for lam in (0.0, 0.5) for seed in (0, 1)]
+    assert report.plot_sigma_max(runs, tmp_path / "sigma.png")
+    assert panels == [2]  # gSR off and gSR on, side by side
+    assert (tmp_path / "sigma.png").read_bytes()[:8] == PNG_MAGIC
+    assert not report.plot_sigma_max([report.TrialRun("x", "FINISHED", {}, {}, {}, {})], tmp_path / "none.png")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -77,8 +78,23 @@ def test_smoke_study_end_to_end(tmp_path):
         assert [m.step for m in history] == [10, 20]
         artifacts = [a.path for a in client.list_artifacts(child.info.run_id)]
         assert "trial_config.json" in artifacts and "eval" in artifacts
+        # the training split each trial saw: minority classes and counts, as tags and data.json
+        minority = json.loads(child.data.tags["minority_classes"])
+        counts = json.loads(child.data.tags["train_counts"])
+        assert len(minority) == 5 and sorted(counts)[:5] == sorted(counts[k] for k in minority)
+        if child.data.params["imbalance"] == "10.0":
+            assert minority == [5, 6, 7, 8, 9] and counts[0] > 5 * counts[9]
+        assert "data.json" in artifacts
     damage = [c for c in children if c.data.tags["method"] == "damage"]
     assert damage and all("prune/sparsity" in c.data.metrics for c in damage)
+    # the report written at the end: every cell of the grid with its n, figures beside it
+    report = root / "reports" / "smoke" / "report.md"
+    assert f"# report: {report}" in proc.stdout
+    text = report.read_text()
+    for cell in ("| dcgan | — | 1 | 1 | 0 |", "| dcgan | — | 10 | 1 | 0 |", "| damage | 0.5 | 1 | 1 | 0 |",
+                 "| damage | 0.5 | 10 | 1 | 0 |"):
+        assert cell in text, text
+    assert "(n=1)" in text and (report.parent / "per_class_fid.png").read_bytes()[:4] == b"\x89PNG"
     # a second start without resume=true is refused and touches nothing
     again = run_cli(["space=smoke", f"root={root}"], timeout=120)
     assert again.returncode == 2 and "resume=true" in again.stderr and "Traceback" not in again.stderr
@@ -144,7 +160,10 @@ def free_port() -> int:
 def test_study_runs_on_an_existing_ray_cluster(tmp_path):
     ray_cli = str(Path(sys.executable).parent / "ray")
     port = free_port()
-    env = {**ENV, "RAY_AUTH_MODE": "token"}  # Ray's token auth, the token in ~/.ray for both sides
+    # Ray's token auth; the token goes to $HOME/.ray for both sides, so HOME is the test's own folder
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**ENV, "RAY_AUTH_MODE": "token", "HOME": str(home)}
     start = subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
                             "--disable-usage-stats", "--object-store-memory=100000000",
                             "--node-ip-address=127.0.0.1"], env=env, capture_output=True, text=True, timeout=120)
