@@ -164,6 +164,9 @@ def test_study_runs_on_an_existing_ray_cluster(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     env = {**ENV, "RAY_AUTH_MODE": "token", "HOME": str(home)}
+    # a fresh HOME has no token: make one the documented way (`ray get-auth-token --generate`)
+    gen = subprocess.run([ray_cli, "get-auth-token", "--generate"], env=env, capture_output=True, text=True, timeout=120)
+    assert gen.returncode == 0 and (home / ".ray" / "auth_token").is_file(), gen.stderr[-2000:]
     start = subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
                             "--disable-usage-stats", "--object-store-memory=100000000",
                             "--node-ip-address=127.0.0.1"], env=env, capture_output=True, text=True, timeout=120)
