@@ -21,7 +21,7 @@ from search.run import main as run_main
 from trainers import checkpoint as ckpt
 from trainers.loop import DivergedError, train
 
-from test_search_e2e import ENV, PROJECT, mlflow_runs, optuna_states, run_cli, wait_until_complete
+from test_search_e2e import ENV, PROJECT, mlflow_runs, optuna_states, run_cli, start_cli, wait_until_complete
 
 TINY = {"dataset": "digits", "ch": 4, "batch_size": 16, "steps": 6, "eval_every": 2, "keep_checkpoints": 3}
 
@@ -145,8 +145,7 @@ def test_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path):
 def test_sigint_then_resume_completes_the_study(tmp_path):
     root = tmp_path / "runs"
     args = ["space=smoke", f"root={root}", "max_concurrent=1", "fixed.steps=60", "fixed.eval_every=20"]
-    proc = subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=PROJECT, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = start_cli(args)
     wait_until_complete(root, "smoke", proc)
     time.sleep(3)
     os.kill(proc.pid, signal.SIGINT)

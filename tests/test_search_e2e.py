@@ -55,6 +55,12 @@ def run_cli(args: list[str], env: dict | None = None, **kwargs) -> subprocess.Co
 
 
 @pytest.mark.slow
+def start_cli(args: list[str]) -> subprocess.Popen:
+    """``search.run`` in the background, in its own session so that signals reach only it."""
+    return subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=PROJECT, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
 def test_smoke_study_end_to_end(tmp_path):
     root = tmp_path / "runs"
     proc = run_cli(["space=smoke", f"root={root}"], timeout=900)
@@ -105,8 +111,7 @@ def test_smoke_study_end_to_end(tmp_path):
 def test_kill_driver_then_resume_keeps_every_trial_once(tmp_path):
     root = tmp_path / "runs"
     args = ["space=smoke", f"root={root}", "max_concurrent=1", "fixed.steps=60", "fixed.eval_every=20"]
-    proc = subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=PROJECT, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = start_cli(args)
     try:
         wait_until_complete(root, "smoke", proc)  # kill once one trial finished and another is under way
         time.sleep(4)
