@@ -68,6 +68,11 @@ class ReplicateSearcher(Searcher):
             return
         finished = [v for v in entry["values"].values() if v is not None]
         ot_trial = self.inner._ot_trials.get(group)
+        if ot_trial is not None and self._already_finished(ot_trial):
+            # a driver killed after telling Optuna but before Ray saved its state: the resumed replicate
+            # ends again from its last checkpoint; the value Optuna holds came from the same replicates
+            entry["told"] = True
+            return
         if ot_trial is not None:
             ot_trial.set_user_attr("seeds", self.seeds)
             ot_trial.set_user_attr("ray_trials", {str(k): v for k, v in entry["trials"].items()})
@@ -81,6 +86,10 @@ class ReplicateSearcher(Searcher):
         else:
             self.inner.on_trial_complete(group, None, error=True)
         entry["told"] = True
+
+    def _already_finished(self, ot_trial) -> bool:
+        storage = self.inner._ot_study._storage
+        return storage.get_trial(ot_trial._trial_id).state.is_finished()
 
     # -- persistence (with Ray's experiment state) ----------------------------------------------
     def save(self, checkpoint_path: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -130,3 +131,25 @@ def test_replicate_searcher_tells_optuna_the_mean_and_fails_honestly():
     second = inner._ot_study.trials[1]
     assert second.state == optuna.trial.TrialState.FAIL and second.value is None
     assert not math.isnan(first.value)
+
+
+def test_replicate_searcher_after_resume_leaves_a_configuration_already_told():
+    """A driver killed after telling Optuna but before Ray saved its state: the resumed searcher (restored
+    from the older state) sees the same replicate end again; Optuna's value stands and nothing raises."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from search.searcher import ReplicateSearcher
+
+    space = load_space("smoke")
+    inner = OptunaSearch(space=DefineByRun(space.params), metric="fid", mode="min",
+                         sampler=optuna.samplers.RandomSampler(seed=0))
+    searcher = ReplicateSearcher(inner, [0], "fid", "min")
+    searcher.suggest("t0")
+    saved = ReplicateSearcher.__new__(ReplicateSearcher)  # the state Ray saved: not yet told
+    saved.__dict__.update(copy.deepcopy({k: v for k, v in searcher.__dict__.items() if k != "inner"}))
+    searcher.on_trial_complete("t0", {"fid": 12.0})  # the old driver told Optuna, then died
+    saved.inner = inner
+    saved.on_trial_complete("t0", {"fid": 12.5})  # the resumed trial reports again
+    first = inner._ot_study.trials[0]
+    assert first.state == optuna.trial.TrialState.COMPLETE and first.value == pytest.approx(12.0)
+    assert saved.groups["cfg00000"]["told"]
