@@ -54,13 +54,13 @@ def run_cli(args: list[str], env: dict | None = None, **kwargs) -> subprocess.Co
                           capture_output=True, text=True, **kwargs)
 
 
-@pytest.mark.slow
 def start_cli(args: list[str]) -> subprocess.Popen:
     """``search.run`` in the background, in its own session so that signals reach only it."""
     return subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=PROJECT, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
+@pytest.mark.slow
 def test_smoke_study_end_to_end(tmp_path):
     root = tmp_path / "runs"
     proc = run_cli(["space=smoke", f"root={root}"], timeout=900)
