@@ -176,17 +176,17 @@ def plot_class_histograms(space, runs: list[TrialRun], path: Path) -> bool:
     return True
 
 
-def plot_curves(runs: list[TrialRun], key_prefix: str, path: Path, title: str, ylabel: str) -> bool:
-    series = [(run, key, points) for run in runs for key, points in run.history.items()
-              if key == key_prefix or key.startswith(key_prefix + "/")]
+def plot_curves(runs: list[TrialRun], key: str, path: Path, title: str, ylabel: str) -> bool:
+    """One line per run of metric ``key`` over steps, coloured by method."""
+    series = [(run, run.history[key]) for run in runs if key in run.history]
     if not series:
         return False
     plt = _plot_module()
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     colours: dict[str, Any] = {}
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for run, key, points in series:
-        label = run.params.get("method", "?") if key == key_prefix else f"class {key.rsplit('/', 1)[1]}"
+    for run, points in series:
+        label = run.params.get("method", "?")
         colour = colours.setdefault(label, cycle[len(colours) % len(cycle)])
         points = sorted(points)
         ax.plot([p[0] for p in points], [p[1] for p in points], color=colour, alpha=0.6, marker=".",
