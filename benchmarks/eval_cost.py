@@ -48,7 +48,7 @@ def main() -> None:
     from trainers.metrics import fidelity, make_evaluator
 
     with tempfile.TemporaryDirectory() as root:
-        cfg = make_config({"root": root, "eval.num_samples": n})
+        cfg = make_config({"cache_dir": f"{root}/cache", "eval.num_samples": n})
         data = load_data(cfg)
         rss_before_judge = peak_rss_mb()
         t0 = time.perf_counter()

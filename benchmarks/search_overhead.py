@@ -34,7 +34,7 @@ def direct(root: str, steps: int) -> None:
     """Child-process entry: every trial config of the smoke grid through a pool of max_concurrent workers."""
     from search.spaces import load_space
 
-    space = load_space("smoke", {"fixed": {"steps": steps, "eval_every": steps // 2, "root": root}})
+    space = load_space("smoke", {"fixed": {"steps": steps, "eval_every": steps // 2, "cache_dir": f"{root}/cache"}})
     configs = [space.trial_config(cell, seed) for cell in space.grid()[: space.num_samples] for seed in space.seeds]
     import multiprocessing
 

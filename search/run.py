@@ -163,7 +163,7 @@ def run_study(argv: list[str]) -> int:
     root.mkdir(parents=True, exist_ok=True)
     # trials run in other processes (other nodes): give them absolute store and data paths
     fixed = dict(space.fixed)
-    fixed.setdefault("root", str(root))
+    fixed.setdefault("cache_dir", str(root / "cache"))
     fixed["data_root"] = str(Path(str(fixed.get("data_root", "data"))).expanduser().resolve())
     space = dataclasses.replace(space, fixed=fixed)
     lock = FileLock(str(root / f".{space.name}.lock"))

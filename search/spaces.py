@@ -35,6 +35,13 @@ TOP_KEYS = ("name", "description", "metric", "mode", "sampler", "scheduler", "nu
 # keys of a trial config that are not trainer keys
 META_KEYS = ("seed",)
 DEFAULT_NUM_SAMPLES = 10  # configurations sampled when a non-grid space does not say
+DEFAULT_METHOD = "dcgan"
+
+
+def knob_keys_of_any() -> set[str]:
+    """Keys that belong to some method's own knobs (not shared by all)."""
+    from trainers.config import all_keys, shared_keys
+    return set(all_keys()) - set(shared_keys())
 
 
 class SpaceError(ConfigError):
@@ -102,16 +109,26 @@ class Space:
         return list(self.mode) if self.multi_objective else self.mode[0]
 
     def trial_config(self, sampled: Mapping[str, Any], seed: int) -> dict[str, Any]:
-        """The trainer's plain dict for one trial: fixed settings, then sampled ones, then the seed."""
-        from trainers.config import unflatten
+        """The trainer's plain dict for one trial: fixed settings, then sampled ones, then the seed. A fixed
+        knob applies to the methods that read it: the others neither get it nor log it."""
+        from trainers.config import knob_keys, unflatten
         merged = unflatten(self.fixed)
         for key, value in unflatten(dict(sampled)).items():
             if isinstance(value, dict):
                 merged.setdefault(key, {}).update(value)
             else:
                 merged[key] = value
+        own = set(knob_keys(merged.get("method", DEFAULT_METHOD)))
+        merged = {k: v for k, v in merged.items() if k not in knob_keys_of_any() or k in own}
         merged["seed"] = seed
         return merged
+
+    def methods(self) -> list[str]:
+        """The methods this space can run (a searched method's choices, or the fixed one)."""
+        for param in self.params:
+            if param.name == "method":
+                return list(param.values) if param.kind == "choice" else []
+        return [self.fixed.get("method", DEFAULT_METHOD)]
 
     def grid(self) -> list[dict[str, Any]]:
         """Every valid combination of the parameters (conditions applied, no duplicates)."""
@@ -334,6 +351,7 @@ def validate_space(raw: dict, source: str = "<space>") -> Space:
         raise _err(source, "max_concurrent", f"= {max_concurrent} must be >= 1")
     space_kwargs.update(num_samples=num_samples, max_concurrent=max_concurrent)
     space = Space(**space_kwargs)
+    _check_knobs_are_read(space)
     _check_trainer_configs(space)
     return space
 
@@ -396,6 +414,20 @@ def _parse_params(raw_params: Any, source: str) -> tuple[Param, ...]:
         seen[name] = param
         params.append(param)
     return tuple(params)
+
+
+def _check_knobs_are_read(space: Space) -> None:
+    """A method knob (fixed or searched) that none of the space's methods reads is refused."""
+    from trainers.config import knob_keys
+    from trainers.methods import METHODS
+
+    methods = [m for m in space.methods() if m in METHODS]
+    read = {k for m in methods for k in knob_keys(m)}
+    for key in [*space.fixed, *(p.name for p in space.params)]:
+        top = key.split(".")[0]
+        if top in knob_keys_of_any() and top not in read:
+            raise SpaceError(f"{space.source}: {top} is read by none of this space's methods "
+                             f"({', '.join(methods)}); drop it")
 
 
 def _check_trainer_configs(space: Space) -> None:

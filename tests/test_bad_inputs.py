@@ -102,7 +102,7 @@ def test_bad_search_run_arguments(args, expected, tmp_path, stores, capsys):
     (["method=stylegan"], "unknown method 'stylegan'"),
     (["dataset=imagenet"], "unknown dataset 'imagenet'"),
     (["imbalance=0.5"], "imbalance"),
-    (["prune_ratio=1.0"], "prune_ratio"),
+    (["method=damage", "prune_ratio=1.0"], "prune_ratio"),
     (["steps=0"], "steps"),
     (["eval.num_sample=5"], "did you mean 'eval.num_samples'"),
     (["batch_size=big"], "batch_size"),

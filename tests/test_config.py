@@ -16,9 +16,12 @@ from trainers.methods import get_method
 def test_defaults_and_plain_dict_round_trip():
     cfg = make_config({})
     assert cfg == TrainConfig() and cfg.method == "dcgan" and cfg.dataset == "digits"
-    assert cfg.imbalance == 1.0 and cfg.prune_ratio == 0.9 and cfg.contrastive_weight == 1.0
-    assert cfg.gsr_lambda == 0.0
-    assert make_config(to_dict(cfg)) == cfg
+    assert cfg.imbalance == 1.0
+    damage = make_config({"method": "damage"})
+    assert damage.knobs.prune_ratio == 0.9 and damage.knobs.contrastive_weight == 1.0
+    assert make_config({"method": "cgan"}).knobs.gsr_lambda == 0.0
+    for c in (cfg, damage, make_config({"method": "cgan", "gsr_lambda": 0.5})):
+        assert make_config(to_dict(c)) == c
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.steps = 5
     nested = make_config({"eval": {"num_samples": 7}, "imbalance": 100})
@@ -28,7 +31,24 @@ def test_defaults_and_plain_dict_round_trip():
     assert flat_dict(nested)["eval.num_samples"] == 7
 
 
+def test_each_method_reads_only_its_own_knobs():
+    assert set(flat_dict(make_config({"method": "dcgan"}))) & {"prune_ratio", "contrastive_weight", "gsr_lambda"} == set()
+    damage = flat_dict(make_config({"method": "damage", "prune_ratio": 0.5}))
+    assert damage["prune_ratio"] == 0.5 and "contrastive_weight" in damage and "gsr_lambda" not in damage
+    cgan = flat_dict(make_config({"method": "cgan"}))
+    assert "gsr_lambda" in cgan and "prune_ratio" not in cgan and "head_hidden" not in cgan
+    for data, readers in (({"method": "dcgan", "prune_ratio": 0.5}, "damage"),
+                          ({"method": "contrad", "prune_ratio": 0.5}, "damage"),
+                          ({"method": "dcgan", "contrastive_weight": 2.0}, "contrad, damage"),
+                          ({"method": "damage", "gsr_lambda": 0.5}, "cgan")):
+        with pytest.raises(ConfigError) as e:
+            make_config(data)
+        key = next(k for k in data if k != "method")
+        assert f"'{key}' is not read by method '{data['method']}' (only by {readers})" in str(e.value)
+
+
 @pytest.mark.parametrize("data,key,hint", [
+    ({"method": "damage", "prune_ratoi": 0.5}, "prune_ratoi", "did you mean 'prune_ratio'?"),
     ({"prune_ratoi": 0.5}, "prune_ratoi", "did you mean 'prune_ratio'?"),
     ({"imbalence": 10}, "imbalance", "did you mean 'imbalance'?"),
     ({"contrastive_wieght": 1}, "contrastive_wieght", "did you mean 'contrastive_weight'?"),
@@ -58,16 +78,18 @@ def test_wrong_types_name_the_key(data, fragment):
 @pytest.mark.parametrize("data,fragment", [
     ({"imbalance": 0.5}, "'imbalance' = 0.5 is out of range"),
     ({"imbalance": float("nan")}, "'imbalance' = nan is out of range"),
-    ({"prune_ratio": 1.0}, "'prune_ratio' = 1.0 is out of range [0.0, 1.0)"),
-    ({"prune_ratio": -0.1}, "'prune_ratio' = -0.1 is out of range"),
-    ({"contrastive_weight": -1}, "'contrastive_weight'"),
-    ({"gsr_lambda": -0.5}, "'gsr_lambda'"),
+    ({"method": "damage", "prune_ratio": 1.0}, "'prune_ratio' = 1.0 is out of range [0.0, 1.0)"),
+    ({"method": "damage", "prune_ratio": -0.1}, "'prune_ratio' = -0.1 is out of range"),
+    ({"method": "contrad", "contrastive_weight": -1}, "'contrastive_weight'"),
+    ({"method": "cgan", "gsr_lambda": -0.5}, "'gsr_lambda'"),
+    ({"warmup_steps": -1}, "'warmup_steps' = -1 is out of range"),
+    ({"method": "contrad", "head_hidden": 0}, "'head_hidden' = 0 must be a positive integer"),
     ({"lr_d": 0}, "'lr_d' = 0.0 is out of range"),
     ({"steps": 0}, "'steps' = 0 must be a positive integer"),
     ({"steps": -3}, "'steps' = -3 must be a positive integer"),
     ({"batch_size": 0}, "'batch_size'"),
     ({"eval_every": 0}, "'eval_every'"),
-    ({"imbalance_profile": "linear"}, "not one of exp, step, balanced_partial"),
+    ({"imbalance_profile": "linear"}, "unknown imbalance_profile 'linear'; valid: balanced_partial, exp, step"),
 ])
 def test_out_of_range_values(data, fragment):
     with pytest.raises(ConfigError) as e:
@@ -76,9 +98,9 @@ def test_out_of_range_values(data, fragment):
 
 
 def test_boundary_values_are_accepted():
-    cfg = make_config({"prune_ratio": 0.0, "imbalance": 1, "steps": 1})
-    assert cfg.prune_ratio == 0.0
-    assert make_config({"prune_ratio": 0.99, "steps": 3.0}).steps == 3
+    cfg = make_config({"method": "damage", "prune_ratio": 0.0, "imbalance": 1, "steps": 1})
+    assert cfg.knobs.prune_ratio == 0.0
+    assert make_config({"method": "damage", "prune_ratio": 0.99, "steps": 3.0}).steps == 3
 
 
 def test_parse_overrides_types_values():
@@ -98,7 +120,8 @@ def test_unknown_method_lists_the_valid_ones():
 @pytest.mark.parametrize("argv,fragment", [
     (["prune_ratoi=0.5"], "did you mean 'prune_ratio'?"),
     (["imbalance=0.5"], "'imbalance' = 0.5"),
-    (["prune_ratio=1.0"], "'prune_ratio' = 1.0"),
+    (["method=damage", "prune_ratio=1.0"], "'prune_ratio' = 1.0"),
+    (["prune_ratio=0.5"], "'prune_ratio' is not read by method 'dcgan' (only by damage)"),
     (["steps=0"], "'steps' = 0"),
     (["method=gan", "steps=1", "device=cpu"], "unknown method 'gan'"),
     (["dataset=mnist", "steps=1"], "unknown dataset 'mnist'"),

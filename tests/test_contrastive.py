@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from torch.nn.utils import parametrize
 
 from trainers import checkpoint as ckpt
 from trainers.augment import diff_augment, simclr_augment
@@ -16,7 +17,7 @@ from trainers.data import load_data
 from trainers.losses import nt_xent, supcon_fake
 from trainers.methods import METHODS
 from trainers.nets import Encoder
-from trainers.pruning import effective_weights, magnitude_masks, pruned_forward, sparsity
+from trainers.pruning import encoder_masks, magnitude_masks, prunable_convs, pruned_forward, raw_weight, sparsity
 
 TINY = {"ch": 4, "z_dim": 16, "batch_size": 8, "device": "cpu", "imbalance": 10}
 
@@ -86,78 +87,141 @@ def test_supcon_fake_matches_a_naive_loop(tau):
 # -- SDCLR masks and the pruned forward -------------------------------------------------------------
 
 
-def test_masks_remove_exactly_the_ratio_and_keep_the_largest():
+def conv_weights(enc):
+    return {name: raw_weight(conv).detach() for name, conv in prunable_convs(enc).items()}
+
+
+def test_masks_are_layerwise_exact_keep_the_largest_and_never_empty_a_layer():
     torch.manual_seed(2)
     enc = Encoder(4, 16, 1)
-    weights = effective_weights(enc)
-    enc.eval()  # spectral norm's eval branch: the weight the forward uses, without a power-iteration step
-    for name, w in weights.items():
-        torch.testing.assert_close(w, enc.get_submodule(name).weight.detach(), rtol=0, atol=0)
+    weights = conv_weights(enc)
     tied = {k: torch.round(w * 4) for k, w in weights.items()}  # few distinct magnitudes: many ties
     for ws in (weights, tied):
-        total = sum(w.numel() for w in ws.values())
         for ratio in (0.0, 0.3, 0.5, 0.9, 0.99):
             masks = magnitude_masks(ws, ratio)
             assert masks.keys() == ws.keys() and all(m.shape == ws[k].shape for k, m in masks.items())
-            removed = sum(int((m == 0).sum()) for m in masks.values())
-            assert abs(removed - ratio * total) <= 1  # to one weight, ties or not
-            assert sparsity(masks) == removed / total
-            kept = torch.cat([w.abs()[masks[k] > 0] for k, w in ws.items()])
-            dropped = torch.cat([w.abs()[masks[k] == 0] for k, w in ws.items()])
-            if len(kept) and len(dropped):
-                assert kept.min() >= dropped.max()
+            for name, w in ws.items():
+                n, removed = w.numel(), int((masks[name] == 0).sum())
+                assert removed == min(round(ratio * n), n - 1), (name, ratio)  # exact, per layer
+                assert removed < n  # never an emptied layer
+                kept, dropped = w.abs()[masks[name] > 0], w.abs()[masks[name] == 0]
+                if len(dropped):
+                    assert kept.min() >= dropped.max()  # the largest magnitudes of each layer survive
 
 
-def test_pruned_forward_leaves_dense_state_untouched_and_gradients_shaped():
+@pytest.mark.parametrize("resolution", [16, 32])
+@pytest.mark.parametrize("ratio", [0.5, 0.9, 0.99])
+def test_damage_at_high_ratios_keeps_every_layer_and_trains_finitely(resolution, ratio, tmp_path):
+    """At 32 x 32 and 0.9 a global ranking of the normalised weights emptied the largest conv and the
+    pruned pass divided 0 by 0 (training diverged at step 0)."""
+    from trainers.loop import train
+
+    cfg = {**TINY, "method": "damage", "resolution": resolution, "prune_ratio": ratio, "steps": 2, "eval_every": 2}
+    metrics = train(cfg, workdir=tmp_path, evaluator=None)
+    assert all(math.isfinite(v) for k, v in metrics.items() if k.startswith("loss/"))
+    masks = ckpt.load_latest(tmp_path)[0]["method"]["masks"]
+    total = sum(m.numel() for m in masks.values())
+    assert all(int(m.sum()) >= 1 for m in masks.values())
+    # realised sparsity equals prune_ratio up to each layer's rounding and its kept-one floor
+    assert abs(metrics["prune/sparsity"] - ratio) <= len(masks) / total
+    assert metrics["prune/sparsity"] == pytest.approx(sparsity(masks))
+
+
+def converge_spectral_norm(enc, x, steps=300):
+    with torch.no_grad():
+        for _ in range(steps):  # training-mode forwards run spectral norm's power iteration
+            enc(x)
+
+
+def test_pruned_weight_is_the_mask_times_the_dense_normalised_weight():
+    """The pruned conv uses M * (W / sigma(W)), sigma of the dense W (torch.linalg here), not
+    (M * W) / sigma(M * W)."""
     torch.manual_seed(3)
     enc = Encoder(4, 16, 1)
     x = torch.randn(4, 1, 16, 16)
-    before = {k: v.clone() for k, v in enc.state_dict().items()}  # weights and spectral-norm vectors
-    params = dict(enc.named_parameters())
-    masks = magnitude_masks(effective_weights(enc), 0.5)
+    converge_spectral_norm(enc, x)
+    enc.eval()  # spectral norm's stored vectors, no further iteration: two passes see one weight
+    masks = encoder_masks(enc, 0.9)
+    h, expected = x, None
+    for name, layer in enc.net.named_children():
+        if name in masks:
+            w = raw_weight(layer).detach()
+            sigma = torch.linalg.matrix_norm(w.flatten(1), ord=2)
+            effective = masks[name] * w / sigma
+            renormalised = (masks[name] * w) / torch.linalg.matrix_norm((masks[name] * w).flatten(1), ord=2)
+            assert (renormalised.abs().sum() / effective.abs().sum()) > 1.5  # the wrong order would undo damage
+            h = torch.nn.functional.conv2d(h, effective, layer.bias, layer.stride, layer.padding)
+        else:
+            h = layer(h)
+    expected = h.flatten(1)
+    torch.testing.assert_close(pruned_forward(enc, masks, x), expected, rtol=1e-4, atol=1e-5)
 
-    out = pruned_forward(enc, masks, x)
-    out.square().sum().backward()
-    for k, v in enc.state_dict().items():
+
+def test_pruned_forward_leaves_dense_state_untouched_and_gradients_masked():
+    torch.manual_seed(3)
+    enc = Encoder(4, 16, 1)
+    x = torch.randn(4, 1, 16, 16)
+    params = dict(enc.named_parameters())
+    masks = encoder_masks(enc, 0.5)
+    with parametrize.cached():
+        dense = enc(x)
+        before = {k: v.clone() for k, v in enc.state_dict().items()}  # weights and spectral-norm vectors
+        out = pruned_forward(enc, masks, x)
+        out.square().sum().backward()
+    for k, v in enc.state_dict().items():  # the pruned pass ran no power iteration of its own
         assert torch.equal(v, before[k]), k
     assert dict(enc.named_parameters()) == params  # the same Parameter objects, nothing swapped in
-    for name, p in enc.named_parameters():
-        assert p.grad is not None and p.grad.shape == p.shape, name
-    for conv_name, mask in masks.items():  # pruned weights get no gradient, kept ones do
-        grad = enc.get_parameter(f"{conv_name}.parametrizations.weight.original").grad
-        assert torch.all(grad[mask == 0] == 0) and grad[mask > 0].abs().sum() > 0
-
-    # run before the dense pass, an all-ones mask computes the dense network exactly
-    full = pruned_forward(enc, magnitude_masks(effective_weights(enc), 0.0), x)
-    dense = enc(x)
-    torch.testing.assert_close(full, dense, rtol=0, atol=0)
-    damaged = pruned_forward(enc, masks, x)
+    for name, conv in prunable_convs(enc).items():  # pruned weights get no gradient, kept ones do
+        grad = raw_weight(conv).grad
+        assert grad is not None and grad.shape == raw_weight(conv).shape
+        assert grad[masks[name] > 0].abs().sum() > 0
+    # an all-ones mask inside the same cached step computes the dense network exactly
+    with parametrize.cached():
+        dense = enc(x)
+        full = pruned_forward(enc, encoder_masks(enc, 0.0), x)
+        damaged = pruned_forward(enc, masks, x)
+    torch.testing.assert_close(full, dense, rtol=0, atol=1e-6)
     assert (damaged - dense).abs().max() > 1e-3
+
+
+def _methods(ratio):
+    cfg = make_config({**TINY, "method": "damage", "prune_ratio": ratio})
+    data = load_data(cfg)
+    torch.manual_seed(4)
+    damage = METHODS["damage"](cfg, data, torch.device("cpu"))
+    contrad = METHODS["contrad"](make_config({**TINY, "method": "contrad"}), data, torch.device("cpu"))
+    contrad.D.load_state_dict(damage.D.state_dict())  # same weights and spectral-norm vectors
+    return damage, contrad
+
+
+def _d_step_gradients(method, real, fake, step=0):
+    torch.manual_seed(5)  # the same views t1 x, t2 x, t G z for both methods
+    method.D.zero_grad(set_to_none=True)
+    loss, logs = method.d_loss(real, None, fake, None, step)
+    return loss, logs
 
 
 def test_sdclr_gradient_equals_simclr_gradient_at_prune_ratio_zero():
     """With an all-ones mask z_p is the dense h_r f(t2 x); NT-Xent(z_d, sg z_p) then gives z_d exactly
     SimCLR's gradient and NT-Xent(sg z_d, z_p) gives z_p its, so the sum has L_con+'s gradient."""
-    cfg = make_config({**TINY, "method": "damage", "prune_ratio": 0.0})
-    data = load_data(cfg)
-    torch.manual_seed(4)
-    damage = METHODS["damage"](cfg, data, torch.device("cpu"))
-    contrad = METHODS["contrad"](cfg, data, torch.device("cpu"))
-    contrad.D.load_state_dict(damage.D.state_dict())  # same weights and spectral-norm vectors
+    damage, contrad = _methods(0.0)
     real, fake = torch.rand(2, 8, 1, 16, 16) * 2 - 1
 
     def gradients(method):
-        torch.manual_seed(5)  # the same views t1 x, t2 x, t G z for both methods
-        f1, f2, _ = method.encode(simclr_augment(torch.cat([real, real, fake])), step=0)
+        torch.manual_seed(5)
+        views = simclr_augment(torch.cat([real, real, fake]))
         method.D.zero_grad(set_to_none=True)
-        loss = method.real_contrastive_loss(f1, f2)
-        loss.backward()
-        grads = {n: p.grad for n, p in method.D.named_parameters() if p.grad is not None}
-        return loss.detach(), grads
+        if method is damage:
+            damage.masks = encoder_masks(damage.D.encoder, 0.0)
+        with parametrize.cached():
+            f1, f2, _ = method.D.encoder(views).chunk(3)
+            loss = method.real_contrastive_loss(views, f1, f2)
+            loss.backward()
+        return loss.detach(), {n: p.grad for n, p in method.D.named_parameters() if p.grad is not None}
 
     loss_sdclr, g_sdclr = gradients(damage)
     loss_simclr, g_simclr = gradients(contrad)
-    assert damage.masks is not None and sparsity(damage.masks) == 0.0
+    assert sparsity(damage.masks) == 0.0
     assert g_sdclr.keys() == g_simclr.keys()
     assert {n.split(".")[0] for n in g_sdclr} == {"encoder", "h_r"}
     for name in g_sdclr:
@@ -165,6 +229,54 @@ def test_sdclr_gradient_equals_simclr_gradient_at_prune_ratio_zero():
     torch.testing.assert_close(loss_sdclr, 2 * loss_simclr)  # two NT-Xent terms, one gradient
     for key, value in damage.D.state_dict().items():  # both advanced the SN vectors identically
         assert torch.equal(value, contrad.D.state_dict()[key]), key
+
+
+def test_damage_supcon_fake_and_d_head_are_contrads_on_the_dense_network():
+    """L_con- and L_dis of Damage GAN equal ContraD's on the same views and weights, and the pruned branch
+    sends them no gradient: only L_sdclr differs."""
+    damage, contrad = _methods(0.9)
+    real, fake = torch.rand(2, 8, 1, 16, 16) * 2 - 1
+    _, logs_damage = _d_step_gradients(damage, real, fake)
+    _, logs_contrad = _d_step_gradients(contrad, real, fake)
+    for key in ("loss/con_fake", "loss/dis"):
+        torch.testing.assert_close(logs_damage[key], logs_contrad[key], rtol=1e-6, atol=1e-6, msg=key)
+    assert not torch.allclose(logs_damage["loss/con_real"], 2 * logs_contrad["loss/con_real"])
+
+    # the independent computation: SupCon-fake over dense h_f projections of the same three views
+    torch.manual_seed(5)
+    views = simclr_augment(torch.cat([real, real, fake]))
+    damage.D.eval()  # the weights of the step above, without another power iteration
+    with torch.no_grad():
+        z = damage.D.h_f(damage.D.encoder(views))
+    damage.D.train()
+    expected = supcon_fake(z[:16], z[16:], 0.1)
+    torch.testing.assert_close(logs_damage["loss/con_fake"], expected, rtol=1e-4, atol=1e-5)
+
+    # gradient of L_con- alone: a hook on the pruned features sees none
+    seen = []
+    original = damage.real_contrastive_loss
+
+    def spy(views, f1, f2):
+        loss = original(views, f1, f2)
+        return loss * 0.0  # keep only L_con- + L_dis in the total
+
+    damage.real_contrastive_loss = spy
+    import trainers.methods.damage as damage_module
+
+    real_pruned = damage_module.pruned_forward
+
+    def hooked(encoder, masks, x):
+        out = real_pruned(encoder, masks, x)
+        out.register_hook(lambda g: seen.append(float(g.abs().sum())))
+        return out
+
+    damage_module.pruned_forward = hooked
+    try:
+        loss, _ = _d_step_gradients(damage, real, fake)
+        loss.backward()
+    finally:
+        damage_module.pruned_forward = real_pruned
+    assert seen == [0.0]
 
 
 # -- augmentations ----------------------------------------------------------------------------------
@@ -205,7 +317,7 @@ def test_diff_augment_policies():
 def _step5(path):
     state, ckpt_dir = ckpt.load_latest(path)
     assert ckpt_dir.name == "step_000000005"
-    return state["method"]
+    return {k: state[k] for k in ("G", "D", "opt_g", "opt_d", "method")}
 
 
 def _assert_equal_tree(a, b, where=""):
@@ -227,9 +339,9 @@ def test_every_method_trains_three_steps_and_resumes(name, tmp_path):
     from trainers.loop import train
 
     # prune_every=2: Damage GAN recomputes its masks at step 4, after the resume; gsr_lambda turns
-    # on the conditional GAN's regulariser; every other method ignores the keys it does not use
-    cfg = {**TINY, "method": name, "steps": 3, "eval_every": 3, "prune_ratio": 0.5, "prune_every": 2,
-           "gsr_lambda": 0.5}
+    # on the conditional GAN's regulariser; each method gets only the knobs it reads
+    knobs = {"damage": {"prune_ratio": 0.5, "prune_every": 2}, "cgan": {"gsr_lambda": 0.5}}.get(name, {})
+    cfg = {**TINY, "method": name, "steps": 3, "eval_every": 3, **knobs}
     first = []
     train(cfg, lambda m, c: first.append(m), workdir=tmp_path / "resumed", evaluator=None)
     assert [m["step"] for m in first] == [3]
@@ -238,8 +350,9 @@ def test_every_method_trains_three_steps_and_resumes(name, tmp_path):
     if name in ("contrad", "damage"):
         assert {"loss/con_real", "loss/con_fake", "loss/dis"} <= losses.keys()
     if name == "damage":
-        n = sum(w.numel() for w in effective_weights(Encoder(4, 16, 1)).values())
-        assert abs(first[0]["prune/sparsity"] - 0.5) <= 1 / n
+        weights = conv_weights(Encoder(4, 16, 1))
+        n = sum(w.numel() for w in weights.values())
+        assert abs(first[0]["prune/sparsity"] - 0.5) <= len(weights) / n
 
     resumed = train({**cfg, "steps": 5}, None, workdir=tmp_path / "resumed", resume_from=tmp_path / "resumed",
                     evaluator=None)

@@ -27,14 +27,15 @@ def exact_sigma(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def naive_penalty(gains, biases, weights, lam):
-    """The gSR formula with loops over layers and classes and exact singular values."""
+    """The gSR formula with loops over layers and classes and exact singular values, divided by
+    layers x classes as gSRGAN's src/worker.py does."""
     total = 0.0
     for gain, bias in zip(gains, biases):
         a, b = SHAPES.get(gain.shape[1]) or closest_square(gain.shape[1])
         for y in range(gain.shape[0]):
             total = total + weights[y] * (exact_sigma(gain[y].reshape(a, b)) ** 2
                                           + exact_sigma(bias[y].reshape(a, b)) ** 2)
-    return lam * total
+    return lam / (len(gains) * len(weights)) * total
 
 
 @pytest.mark.parametrize("c, shape", [(256, (16, 16)), (128, (8, 16)), (96, (8, 12)), (97, (1, 97)),
@@ -57,7 +58,7 @@ def test_group_sigma_max_matches_matrix_norm(c):
 
 
 def _layers(widths, k, gen, dtype=torch.float64):
-    gains = [1.0 + 0.3 * torch.randn(k, c, generator=gen, dtype=dtype) for c in widths]
+    gains = [0.3 * torch.randn(k, c, generator=gen, dtype=dtype) for c in widths]
     biases = [0.3 * torch.randn(k, c, generator=gen, dtype=dtype) for c in widths]
     return gains, biases
 
@@ -126,13 +127,13 @@ def test_penalty_gradients_reach_only_the_conditional_bn_embeddings():
     assert len(cbn) == 3  # after the linear layer and in both up blocks
     with torch.no_grad():  # move the embeddings off their init so every one has a gradient
         for m in cbn:
-            m.gain.weight.add_(0.1 * torch.randn_like(m.gain.weight))
-            m.bias.weight.add_(0.1 * torch.randn_like(m.bias.weight))
+            m.gamma.weight.add_(0.1 * torch.randn_like(m.gamma.weight))
+            m.beta.weight.add_(0.1 * torch.randn_like(m.beta.weight))
     D(G(torch.randn(8, 16), torch.arange(8) % k), torch.arange(8) % k)  # SN/BN buffers as in training
-    penalty = group_spectral_penalty([m.gain.weight for m in cbn], [m.bias.weight for m in cbn],
+    penalty = group_spectral_penalty([m.gamma.weight for m in cbn], [m.beta.weight for m in cbn],
                                      effective_number_weights([40, 20, 5, 1]), {}, n_iter=3, lam=0.5)
     penalty.backward()
-    embeddings = {id(m.gain.weight) for m in cbn} | {id(m.bias.weight) for m in cbn}
+    embeddings = {id(m.gamma.weight) for m in cbn} | {id(m.beta.weight) for m in cbn}
     for name, p in list(G.named_parameters()) + list(D.named_parameters()):
         if id(p) in embeddings:
             assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
@@ -140,17 +141,19 @@ def test_penalty_gradients_reach_only_the_conditional_bn_embeddings():
             assert p.grad is None or not p.grad.any(), name
 
 
-def test_conditional_bn_and_projection_head():
+def test_conditional_bn_is_one_plus_gamma_with_orthogonal_embeddings_and_projection_head():
     k, c = 3, 4
     layer = ConditionalBatchNorm2d(c, k)
-    torch.testing.assert_close(layer.gain.weight, torch.ones(k, c))
-    torch.testing.assert_close(layer.bias.weight, torch.zeros(k, c))
+    for table in (layer.gamma.weight, layer.beta.weight):  # orthonormal rows: unit norm, pairwise orthogonal
+        torch.testing.assert_close(table @ table.t(), torch.eye(k), rtol=0, atol=1e-6)
+    wide = ConditionalBatchNorm2d(4, 10)  # more classes than features: orthonormal columns, rows of norm <= 1
+    assert float(wide.gamma.weight.detach().norm(dim=1).max()) <= 1 + 1e-6
     with torch.no_grad():
-        layer.gain.weight.copy_(torch.arange(k * c, dtype=torch.float).view(k, c))
-        layer.bias.weight.fill_(0.5)
+        layer.gamma.weight.copy_(torch.arange(k * c, dtype=torch.float).view(k, c))
+        layer.beta.weight.fill_(0.5)
     x, y = torch.randn(6, c, 5, 5), torch.tensor([0, 1, 2, 2, 1, 0])
     normed = torch.nn.functional.batch_norm(x, None, None, training=True)
-    want = normed * layer.gain.weight[y][:, :, None, None] + 0.5
+    want = normed * (1 + layer.gamma.weight[y])[:, :, None, None] + 0.5
     torch.testing.assert_close(layer(x, y), want)
 
     D = ProjectionDiscriminator(4, 16, 1, k)
@@ -159,8 +162,8 @@ def test_conditional_bn_and_projection_head():
     out = D(images, y)
     feat = D.encoder(images)
     want = D.psi(feat).squeeze(1) + (D.embed.weight[y] * feat).sum(1)
-    torch.testing.assert_close(out["adv"], want)
-    torch.testing.assert_close(D(images)["adv"], D.psi(feat).squeeze(1))
+    torch.testing.assert_close(out, want)
+    torch.testing.assert_close(D(images), D.psi(feat).squeeze(1))
 
 
 def test_lecam_by_hand():
@@ -194,16 +197,17 @@ def test_cgan_contract_with_gsr_lecam_diffaugment_and_resume(tmp_path):
           workdir=tmp_path / "resumed", resume_from=tmp_path / "resumed", evaluator=None)
     strip = lambda reps: [{k: v for k, v in m.items() if not k.startswith("time/")} for m, _ in reps]
     assert strip(first + resumed) == strip(straight)
-    a = ckpt.load_latest(tmp_path / "straight")[0]["method"]
-    b = ckpt.load_latest(tmp_path / "resumed")[0]["method"]
+    a = ckpt.load_latest(tmp_path / "straight")[0]
+    b = ckpt.load_latest(tmp_path / "resumed")[0]
     for part in ("G", "D"):
         for key in a[part]:
             assert torch.equal(a[part][key], b[part][key]), f"{part}.{key}"
-    assert a["extra"]["gsr_vectors"].keys() == b["extra"]["gsr_vectors"].keys() != set()
-    for key in a["extra"]["gsr_vectors"]:
-        assert torch.equal(a["extra"]["gsr_vectors"][key], b["extra"]["gsr_vectors"][key])
-    assert torch.equal(a["extra"]["lecam_anchors"], b["extra"]["lecam_anchors"])
-    assert bool(a["extra"]["lecam_anchors"].ne(0).all())
+    a, b = a["method"], b["method"]
+    assert a["gsr_vectors"].keys() == b["gsr_vectors"].keys() != set()
+    for key in a["gsr_vectors"]:
+        assert torch.equal(a["gsr_vectors"][key], b["gsr_vectors"][key])
+    assert torch.equal(a["lecam_anchors"], b["lecam_anchors"])
+    assert bool(a["lecam_anchors"].ne(0).all())
 
 
 def test_cgan_without_gsr_still_reports_sigma_and_n_dis_default(tmp_path):
@@ -220,10 +224,9 @@ def test_cgan_without_gsr_still_reports_sigma_and_n_dis_default(tmp_path):
     assert METHODS["cgan"](make_config({**TINY, "n_dis": 5}), load_data(cfg), torch.device("cpu")).n_dis == 5
     with pytest.raises(ConfigError, match="diffaugment.*'flip'"):
         METHODS["cgan"](make_config({**TINY, "diffaugment": "color,flip"}), load_data(cfg), torch.device("cpu"))
-    # at init every gain is all ones: sigma_max of an a x b ones matrix is sqrt(a * b)
-    widths = [8 * cfg.ch, 4 * cfg.ch, 2 * cfg.ch]
-    torch.testing.assert_close(method.sigma_max_per_layer(),
-                               torch.tensor(widths, dtype=torch.float).sqrt()[:, None].expand(3, 10))
+    # at init every class's gamma row has unit norm, so sigma_max <= 1 (an all-ones gain gave sqrt(C))
+    sigmas = method.sigma_max_per_layer()
+    assert sigmas.shape == (3, 10) and float(sigmas.max()) <= 1 + 1e-6 and float(sigmas.min()) > 0.2
 
 
 SEEDED = {"method": "cgan", "dataset": "digits", "imbalance": 100, "ch": 8, "z_dim": 32, "batch_size": 32,
@@ -251,3 +254,50 @@ def test_seeded_digits_tail_sigma_max_with_and_without_gsr():
         print(f"seed {seed} tail sigma_max without gSR {plain} with gSR {regularised}")
         assert all(math.isfinite(v) for v in [*plain.values(), *regularised.values()])
         assert max(regularised.values()) < min(plain.values())
+
+
+def _cgan(**overrides):
+    from trainers.config import make_config
+    from trainers.data import load_data
+    from trainers.methods import METHODS
+
+    cfg = make_config({**TINY, **overrides})
+    return METHODS["cgan"](cfg, load_data(cfg), torch.device("cpu")), cfg
+
+
+def test_method_penalty_is_the_naive_formula_on_the_embedding_rows_at_init_small():
+    """The cgan's loss/gsr is the naive loop (exact sigma_max, effective-number weights, / L K) over the
+    gamma and beta rows themselves; at initialisation it is at most 2 * gsr_lambda (every sigma_max <= 1,
+    weights of mean 1), where penalising an all-ones gain cost lam * sum_l C_l, thousands at ch=64."""
+    method, cfg = _cgan(ch=64, resolution=32, gsr_lambda=0.5, gsr_power_iters=300)
+    gammas = [m.gamma.weight.detach().double() for m in method.cbn]
+    betas = [m.beta.weight.detach().double() for m in method.cbn]
+    weights = effective_number_weights(method.train_counts, 0.999).double()
+    expected = naive_penalty(gammas, betas, weights, lam=0.5)
+    with torch.no_grad():
+        fake, labels = method.fakes(8)
+    _, logs = method.g_loss(fake, labels, 0)
+    torch.testing.assert_close(logs["loss/gsr"].double(), expected, rtol=1e-4, atol=0)
+    assert float(expected) <= 2 * 0.5
+    layers, classes = len(method.cbn), method.num_classes
+    identity_cost = 0.5 / (layers * classes) * sum(float(weights.sum()) * m.gamma.weight.shape[1] for m in method.cbn)
+    assert identity_cost > 100 * float(expected)  # what the penalty of 1 + gamma would have cost
+
+
+def test_fake_labels_are_uniform_not_the_long_tailed_prior():
+    """A chi-square test over many draws at imbalance 100: the sampler passes against uniform and fails
+    against the training prior (where the tail class would get well under 1% of the G updates)."""
+    from scipy import stats
+
+    method, _ = _cgan()
+    torch.manual_seed(0)
+    draws = torch.cat([method.sample_labels(1000) for _ in range(20)])
+    observed = torch.bincount(draws, minlength=10).double().numpy()
+    uniform = [len(draws) / 10] * 10
+    prior = torch.tensor(method.train_counts, dtype=torch.float64)
+    assert max(method.train_counts) >= 50 * min(method.train_counts)
+    assert stats.chisquare(observed, uniform).pvalue > 1e-3
+    assert stats.chisquare(observed, (prior / prior.sum() * len(draws)).numpy()).pvalue < 1e-12
+    with torch.no_grad():  # the loop's training fakes carry such labels too
+        _, labels = method.fakes(64)
+    assert labels is not None and labels.shape == (64,)

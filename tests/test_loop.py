@@ -9,6 +9,7 @@ import torch
 
 from trainers import checkpoint as ckpt
 from trainers.loop import DivergedError, train
+from trainers.methods import METHODS
 from trainers.methods.dcgan import DCGAN
 
 TINY = {"method": "dcgan", "dataset": "digits", "ch": 4, "z_dim": 16, "batch_size": 16, "device": "cpu",
@@ -49,7 +50,7 @@ def test_resume_is_bit_exact_and_survives_a_corrupted_checkpoint(tmp_path):
     end_straight, _ = ckpt.load_latest(tmp_path / "straight")
     end_resumed, path = ckpt.load_latest(tmp_path / "resumed")
     assert path.name == "step_000000008" and end_resumed["step"] == 8
-    assert_same_state(end_straight["method"], end_resumed["method"])
+    assert_same_state(end_straight, end_resumed)
     assert torch.equal(end_straight["sampler"]["order"], end_resumed["sampler"]["order"])
 
     # a corrupted newest checkpoint: load_latest falls back to the previous one, by work dir or by path
@@ -63,7 +64,7 @@ def test_resume_is_bit_exact_and_survives_a_corrupted_checkpoint(tmp_path):
     again = []
     train({**TINY, "steps": 8, "eval_every": 4, "n_dis": 2}, lambda m, c: again.append(m),
           workdir=tmp_path / "straight", resume_from=tmp_path / "straight", evaluator=None)
-    assert_same_state(ckpt.load_state(newest)["method"], end_resumed["method"])
+    assert_same_state(ckpt.load_state(newest), end_resumed)
     assert losses([(m, None) for m in again]) == losses(straight[1:])
 
 
@@ -76,18 +77,23 @@ def test_same_seed_same_losses_other_seed_differs(tmp_path):
     assert all(math.isfinite(v) for row in losses(a) for v in row.values())
 
 
+class Exploding(DCGAN):
+    """A method added from a test module: DCGAN whose D loss becomes ``bad`` from step 3 on."""
+
+    bad = float("nan")
+
+    def d_loss(self, real, labels, fake, fake_labels, step):
+        loss, logs = super().d_loss(real, labels, fake, fake_labels, step)
+        return (loss * self.bad if step >= 3 else loss), logs
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_loss_raises_diverged_error(tmp_path, monkeypatch, bad):
-    original = DCGAN.d_step
-
-    def d_step(self, real, labels, step):
-        logs = original(self, real, labels, step)
-        return {**logs, "loss/d": torch.tensor(bad)} if step >= 3 else logs
-
-    monkeypatch.setattr(DCGAN, "d_step", d_step)
+    monkeypatch.setattr(Exploding, "bad", bad)
+    monkeypatch.setitem(METHODS, "exploding", Exploding)  # one class, one registry entry
     reports = []
     with pytest.raises(DivergedError) as e:
-        train({**TINY, "steps": 10, "eval_every": 2}, lambda m, c: reports.append(m),
+        train({**TINY, "method": "exploding", "steps": 10, "eval_every": 2}, lambda m, c: reports.append(m),
               workdir=tmp_path / "w", evaluator=None)
     assert e.value.step == 3 and "step 3" in str(e.value) and "lr_d" in str(e.value)
     assert [m["step"] for m in reports] == [2]  # nothing reported after the divergence ...

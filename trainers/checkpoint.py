@@ -1,10 +1,15 @@
 """Checkpoints: one directory per evaluation, written atomically, loaded with weights_only=True.
 
-A checkpoint directory holds ``state.pt`` (nets, optimisers, RNG states, step, method state),
+A checkpoint directory holds ``state.pt`` (format version, nets, optimisers, RNG states, step, method
+state),
 ``metrics.json``, ``config.json`` and ``data.json`` (the training split's class counts and its
 minority/majority classes), plus anything the evaluation wrote (``artifacts/``). It is
 assembled in a temporary directory and renamed into place, so a crash mid-write leaves the previous
 checkpoint intact; a corrupted one is skipped in favour of the one before.
+
+``state.pt`` carries ``format_version``. A change that keeps every tensor's shape but changes what a
+tensor means (the cGAN's gain becoming ``1 + gamma``) would otherwise load silently into the new
+meaning, so a checkpoint of another format is refused with one line that names it and what changed.
 """
 
 from __future__ import annotations
@@ -19,13 +24,25 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainers.settings import ConfigError
+
 STATE_FILE = "state.pt"
+FORMAT_VERSION = 2
+FORMAT_CHANGES = {
+    2: "the cGAN's conditional-BN gain is 1 + gamma with gamma initialised orthogonally (it was a gain "
+       "initialised to 1), Damage GAN's mask applies after spectral norm, and the loop owns the optimisers",
+}
 DATA_FILE = "data.json"
 PREFIX = "step_"
 
 
 class CheckpointError(RuntimeError):
     pass
+
+
+class CheckpointFormatError(ConfigError):
+    """A readable checkpoint of another format: never loaded, never skipped for an older one (those are
+    older still); the run has to start afresh."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -75,7 +92,7 @@ def save_checkpoint(workdir: str | Path, step: int, state: dict[str, Any], metri
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    torch.save(state, tmp / STATE_FILE)
+    torch.save({**state, "format_version": FORMAT_VERSION}, tmp / STATE_FILE)
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
     (tmp / "config.json").write_text(json.dumps(config, indent=1))
     if data is not None:
@@ -99,9 +116,17 @@ def load_state(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     file = path / STATE_FILE if path.is_dir() else path
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
+        state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, corrupted or missing: the caller falls back
         raise CheckpointError(f"checkpoint {file} cannot be read ({type(e).__name__}: {e})") from e
+    found = state.get("format_version") if isinstance(state, dict) else None
+    if found != FORMAT_VERSION:
+        what = "no format version (written before versioning)" if found is None else f"format {found}"
+        raise CheckpointFormatError(
+            f"checkpoint {file} has {what}, this trainer reads format {FORMAT_VERSION} "
+            f"({FORMAT_CHANGES[FORMAT_VERSION]}); it cannot be resumed: start the run afresh "
+            f"(without resume=true, or with another workdir/root)")
+    return state
 
 
 def load_latest(path: str | Path) -> tuple[dict[str, Any], Path]:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainers.config import ConfigError, TrainConfig
+from trainers.settings import ConfigError, TrainConfig
 
 
 class DatasetMissingError(ConfigError):

@@ -1,12 +1,17 @@
 """The one training loop: ``train(cfg, report, should_stop)``.
 
-It builds data, networks and the method from plain-dict registries, runs ``n_dis`` D steps per G
-step, and every ``eval_every`` steps (and at the end) evaluates, writes a checkpoint atomically and
-calls ``report(metrics, checkpoint_dir)``. It knows nothing of Ray, Optuna or MLflow.
+It builds data, networks and the method from plain-dict registries and owns every optimisation step,
+once for all methods (as ContraD's ``train_gan.py`` does for its variants): the two Adam optimisers,
+the linear learning-rate warm-up, ``n_dis`` D steps per G step (each on a new real batch and new
+detached fakes), zero_grad/backward/step, and D frozen while G's loss runs. A method only computes
+``d_loss`` and ``g_loss``. Every ``eval_every`` steps (and at the end) it evaluates, writes a
+checkpoint atomically and calls ``report(metrics, checkpoint_dir)``. It knows nothing of Ray, Optuna
+or MLflow.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -36,6 +41,33 @@ class DivergedError(RuntimeError):
         shown = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
         super().__init__(f"training diverged at step {step} ({shown}); "
                          f"lower lr_d/lr_g or the regulariser weights")
+
+
+@contextlib.contextmanager
+def frozen(net: torch.nn.Module):
+    """No weight gradients for ``net`` (D during the G step: G's loss still flows through it)."""
+    net.requires_grad_(False)
+    try:
+        yield
+    finally:
+        net.requires_grad_(True)
+
+
+def optimise(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def warm_up(optimizers: dict[str, tuple[torch.optim.Optimizer, float]], step: int, warmup_steps: int) -> None:
+    """ContraD's linear warm-up: learning rate ``lr * min(1, (step + 1) / warmup_steps)``, from the step
+    alone, so a resumed run sets the same rate."""
+    if warmup_steps <= 0:
+        return
+    scale = min(1.0, (step + 1) / warmup_steps)
+    for optimizer, lr in optimizers.values():
+        for group in optimizer.param_groups:
+            group["lr"] = lr * scale
 
 
 def seed_everything(seed: int) -> None:
@@ -121,6 +153,10 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
     workdir.mkdir(parents=True, exist_ok=True)
     if evaluator == "auto":
         evaluator = build_evaluator(cfg, data, device)
+    betas = (cfg.beta1, cfg.beta2)
+    opt_g = torch.optim.Adam(method.G.parameters(), lr=cfg.lr_g, betas=betas)
+    opt_d = torch.optim.Adam(method.D.parameters(), lr=cfg.lr_d, betas=betas)
+    base_lr = {"g": (opt_g, cfg.lr_g), "d": (opt_d, cfg.lr_d)}
     sampler = BatchSampler(data.train.labels, cfg.batch_size, cfg.seed, data.num_classes,
                            class_balanced=cfg.class_balanced_sampling)
     train_images = data.train.images.to(device)
@@ -129,7 +165,11 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
     step = 0
     if resume_from is not None:
         state, _ = ckpt.load_latest(resume_from)
-        method.load_state_dict(state["method"])
+        method.G.load_state_dict(state["G"])
+        method.D.load_state_dict(state["D"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        method.load_extra_state(state["method"])
         sampler.load_state_dict(state["sampler"])
         ckpt.set_rng_state(state["rng"])
         step = int(state["step"])
@@ -150,11 +190,20 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
     try:
         faults = any(v is not None for v in vars(cfg.fault).values())
         while step < cfg.steps:
+            warm_up(base_lr, step, cfg.warmup_steps)
             logs: dict[str, torch.Tensor] = {}
             for _ in range(method.n_dis):
                 idx = sampler.next().to(device)
-                logs.update(method.d_step(to_float(train_images[idx]), train_labels[idx], step))
-            logs.update(method.g_step(step))
+                with torch.no_grad():
+                    fake, fake_labels = method.fakes(len(idx))
+                loss, d_logs = method.d_loss(to_float(train_images[idx]), train_labels[idx], fake, fake_labels, step)
+                optimise(opt_d, loss)
+                logs.update({"loss/d": loss.detach(), **d_logs})
+            fake, fake_labels = method.fakes(cfg.batch_size)
+            with frozen(method.D):
+                loss, g_logs = method.g_loss(fake, fake_labels, step)
+            optimise(opt_g, loss)
+            logs.update({"loss/g": loss.detach(), **g_logs})
             if faults:
                 _inject_fault(cfg, step, workdir, logs)
             _check_finite(step, logs)
@@ -173,8 +222,9 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
                     artifacts = workdir / f".artifacts-{step}"
                     metrics.update(evaluator.evaluate(method, step, artifacts))
                 metrics["time/eval_s"] = time.perf_counter() - t0
-                state = {"method": method.state_dict(), "sampler": sampler.state_dict(),
-                         "rng": ckpt.rng_state(), "step": step}
+                state = {"G": method.G.state_dict(), "D": method.D.state_dict(), "opt_g": opt_g.state_dict(),
+                         "opt_d": opt_d.state_dict(), "method": method.extra_state(),
+                         "sampler": sampler.state_dict(), "rng": ckpt.rng_state(), "step": step}
                 path = ckpt.save_checkpoint(workdir, step, state, metrics, config_dict, artifacts,
                                             keep=cfg.keep_checkpoints, data=data_info)
                 if bar is not None:

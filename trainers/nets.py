@@ -1,7 +1,8 @@
 """Generator and discriminator building blocks (SNDCGAN-style, width multiplier ``ch``).
 
 A discriminator is an encoder ``f`` (spectral-normalised convs, LeakyReLU(0.1), no BatchNorm) plus
-named heads; its forward returns a dict of head outputs so methods pick what they need.
+heads, each a submodule a method can call on its own; the forward of every discriminator returns its
+adversarial logits (one per image).
 """
 
 from __future__ import annotations
@@ -71,35 +72,38 @@ class Encoder(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Encoder ``f`` + heads. Plain DCGAN: one spectral-normalised linear ``adv`` head."""
+    """Encoder ``f`` + one spectral-normalised linear head ``adv`` (the DCGAN baseline)."""
 
     def __init__(self, ch: int, resolution: int, channels: int):
         super().__init__()
         self.encoder = Encoder(ch, resolution, channels)
         self.adv = spectral_norm(nn.Linear(self.encoder.out_dim, 1))
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        feat = self.encoder(x)
-        return {"feat": feat, "adv": self.adv(feat).squeeze(1)}
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.adv(self.encoder(x)).squeeze(1)
 
 
 class ConditionalBatchNorm2d(nn.Module):
-    """BatchNorm without its own affine, then a per-class gain and bias (the cGAN conditioning).
+    """BatchNorm without its own affine, then ``BN(x) * (1 + gamma_y) + beta_y`` (the cGAN conditioning,
+    as gSRGAN's ``src/utils/model_ops.py`` and StudioGAN write it).
 
-    ``gain.weight`` and ``bias.weight`` are (num_classes, num_features): row ``y`` is the class's
-    gamma_y / beta_y that the group spectral regulariser reshapes into a near-square matrix.
+    ``gamma.weight`` and ``beta.weight`` are (num_classes, num_features) embeddings holding only the
+    class-specific part: row ``y`` is what the group spectral regulariser reshapes into a near-square
+    matrix and penalises; the identity ``1`` is not a parameter, so it is never penalised. Both tables are
+    initialised orthogonally (gSRGAN/StudioGAN ``g_init: ortho``): each class's row starts with unit
+    norm (at most 1 when there are more classes than features), so every sigma_max starts at most 1.
     """
 
     def __init__(self, num_features: int, num_classes: int):
         super().__init__()
         self.bn = nn.BatchNorm2d(num_features, affine=False)
-        self.gain = nn.Embedding(num_classes, num_features)
-        self.bias = nn.Embedding(num_classes, num_features)
-        nn.init.ones_(self.gain.weight)  # identity conditioning at the start, as plain BN
-        nn.init.zeros_(self.bias.weight)
+        self.gamma = nn.Embedding(num_classes, num_features)
+        self.beta = nn.Embedding(num_classes, num_features)
+        nn.init.orthogonal_(self.gamma.weight)
+        nn.init.orthogonal_(self.beta.weight)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.bn(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+        return self.bn(x) * (1 + self.gamma(y))[:, :, None, None] + self.beta(y)[:, :, None, None]
 
 
 class ProjectionDiscriminator(nn.Module):
@@ -114,9 +118,9 @@ class ProjectionDiscriminator(nn.Module):
         self.psi = spectral_norm(nn.Linear(self.encoder.out_dim, 1))
         self.embed = spectral_norm(nn.Embedding(num_classes, self.encoder.out_dim))
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         feat = self.encoder(x)
         adv = self.psi(feat).squeeze(1)
         if y is not None:
             adv = adv + (self.embed(y) * feat).sum(1)
-        return {"feat": feat, "adv": adv}
+        return adv

@@ -1,16 +1,17 @@
 """Regularisers of the conditional GAN: the group Spectral Regulariser (gSR) and LeCam.
 
-gSR (Rangwani et al., ECCV 2022): each class's conditional-BN gain gamma_y^l (and bias beta_y^l),
-a vector of length C_l, is reshaped into the a x b matrix closest to square (a * b = C_l, a <= b)
-and the square of its largest singular value is penalised, weighted towards the tail classes by the
-effective number of samples:
+gSR (Rangwani et al., ECCV 2022; gSRGAN ``src/worker.py``): each class's conditional-BN embedding row
+gamma_y^l (and beta_y^l), a vector of length C_l holding only the class-specific part of the
+conditioning (the gain is ``1 + gamma``), is reshaped into the a x b matrix closest to square
+(a * b = C_l, a <= b) and the square of its largest singular value is penalised, weighted towards the
+tail classes by the effective number of samples and divided by layers x classes as gSRGAN does:
 
-    L_gSR = lam * sum_l sum_y w_y * (sigma_max(Gamma_y^l)^2 + sigma_max(B_y^l)^2)
+    L_gSR = lam / (L * K) * sum_l sum_y w_y * (sigma_max(Gamma_y^l)^2 + sigma_max(B_y^l)^2)
 
 sigma_max comes from power iteration whose vectors persist across calls (one or a few iterations per
-G step track the slowly moving matrices, as spectral normalisation does). Upstream gSRGAN restarted
-from the same initial vector on every call, which never converges with one iteration; here the
-updated vectors are written back into the caller's state.
+G step track the slowly moving matrices, as spectral normalisation does). Upstream gSRGAN restarts
+from the same initial vector on every call (and its bias iteration reuses the gain's ``v0``); here the
+updated vectors are written back into the caller's state, one set per matrix.
 """
 
 from __future__ import annotations
@@ -97,10 +98,10 @@ def group_spectral_penalty(gains: Sequence[torch.Tensor], biases: Sequence[torch
                            class_weights: torch.Tensor, vectors: MutableMapping[str, torch.Tensor], *,
                            n_iter: int = 1, lam: float = 1.0,
                            generator: torch.Generator | None = None) -> torch.Tensor:
-    """``lam * sum_l sum_y w_y (sigma_max(Gamma_y^l)^2 + sigma_max(B_y^l)^2)`` in one batched pass.
+    """``lam / (L K) * sum_l sum_y w_y (sigma_max(Gamma_y^l)^2 + sigma_max(B_y^l)^2)`` in one batched pass.
 
-    ``gains``/``biases``: one (K, C_l) embedding weight per conditional-BN layer (``biases`` may be
-    empty to penalise gains only). Layers whose reshape has the same shape are stacked, so the work
+    ``gains``/``biases``: one (K, C_l) embedding weight per conditional-BN layer, L layers (``biases``
+    may be empty to penalise gains only). Layers whose reshape has the same shape are stacked, so the work
     is one batched power iteration per distinct shape, over all classes and layers at once.
     ``vectors`` is the caller's persistent state (shape key -> left singular vectors); missing
     entries are initialised from ``generator`` and every entry is replaced by its updated vectors.
@@ -127,7 +128,7 @@ def group_spectral_penalty(gains: Sequence[torch.Tensor], biases: Sequence[torch
         vectors[key] = u
         weights = class_weights.to(mats.dtype).repeat(len(rows))
         total = total + (weights * _sigma(mats, u, v).square()).sum()
-    return lam * total
+    return lam / (len(gains) * len(class_weights)) * total
 
 
 def lecam(real_logits: torch.Tensor, fake_logits: torch.Tensor, anchor_real: torch.Tensor,

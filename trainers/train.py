@@ -2,7 +2,8 @@
 
     python -m trainers.train method=dcgan dataset=digits steps=200 eval_every=100 seed=0
 
-Any config key is ``key=value`` or ``a.b=value``. Two keys belong to this command only:
+Any config key is ``key=value`` or ``a.b=value``. Three keys belong to this command only:
+``root=DIR`` (default ``runs``: the cache goes to ``<root>/cache`` unless ``cache_dir=`` says otherwise),
 ``workdir=DIR`` (where checkpoints go; default ``<root>/train/<method>-<dataset>-seed<seed>``) and
 ``resume=true`` (continue from the newest readable checkpoint in that work dir). A progress bar goes
 to stderr; one JSON object per evaluation goes to stdout.
@@ -18,7 +19,7 @@ from pathlib import Path
 from trainers.cli import run_command
 from trainers.config import ConfigError, make_config, parse_overrides
 
-CLI_ONLY = ("workdir", "resume")
+CLI_ONLY = ("root", "workdir", "resume")
 
 
 def _json_default(value):
@@ -40,12 +41,14 @@ def _train(argv: list[str]) -> int:
 
     try:
         overrides = parse_overrides(argv)
+        root = Path(str(overrides.pop("root", "runs")))
         workdir = overrides.pop("workdir", None)
         resume = overrides.pop("resume", False)
         if not isinstance(resume, bool):
             raise ConfigError(f"resume={resume!r} must be true or false")
+        overrides.setdefault("cache_dir", str(root / "cache"))
         cfg = make_config(overrides)
-        workdir = Path(workdir or Path(cfg.root) / "train" / f"{cfg.method}-{cfg.dataset}-seed{cfg.seed}")
+        workdir = Path(workdir or root / "train" / f"{cfg.method}-{cfg.dataset}-seed{cfg.seed}")
         if resume and not (workdir / "checkpoints").is_dir():
             raise ConfigError(f"resume=true but {workdir} holds no checkpoint; drop resume=true to start afresh "
                               f"or pass workdir= of an earlier run")

@@ -1,13 +1,14 @@
-"""Registry of training methods: name -> GANMethod subclass (one small file each)."""
+"""Registry of training methods: name -> GANMethod subclass (one small file each). This dict is the
+only list of method names; everything else asks it."""
 
 from __future__ import annotations
 
-from trainers.config import ConfigError
 from trainers.methods.base import GANMethod
 from trainers.methods.cgan import ConditionalGAN
 from trainers.methods.contrad import ContraD
 from trainers.methods.damage import DamageGAN
 from trainers.methods.dcgan import DCGAN
+from trainers.settings import ConfigError
 
 METHODS: dict[str, type[GANMethod]] = {
     "dcgan": DCGAN,

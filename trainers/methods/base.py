@@ -1,8 +1,10 @@
-"""The method interface every GAN variant implements over the shared loop.
+"""What a GAN method is, for the shared loop: networks, its own knobs, and two losses.
 
-A method owns its networks and optimisers and implements only what differs: ``d_step`` and
-``g_step`` (each returns a dict of detached scalar tensors to log). Everything else here has a
-default that fits most methods.
+A method builds its G and D (``build_nets``) and computes ``d_loss`` and ``g_loss``, each returning
+``(loss, logs)`` with ``logs`` a dict of detached scalar tensors. The loop (``trainers.loop``) owns
+everything else, once for every method: the optimisers and their zero_grad/backward/step, the
+learning-rate warm-up, sampling the fakes each loss is given, and freezing D during the G step.
+A method's knobs are a frozen dataclass of ``setting`` fields named ``Knobs`` on its class.
 """
 
 from __future__ import annotations
@@ -12,16 +14,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainers.config import TrainConfig
 from trainers.data import DataBundle
+from trainers.settings import NoKnobs, TrainConfig
+
+Logs = dict[str, torch.Tensor]
 
 
 class GANMethod:
-    conditional = False  # True: G takes class labels, evaluation samples each class directly
-    default_n_dis = 1
+    Knobs = NoKnobs  # the method's own config keys (a frozen dataclass of settings)
+    conditional = False  # True: G takes class labels; fakes get uniform labels, evaluation samples each class
+    default_n_dis = 1  # D steps per G step when the config's n_dis is None
 
     def __init__(self, cfg: TrainConfig, data: DataBundle, device: torch.device):
         self.cfg = cfg
+        self.knobs = cfg.knobs
         self.device = device
         self.num_classes = data.num_classes
         self.channels = data.channels
@@ -31,21 +37,21 @@ class GANMethod:
         self.G, self.D = self.build_nets()
         self.G.to(device)
         self.D.to(device)
-        betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas)
 
-    # -- to implement ---------------------------------------------------------------------------
+    # -- what a method defines --------------------------------------------------------------------
     def build_nets(self) -> tuple[nn.Module, nn.Module]:
         raise NotImplementedError
 
-    def d_step(self, real: torch.Tensor, labels: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+    def d_loss(self, real: torch.Tensor, labels: torch.Tensor, fake: torch.Tensor,
+               fake_labels: torch.Tensor | None, step: int) -> tuple[torch.Tensor, Logs]:
+        """D's loss on a real batch (with its labels) and detached fakes; ``loss/d`` defaults to it."""
         raise NotImplementedError
 
-    def g_step(self, step: int) -> dict[str, torch.Tensor]:
+    def g_loss(self, fake: torch.Tensor, fake_labels: torch.Tensor | None, step: int) -> tuple[torch.Tensor, Logs]:
+        """G's loss on fakes that carry G's graph (D is frozen while it runs); ``loss/g`` defaults to it."""
         raise NotImplementedError
 
-    # -- shared helpers -------------------------------------------------------------------------
+    # -- shared -----------------------------------------------------------------------------------
     @property
     def n_dis(self) -> int:
         return self.cfg.n_dis or self.default_n_dis
@@ -56,9 +62,19 @@ class GANMethod:
         return torch.randn(n, self.cfg.z_dim, generator=generator).to(self.device)
 
     def sample_labels(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Labels for conditional fakes: the training prior (what the G is asked to reproduce)."""
-        prior = torch.tensor(self.train_counts, dtype=torch.float)
-        return torch.multinomial(prior, n, replacement=True, generator=generator).to(self.device)
+        """Labels of conditional fakes during training: uniform over the classes, whatever the training
+        prior (gSRGAN's and StudioGAN's samplers), so every class's conditioning gets as many G updates."""
+        if generator is None:
+            return torch.randint(self.num_classes, (n,), device=self.device)
+        return torch.randint(self.num_classes, (n,), generator=generator).to(self.device)
+
+    def fakes(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``n`` training fakes from G as it is (train mode), with their labels if conditional."""
+        z = self.sample_z(n)
+        if not self.conditional:
+            return self.G(z), None
+        labels = self.sample_labels(n)
+        return self.G(z, labels), labels
 
     @torch.no_grad()
     def generate(self, n: int, labels: torch.Tensor | None = None,
@@ -80,19 +96,8 @@ class GANMethod:
         return {}
 
     def extra_state(self) -> dict[str, Any]:
-        """Method state beyond nets and optimisers (masks, EMA anchors, ...)."""
+        """Method state beyond the nets (masks, EMA anchors, power-iteration vectors, ...)."""
         return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"G": self.G.state_dict(), "D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(),
-                "opt_d": self.opt_d.state_dict(), "extra": self.extra_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.G.load_state_dict(state["G"])
-        self.D.load_state_dict(state["D"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        self.load_extra_state(state.get("extra", {}))

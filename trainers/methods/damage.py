@@ -1,55 +1,70 @@
-"""Damage GAN: ContraD with its SimCLR loss replaced by SDCLR (METHODS.md).
+"""Damage GAN: ContraD with its SimCLR term replaced by SDCLR (docs/methods.md, "Damage GAN").
 
-The second real view goes through the self-damaged encoder (the same weights under a magnitude mask
-that drops ``prune_ratio`` of the conv weights, see pruning.py) instead of ContraD's dense pass over
-it, so a step costs no more encoder passes than ContraD's and holds no model copy.
-L_sdclr = NT-Xent(z_d, sg z_p) + NT-Xent(sg z_d, z_p), z_d = h_r f(t1 x), z_p = h_r f_pruned(t2 x):
-each side is trained against the other held fixed, from one forward of each and one backward (its
-gradient is SimCLR's; its value, logged as ``loss/con_real``, is twice an NT-Xent).
-The pruned features of t2 x also stand for that view in ContraD's fake-side SupCon term.
+What differs from ContraD is this file. The real-side contrastive term is SDCLR's
+(``prune/prune_simCLR.py`` of VITA-Group/SDCLR): z_d = h_r f(t1 x) from the dense encoder, z_p = h_r
+f_pruned(t2 x) from the self-damaged one — the same weights under magnitude masks that drop
+``prune_ratio`` of each conv's weights (pruning.py) — and
 
-The masks are recomputed from the current weights every ``prune_every`` steps (default: once per
-pass over the training set) and checkpointed with the step they were computed at.
+    L_sdclr = NT-Xent(z_d, sg z_p) + NT-Xent(sg z_d, z_p)
+
+(each side trained against the other held fixed: SimCLR's gradient from one backward; its value,
+``loss/con_real``, is twice an NT-Xent). Everything else is ContraD's, on the dense network: L_con-
+takes the dense h_f projections of t1 x, t2 x and the fakes, and L_dis the dense features. So a step
+runs ContraD's dense pass over the 3B views plus a pruned pass over the B views t2 x: 4B images
+through the encoder where ContraD runs 3B, about 4/3 of its D step.
+
+The masks are recomputed from the current weights every ``prune_every`` steps (default: once per pass
+over the training set) and checkpointed with the step they were computed at.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+from torch.nn.utils import parametrize
 
 from trainers.losses import nt_xent
-from trainers.methods.contrad import ContraD
-from trainers.pruning import effective_weights, magnitude_masks, pruned_forward, sparsity
+from trainers.methods.contrad import ContraD, ContraDKnobs
+from trainers.pruning import encoder_masks, pruned_forward, sparsity
+from trainers.settings import setting
+
+
+@dataclass(frozen=True)
+class DamageKnobs(ContraDKnobs):
+    prune_ratio: float = setting(0.9, "fraction of each encoder conv's weights the SDCLR mask removes",
+                                 between=(0.0, 1.0, "[)"))
+    prune_every: int | None = setting(None, "steps between mask updates; None = once per pass over the data",
+                                      positive=True)
 
 
 class DamageGAN(ContraD):
-    masks: dict[str, torch.Tensor] | None = None
-    mask_step: int = -1  # the step the masks were computed at
+    Knobs = DamageKnobs
+    masks = None  # conv name -> 0/1 mask
+    mask_step = -1  # the step the masks were computed at
 
     @property
     def prune_every(self) -> int:
-        return self.cfg.prune_every or self.steps_per_epoch
+        return self.knobs.prune_every or self.steps_per_epoch
 
-    def current_masks(self) -> dict[str, torch.Tensor]:
-        return magnitude_masks(effective_weights(self.D.encoder), self.cfg.prune_ratio)
-
-    def encode(self, views, step):
+    def d_loss(self, real, labels, fake, fake_labels, step):
         # once per step even with n_dis > 1 D steps, and not again at the step a resume starts from
         if self.masks is None or (step % self.prune_every == 0 and step != self.mask_step):
-            self.masks, self.mask_step = self.current_masks(), step
-        real1, real2, fake = views.chunk(3)
-        # the pruned pass first: it starts its spectral-norm step from copies of the vectors the dense
-        # pass then advances, so at prune_ratio 0 both passes use the same sigma (see pruning.py)
-        pruned = pruned_forward(self.D.encoder, self.masks, real2)
-        dense1, dense_fake = self.D.encoder(torch.cat([real1, fake])).chunk(2)
-        return dense1, pruned, dense_fake
+            self.masks, self.mask_step = encoder_masks(self.D.encoder, self.knobs.prune_ratio), step
+        # the dense and the pruned pass read one W / sigma(W) per conv: M ⊙ (W / sigma(W)) is pruned
+        with parametrize.cached():
+            return super().d_loss(real, labels, fake, fake_labels, step)
 
-    def real_contrastive_loss(self, f_dense, f_pruned):
-        z_d, z_p = self.D.h_r(torch.cat([f_dense, f_pruned])).chunk(2)
-        tau = self.cfg.temperature
+    def real_contrastive_loss(self, views, f1, f2):
+        """L_sdclr between the dense features of t1 x and the pruned features of t2 x."""
+        b = len(f1)
+        f2_pruned = pruned_forward(self.D.encoder, self.masks, views[b: 2 * b])
+        z_d, z_p = self.D.h_r(torch.cat([f1, f2_pruned])).chunk(2)
+        tau = self.knobs.temperature
         return nt_xent(z_d, z_p.detach(), tau) + nt_xent(z_d.detach(), z_p, tau)
 
     def diagnostics(self):
-        masks = self.masks if self.masks is not None else self.current_masks()
+        masks = self.masks if self.masks is not None else encoder_masks(self.D.encoder, self.knobs.prune_ratio)
         return {"prune/sparsity": sparsity(masks)}
 
     def extra_state(self):

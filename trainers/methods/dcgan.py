@@ -1,4 +1,4 @@
-"""DCGAN baseline: SNDCGAN D, non-saturating loss (METHODS.md)."""
+"""DCGAN baseline: SNDCGAN G and D, non-saturating loss (docs/methods.md, "DCGAN")."""
 
 from __future__ import annotations
 
@@ -15,20 +15,9 @@ class DCGAN(GANMethod):
         return (Generator(cfg.z_dim, cfg.ch, self.resolution, self.channels),
                 Discriminator(cfg.ch, self.resolution, self.channels))
 
-    def d_step(self, real, labels, step):
-        with torch.no_grad():
-            fake = self.G(self.sample_z(len(real)))
-        logits = self.D(torch.cat([real, fake]))["adv"]
-        loss = ns_d(logits[: len(real)], logits[len(real):])
-        self.opt_d.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_d.step()
-        return {"loss/d": loss.detach()}
+    def d_loss(self, real, labels, fake, fake_labels, step):
+        logits = self.D(torch.cat([real, fake]))
+        return ns_d(logits[: len(real)], logits[len(real):]), {}
 
-    def g_step(self, step):
-        fake = self.G(self.sample_z(self.cfg.batch_size))
-        loss = ns_g(self.D(fake)["adv"])
-        self.opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_g.step()
-        return {"loss/g": loss.detach()}
+    def g_loss(self, fake, fake_labels, step):
+        return ns_g(self.D(fake)), {}

@@ -49,7 +49,7 @@ class Evaluator:
         self.ecfg = cfg.eval
         self.data = data
         self.device = torch.device(device)
-        self.cache_dir = Path(cfg.root) / "cache"
+        self.cache_dir = Path(cfg.cache_dir)
         # Inception first: a missing weights file is refused before anything is trained or written
         inception = (fidelity.create_inception(self.device, self.ecfg.inception_weights)
                      if self.ecfg.features == "inception" else None)
