@@ -54,20 +54,21 @@ def step_flops(cfg) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     from trainers.data import to_float
-    from trainers.loop import seed_everything
+    from trainers.loop import Stepper, seed_everything
     from trainers.methods import get_method
 
     seed_everything(0)
     data = synthetic_cifar(cfg)
     method = get_method(cfg.method)(cfg, data, torch.device("cpu"))
+    stepper = Stepper(method, cfg)
     idx = torch.randint(len(data.train), (cfg.batch_size,))
     real, labels = to_float(data.train.images[idx]), data.train.labels[idx]
-    method.d_step(real, labels, 0)  # warm-up: lazily built state (masks) is not counted
+    stepper.d_step(real, labels, 0)  # warm-up: lazily built state (masks) is not counted
     counter = FlopCounterMode(display=False)
     with counter:
         for _ in range(method.n_dis):
-            method.d_step(real, labels, 1)
-        method.g_step(1)
+            stepper.d_step(real, labels, 1)
+        stepper.g_step(cfg.batch_size, 1)
     return counter.get_total_flops()
 
 

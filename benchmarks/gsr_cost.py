@@ -27,7 +27,7 @@ import torch
 
 from trainers.config import make_config
 from trainers.data import load_data, to_float
-from trainers.loop import seed_everything
+from trainers.loop import Stepper, seed_everything
 from trainers.methods import METHODS
 from trainers.regularizers import group_spectral_penalty
 
@@ -44,16 +44,17 @@ def main() -> None:
     seed_everything(cfg.seed)
     data = load_data(cfg)
     method = METHODS["cgan"](cfg, data, torch.device("cpu"))
-    variants = {"gsr": cfg, "plain": dataclasses.replace(cfg, gsr_lambda=0.0)}
+    stepper = Stepper(method, cfg)
+    variants = {"gsr": cfg.knobs, "plain": dataclasses.replace(cfg.knobs, gsr_lambda=0.0)}
     real = to_float(data.train.images[: cfg.batch_size])
     labels = data.train.labels[: cfg.batch_size]
 
     def run_block(name: str, n: int) -> float:
-        method.cfg = variants[name]
-        method.d_step(real, labels, 0)
+        method.knobs = variants[name]
+        stepper.d_step(real, labels, 0)
         start = time.perf_counter()
         for _ in range(n):
-            method.g_step(0)
+            stepper.g_step(cfg.batch_size, 0)
         return (time.perf_counter() - start) / n
 
     for name in variants:  # warm-up: allocator, first power-iteration vectors
@@ -76,8 +77,8 @@ def main() -> None:
 
 def penalty_s(method, n: int) -> float:
     """Forward + backward of the penalty alone on the method's embeddings (gradients discarded)."""
-    gains = [m.gain.weight for m in method.cbn]
-    biases = [m.bias.weight for m in method.cbn]
+    gains = [m.gamma.weight for m in method.cbn]
+    biases = [m.beta.weight for m in method.cbn]
     vectors = dict(method.gsr_vectors)
     start = time.perf_counter()
     for _ in range(n):

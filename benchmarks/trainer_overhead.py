@@ -64,13 +64,13 @@ def hand_step_s(images: torch.Tensor, window: int, warmup: int) -> float:
 
         with torch.no_grad():
             fake = G(torch.randn(batch, z_dim))
-        logits = D(torch.cat([real, fake]))["adv"]
+        logits = D(torch.cat([real, fake]))
         loss_d = F.softplus(-logits[:batch]).mean() + F.softplus(logits[batch:]).mean()
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
 
-        loss_g = F.softplus(-D(G(torch.randn(batch, z_dim)))["adv"]).mean()
+        loss_g = F.softplus(-D(G(torch.randn(batch, z_dim)))).mean()
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()

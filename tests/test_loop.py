@@ -139,3 +139,29 @@ def test_every_checkpoint_records_the_training_split_and_its_minority(tmp_path):
     assert recorded["train_counts"] == data.train_counts and recorded["train_size"] == sum(data.train_counts)
     assert recorded["train_counts"][0] > recorded["train_counts"][9]
     assert reports[-1][1].endswith("step_000000002")
+
+
+def test_a_checkpoint_of_an_older_format_is_refused_never_loaded(tmp_path, capsys):
+    """The cGAN's 1 + gamma keeps every tensor's shape: an old checkpoint would load silently with an
+    effective gain of 2. Without a format version (or with an older one) it is refused, in one line that
+    names it and what changed, and nothing older is tried in its place."""
+    from trainers.train import main as train_main
+
+    cfg = {**TINY, "method": "cgan", "steps": 2, "eval_every": 2}
+    train(cfg, workdir=tmp_path / "w", evaluator=None)
+    path = ckpt.checkpoint_dirs(tmp_path / "w")[-1] / ckpt.STATE_FILE
+    state = torch.load(path, weights_only=True)
+    for old in (None, 1):
+        written = {k: v for k, v in state.items() if k != "format_version"}
+        if old is not None:
+            written["format_version"] = old
+        torch.save(written, path)
+        with pytest.raises(ckpt.CheckpointFormatError) as e:
+            train({**cfg, "steps": 4}, workdir=tmp_path / "w", resume_from=tmp_path / "w", evaluator=None)
+        message = str(e.value)
+        assert str(path) in message and "1 + gamma" in message and "\n" not in message
+        assert ("before versioning" if old is None else "format 1") in message
+    rc = train_main([*(f"{k}={v}" for k, v in cfg.items()), "steps=4", f"workdir={tmp_path / 'w'}", "resume=true",
+                     f"root={tmp_path}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "cannot be resumed" in err and "Traceback" not in err

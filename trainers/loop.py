@@ -27,7 +27,7 @@ import torch
 from trainers import checkpoint as ckpt
 from trainers.config import TrainConfig, make_config, to_dict
 from trainers.data import BatchSampler, DataBundle, load_data, to_float
-from trainers.methods import get_method
+from trainers.methods import GANMethod, get_method
 
 Report = Callable[[dict[str, Any], str], None]
 
@@ -53,21 +53,61 @@ def frozen(net: torch.nn.Module):
         net.requires_grad_(True)
 
 
-def optimise(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+class Stepper:
+    """The one place optimisation happens, for every method: its two Adam optimisers, the learning-rate
+    warm-up, and each D or G step (fakes, the method's loss, zero_grad/backward/step)."""
 
+    def __init__(self, method: GANMethod, cfg: TrainConfig):
+        self.method = method
+        self.warmup_steps = cfg.warmup_steps
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(method.G.parameters(), lr=cfg.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(method.D.parameters(), lr=cfg.lr_d, betas=betas)
+        self.base_lr = ((self.opt_g, cfg.lr_g), (self.opt_d, cfg.lr_d))
 
-def warm_up(optimizers: dict[str, tuple[torch.optim.Optimizer, float]], step: int, warmup_steps: int) -> None:
-    """ContraD's linear warm-up: learning rate ``lr * min(1, (step + 1) / warmup_steps)``, from the step
-    alone, so a resumed run sets the same rate."""
-    if warmup_steps <= 0:
-        return
-    scale = min(1.0, (step + 1) / warmup_steps)
-    for optimizer, lr in optimizers.values():
-        for group in optimizer.param_groups:
-            group["lr"] = lr * scale
+    def warm_up(self, step: int) -> None:
+        """ContraD's linear warm-up: learning rate ``lr * min(1, (step + 1) / warmup_steps)``, from the
+        step alone, so a resumed run sets the same rate."""
+        if self.warmup_steps <= 0:
+            return
+        scale = min(1.0, (step + 1) / self.warmup_steps)
+        for optimizer, lr in self.base_lr:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * scale
+
+    @staticmethod
+    def _optimise(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def d_step(self, real: torch.Tensor, labels: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """One D step on a real batch against new detached fakes."""
+        with torch.no_grad():
+            fake, fake_labels = self.method.fakes(len(real))
+        loss, logs = self.method.d_loss(real, labels, fake, fake_labels, step)
+        self._optimise(self.opt_d, loss)
+        return {"loss/d": loss.detach(), **logs}
+
+    def g_step(self, batch_size: int, step: int) -> dict[str, torch.Tensor]:
+        """One G step; D's weights get no gradient while G's loss runs through it."""
+        fake, fake_labels = self.method.fakes(batch_size)
+        with frozen(self.method.D):
+            loss, logs = self.method.g_loss(fake, fake_labels, step)
+        self._optimise(self.opt_g, loss)
+        return {"loss/g": loss.detach(), **logs}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"G": self.method.G.state_dict(), "D": self.method.D.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "method": self.method.extra_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.method.G.load_state_dict(state["G"])
+        self.method.D.load_state_dict(state["D"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.method.load_extra_state(state["method"])
 
 
 def seed_everything(seed: int) -> None:
@@ -153,10 +193,7 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
     workdir.mkdir(parents=True, exist_ok=True)
     if evaluator == "auto":
         evaluator = build_evaluator(cfg, data, device)
-    betas = (cfg.beta1, cfg.beta2)
-    opt_g = torch.optim.Adam(method.G.parameters(), lr=cfg.lr_g, betas=betas)
-    opt_d = torch.optim.Adam(method.D.parameters(), lr=cfg.lr_d, betas=betas)
-    base_lr = {"g": (opt_g, cfg.lr_g), "d": (opt_d, cfg.lr_d)}
+    stepper = Stepper(method, cfg)
     sampler = BatchSampler(data.train.labels, cfg.batch_size, cfg.seed, data.num_classes,
                            class_balanced=cfg.class_balanced_sampling)
     train_images = data.train.images.to(device)
@@ -165,11 +202,7 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
     step = 0
     if resume_from is not None:
         state, _ = ckpt.load_latest(resume_from)
-        method.G.load_state_dict(state["G"])
-        method.D.load_state_dict(state["D"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        method.load_extra_state(state["method"])
+        stepper.load_state_dict(state)
         sampler.load_state_dict(state["sampler"])
         ckpt.set_rng_state(state["rng"])
         step = int(state["step"])
@@ -190,20 +223,12 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
     try:
         faults = any(v is not None for v in vars(cfg.fault).values())
         while step < cfg.steps:
-            warm_up(base_lr, step, cfg.warmup_steps)
+            stepper.warm_up(step)
             logs: dict[str, torch.Tensor] = {}
             for _ in range(method.n_dis):
                 idx = sampler.next().to(device)
-                with torch.no_grad():
-                    fake, fake_labels = method.fakes(len(idx))
-                loss, d_logs = method.d_loss(to_float(train_images[idx]), train_labels[idx], fake, fake_labels, step)
-                optimise(opt_d, loss)
-                logs.update({"loss/d": loss.detach(), **d_logs})
-            fake, fake_labels = method.fakes(cfg.batch_size)
-            with frozen(method.D):
-                loss, g_logs = method.g_loss(fake, fake_labels, step)
-            optimise(opt_g, loss)
-            logs.update({"loss/g": loss.detach(), **g_logs})
+                logs.update(stepper.d_step(to_float(train_images[idx]), train_labels[idx], step))
+            logs.update(stepper.g_step(cfg.batch_size, step))
             if faults:
                 _inject_fault(cfg, step, workdir, logs)
             _check_finite(step, logs)
@@ -222,9 +247,8 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
                     artifacts = workdir / f".artifacts-{step}"
                     metrics.update(evaluator.evaluate(method, step, artifacts))
                 metrics["time/eval_s"] = time.perf_counter() - t0
-                state = {"G": method.G.state_dict(), "D": method.D.state_dict(), "opt_g": opt_g.state_dict(),
-                         "opt_d": opt_d.state_dict(), "method": method.extra_state(),
-                         "sampler": sampler.state_dict(), "rng": ckpt.rng_state(), "step": step}
+                state = {**stepper.state_dict(), "sampler": sampler.state_dict(), "rng": ckpt.rng_state(),
+                         "step": step}
                 path = ckpt.save_checkpoint(workdir, step, state, metrics, config_dict, artifacts,
                                             keep=cfg.keep_checkpoints, data=data_info)
                 if bar is not None:

@@ -1,4 +1,4 @@
-"""Losses: adversarial losses by name (a plain dict) and the contrastive losses of ContraD/SDCLR."""
+"""Losses: the adversarial losses (non-saturating, hinge) and the contrastive losses of ContraD/SDCLR."""
 
 from __future__ import annotations
 
@@ -22,19 +22,6 @@ def hinge_d(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tenso
 
 def hinge_g(fake_logits: torch.Tensor) -> torch.Tensor:
     return -fake_logits.mean()
-
-
-# name -> (d_loss(real_logits, fake_logits), g_loss(fake_logits))
-ADVERSARIAL_LOSSES = {
-    "ns": (ns_d, ns_g),
-    "hinge": (hinge_d, hinge_g),
-}
-
-
-def adversarial_loss(name: str):
-    if name not in ADVERSARIAL_LOSSES:
-        raise KeyError(f"unknown adversarial loss '{name}'; valid: {', '.join(ADVERSARIAL_LOSSES)}")
-    return ADVERSARIAL_LOSSES[name]
 
 
 # ----------------------------------------------------------------------------------------------
