@@ -15,7 +15,11 @@ evaluations (``steps / eval_every`` of them, ``eval.num_samples`` Inception forw
 test split's features once). Data loading, Python overhead and checkpoints are not in it, so real
 runs take longer; treat the figures as a lower bound within a factor of about two.
 
-    python benchmarks/gpu_cost_estimate.py [tflops=20]
+    python benchmarks/gpu_cost_estimate.py [tflops=20] [throughput=FILE]
+
+``throughput=FILE`` (a file holding ``benchmarks/gpu_throughput.py``'s last line, measured on the GPU
+you will use) replaces the operation-count estimate of the training time by the measured steps per
+second of the trial's method and batch size (eager), where it has them; each trial says which it used.
 
 Last line: {"trials": {"<space>/<cell>": {"train_tflop": ..., "eval_tflop": ..., "gpu_hours": ...}, ...},
 "assumed_tflops": ...}
@@ -89,6 +93,10 @@ def main() -> None:
 
     args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
     tflops = float(args.get("tflops", 20.0))
+    measured = {}
+    if "throughput" in args:
+        with open(args["throughput"]) as f:
+            measured = json.loads(f.read().strip().splitlines()[-1])["steps_per_s"]
     torch.set_num_threads(2)
     per_image = inception_flops()
     print(f"inception-v3 forward: {per_image / 1e9:.2f} GFLOP per image", file=sys.stderr, flush=True)
@@ -101,11 +109,14 @@ def main() -> None:
             evaluations = -(-cfg.steps // cfg.eval_every)
             train_flop = flops * cfg.steps
             eval_flop = per_image * (evaluations * cfg.eval.num_samples + CIFAR_TEST_IMAGES)
-            seconds = (train_flop + eval_flop) / (tflops * 1e12)
+            rate = measured.get(f"{cfg.method}/b{cfg.batch_size}/eager")
+            train_seconds = cfg.steps / rate if rate else train_flop / (tflops * 1e12)
+            seconds = train_seconds + eval_flop / (tflops * 1e12)
             key = f"{name}/" + ",".join(f"{k}={v}" for k, v in cell.items())
             trials[key] = {"step_gflop": round(flops / 1e9, 2), "batch_size": cfg.batch_size, "n_dis": cfg.n_dis
                            or None, "steps": cfg.steps, "train_tflop": round(train_flop / 1e12, 1),
-                           "eval_tflop": round(eval_flop / 1e12, 1), "gpu_hours": round(seconds / 3600, 2)}
+                           "eval_tflop": round(eval_flop / 1e12, 1), "gpu_hours": round(seconds / 3600, 2),
+                           "train_time": "measured steps/s" if rate else "operations / assumed throughput"}
             print(f"{key:75s} {flops / 1e9:8.1f} GFLOP/step  {seconds / 3600:6.2f} GPU-h", file=sys.stderr,
                   flush=True)
     print(json.dumps({"trials": trials, "inception_gflop_per_image": round(per_image / 1e9, 3),

@@ -12,6 +12,7 @@ or MLflow.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import signal
@@ -55,11 +56,20 @@ def frozen(net: torch.nn.Module):
 
 class Stepper:
     """The one place optimisation happens, for every method: its two Adam optimisers, the learning-rate
-    warm-up, and each D or G step (fakes, the method's loss, zero_grad/backward/step)."""
+    warm-up, and each D or G step (fakes, the method's loss, zero_grad/backward/step), with the speed
+    options a GPU user expects: bf16 autocast of the forward passes, compiled nets, channels-last."""
 
     def __init__(self, method: GANMethod, cfg: TrainConfig):
         self.method = method
         self.warmup_steps = cfg.warmup_steps
+        self.autocast = functools.partial(torch.autocast, device_type=method.device.type, dtype=torch.bfloat16,
+                                          enabled=cfg.amp == "bf16")
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        if cfg.channels_last:
+            method.G.to(memory_format=torch.channels_last)
+            method.D.to(memory_format=torch.channels_last)
+        if cfg.compile:
+            compile_nets(method)
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(method.G.parameters(), lr=cfg.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(method.D.parameters(), lr=cfg.lr_d, betas=betas)
@@ -83,19 +93,22 @@ class Stepper:
 
     def d_step(self, real: torch.Tensor, labels: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         """One D step on a real batch against new detached fakes."""
-        with torch.no_grad():
-            fake, fake_labels = self.method.fakes(len(real))
-        loss, logs = self.method.d_loss(real, labels, fake, fake_labels, step)
-        self._optimise(self.opt_d, loss)
-        return {"loss/d": loss.detach(), **logs}
+        real = real.contiguous(memory_format=self.memory_format)
+        with self.autocast():
+            with torch.no_grad():
+                fake, fake_labels = self.method.fakes(len(real))
+            loss, logs = self.method.d_loss(real, labels, fake, fake_labels, step)
+        self._optimise(self.opt_d, loss.float())
+        return {"loss/d": loss.detach().float(), **logs}
 
     def g_step(self, batch_size: int, step: int) -> dict[str, torch.Tensor]:
         """One G step; D's weights get no gradient while G's loss runs through it."""
-        fake, fake_labels = self.method.fakes(batch_size)
-        with frozen(self.method.D):
-            loss, logs = self.method.g_loss(fake, fake_labels, step)
-        self._optimise(self.opt_g, loss)
-        return {"loss/g": loss.detach(), **logs}
+        with self.autocast():
+            fake, fake_labels = self.method.fakes(batch_size)
+            with frozen(self.method.D):
+                loss, logs = self.method.g_loss(fake, fake_labels, step)
+        self._optimise(self.opt_g, loss.float())
+        return {"loss/g": loss.detach().float(), **logs}
 
     def state_dict(self) -> dict[str, Any]:
         return {"G": self.method.G.state_dict(), "D": self.method.D.state_dict(),
@@ -108,6 +121,20 @@ class Stepper:
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.method.load_extra_state(state["method"])
+
+
+def compile_nets(method: GANMethod) -> None:
+    """``torch.compile`` G and each part of D in place (``Module.compile``: state-dict keys unchanged, so
+    checkpoints stay interchangeable with eager runs). D's parts, not D: methods call its encoder and heads
+    directly (ContraD's heads, Damage GAN's pruned pass over the encoder's layers)."""
+    import torch._dynamo
+
+    # G, D's encoder and its heads share one compiled code object, each module and batch shape a cache
+    # entry of it: the default limit of 8 sends ContraD's heads back to eager
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    method.G.compile()
+    for part in method.D.children():
+        part.compile()
 
 
 def seed_everything(seed: int) -> None:
@@ -161,10 +188,34 @@ def _inject_fault(cfg: TrainConfig, step: int, workdir: Path, logs: dict[str, to
         logs["loss/d"] = torch.tensor(float("nan"))
 
 
-def _check_finite(step: int, logs: Mapping[str, torch.Tensor]) -> None:
-    values = torch.stack([v.detach().float().reshape(()) for v in logs.values()])
-    if not bool(torch.isfinite(values).all()):
-        raise DivergedError(step, {k: float(v) for k, v in logs.items()})
+FINITE_CHECK_EVERY = 20  # steps between looks at the finiteness record (each look is a host sync)
+
+
+class FiniteWatch:
+    """Records, on the device and without a host sync, the first step whose losses were not finite and
+    those losses; the loop looks at the record every ``FINITE_CHECK_EVERY`` steps and before every
+    evaluation, so a divergence is reported at the exact step it happened and nothing after it is
+    reported or checkpointed."""
+
+    def __init__(self, device: torch.device):
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.keys: list[str] | None = None
+        self.values: torch.Tensor | None = None
+
+    def add(self, step: int, logs: Mapping[str, torch.Tensor]) -> None:
+        values = torch.stack([v.detach().float().reshape(()) for v in logs.values()])
+        if self.keys != list(logs):  # the first step, or other names logged: settle the record so far first
+            if self.keys is not None:
+                self.check()
+            self.keys, self.values = list(logs), torch.zeros_like(values)
+        first = (self.first_bad < 0) & ~torch.isfinite(values).all()
+        self.first_bad = torch.where(first, torch.full_like(self.first_bad, step), self.first_bad)
+        self.values = torch.where(first, values, self.values)
+
+    def check(self) -> None:
+        step = int(self.first_bad)
+        if step >= 0:
+            raise DivergedError(step, dict(zip(self.keys, self.values.tolist())))
 
 
 def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
@@ -222,6 +273,7 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
     started = time.perf_counter()
     try:
         faults = any(v is not None for v in vars(cfg.fault).values())
+        watch = FiniteWatch(device)
         while step < cfg.steps:
             stepper.warm_up(step)
             logs: dict[str, torch.Tensor] = {}
@@ -231,12 +283,15 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
             logs.update(stepper.g_step(cfg.batch_size, step))
             if faults:
                 _inject_fault(cfg, step, workdir, logs)
-            _check_finite(step, logs)
+            watch.add(step, logs)
             running.add(logs)
             step += 1
+            if step % FINITE_CHECK_EVERY == 0:
+                watch.check()
             if bar is not None:
                 bar.update(1)
             if step % cfg.eval_every == 0 or step == cfg.steps:
+                watch.check()
                 train_time = time.perf_counter() - started
                 metrics: dict[str, Any] = {"step": step, "epoch": sampler.epoch, **running.means(),
                                            "time/step_s": train_time / max(1, running.count)}

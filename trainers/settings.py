@@ -101,6 +101,10 @@ class TrainConfig:
     ch: int = setting(16, "width multiplier (64 on GPU, 8-32 on CPU)", positive=True)
     seed: int = setting(0, "seeds Python, NumPy and torch; replicates differ by it")
     device: str = setting("auto", "auto | cpu | cuda | cuda:N")
+    amp: str = setting("off", "bf16: forward passes under bfloat16 autocast (backward and optimiser in fp32)",
+                       choices=("off", "bf16"))
+    compile: bool = setting(False, "torch.compile G and D's parts (in place: checkpoints keep their keys)")
+    channels_last: bool = setting(False, "nets and image batches in channels-last memory format")
 
     # --- evaluation, checkpoints and the paths this trial writes ---
     eval_every: int = setting(500, "evaluate, checkpoint and report every this many steps (and at the end)",
