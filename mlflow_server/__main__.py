@@ -12,38 +12,38 @@ import subprocess
 import sys
 from pathlib import Path
 
+from search.stores import Stores
 from trainers.cli import run_command
 from trainers.config import ConfigError, parse_overrides
 
 KEYS = ("root", "port", "host", "workers")
 
 
-def build_command(root: Path, host: str, port: int, workers: int) -> list[str]:
+def build_command(stores: Stores, host: str, port: int, workers: int) -> list[str]:
     mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     base = [mlflow] if mlflow else [sys.executable, "-m", "mlflow"]
     return base + [
-        "server", "--backend-store-uri", f"sqlite:///{(root / 'mlflow.db').resolve()}",
-        "--default-artifact-root", (root / "mlartifacts").resolve().as_uri(),
+        "server", "--backend-store-uri", stores.tracking_uri, "--default-artifact-root", stores.artifacts_uri,
         "--host", host, "--port", str(port), "--workers", str(workers),
     ]
 
 
-def parse(argv: list[str]) -> tuple[Path, str, int, int]:
+def parse(argv: list[str]) -> tuple[Stores, str, int, int]:
     args = parse_overrides(argv)
     for key in args:
         if key not in KEYS:
             raise ConfigError(f"unknown key '{key}'; valid: {', '.join(KEYS)} (e.g. root=runs port=5000)")
-    root = Path(str(args.get("root", "runs"))).expanduser().resolve()
+    stores = Stores.at(args.get("root", "runs"))
     port = args.get("port", 5000)
     if not isinstance(port, int) or not 0 < port < 65536:
         raise ConfigError(f"port={port!r} must be an integer in 1..65535")
     workers = args.get("workers", 1)
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers={workers!r} must be a positive integer")
-    if not (root / "mlflow.db").is_file():
-        raise ConfigError(f"no MLflow store at {root / 'mlflow.db'}; run a study first "
-                          f"(python -m search.run space=smoke root={root}) or pass root= of an existing one")
-    return root, str(args.get("host", "127.0.0.1")), port, workers
+    if not stores.mlflow_db.is_file():
+        raise ConfigError(f"no MLflow store at {stores.mlflow_db}; run a study first "
+                          f"(python -m search.run space=smoke root={stores.root}) or pass root= of an existing one")
+    return stores, str(args.get("host", "127.0.0.1")), port, workers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,15 +51,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(argv: list[str]) -> int:
-    root, host, port, workers = parse(argv)
+    stores, host, port, workers = parse(argv)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {host}: anyone who can reach port {port} can read and delete runs",
               file=sys.stderr)
-    print(f"MLflow UI for {root}: http://{'127.0.0.1' if host in ('127.0.0.1', 'localhost') else host}:{port}",
+    print(f"MLflow UI for {stores.root}: http://{'127.0.0.1' if host in ('127.0.0.1', 'localhost') else host}:{port}",
           flush=True)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     try:
-        return subprocess.call(build_command(root, host, port, workers), env=env)
+        return subprocess.call(build_command(stores, host, port, workers), env=env)
     except KeyboardInterrupt:
         return 0
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from search import tracking
+from search.stores import Stores
 from trainers.cli import run_command
 from trainers.config import ConfigError, parse_overrides
 
@@ -65,8 +67,6 @@ def group_keys(space) -> list[str]:
 
 
 def load_runs(space, tracking_uri: str) -> list[TrialRun]:
-    from search import tracking
-
     client = tracking.client_for(tracking_uri)
     exp = client.get_experiment_by_name(space.name)
     if exp is None:
@@ -78,7 +78,7 @@ def load_runs(space, tracking_uri: str) -> list[TrialRun]:
         f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"), max_results=10000)
     out = []
     for run in runs:
-        sampled = json.loads(run.data.tags.get("sampled", "{}"))
+        sampled = json.loads(run.data.tags.get(tracking.TAG_SAMPLED, "{}"))
         trial = TrialRun(run.info.run_id, run.info.status, dict(run.data.params), sampled, dict(run.data.metrics),
                          tags=dict(run.data.tags))
         for key in run.data.metrics:
@@ -106,11 +106,20 @@ def ablation_rows(space, runs: list[TrialRun]) -> list[dict[str, Any]]:
     return rows
 
 
-def _plot_module():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+def figure(rows: int = 1, cols: int = 1, **subplots):
+    """A figure on its own Agg canvas and its axes (``Figure.subplots`` arguments): no pyplot, so no
+    global backend switch and nothing to close."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=subplots.pop("figsize", None))
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(rows, cols, **subplots)
+
+
+def colour_cycle() -> list[str]:
+    from matplotlib import rcParams
+    return rcParams["axes.prop_cycle"].by_key()["color"]
 
 
 def plot_per_class_fid(runs: list[TrialRun], path: Path) -> bool:
@@ -124,9 +133,8 @@ def plot_per_class_fid(runs: list[TrialRun], path: Path) -> bool:
                 by_method.setdefault(method, {}).setdefault(int(key.split("/")[1]), []).append(value)
     if not by_method:
         return False
-    plt = _plot_module()
     classes = sorted({k for d in by_method.values() for k in d})
-    fig, ax = plt.subplots(figsize=(max(6, len(classes) * 0.7), 3.5))
+    fig, ax = figure(figsize=(max(6, len(classes) * 0.7), 3.5))
     width = 0.8 / len(by_method)
     for i, (method, per_class) in enumerate(sorted(by_method.items())):
         means = [sum(per_class.get(k, [math.nan])) / max(1, len(per_class.get(k, []))) for k in classes]
@@ -138,7 +146,6 @@ def plot_per_class_fid(runs: list[TrialRun], path: Path) -> bool:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return True
 
 
@@ -151,11 +158,10 @@ def plot_class_histograms(space, runs: list[TrialRun], path: Path) -> bool:
             groups.setdefault(label, []).append(run)
     if not groups:
         return False
-    plt = _plot_module()
     n = len(groups)
     cols = min(3, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    fig, axes = figure(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
     for ax, (label, members) in zip(axes.flat, sorted(groups.items())):
         classes = sorted(int(k.split("/")[1]) for k in members[0].metrics if k.startswith("count_class/"))
         gen = [sum(r.metrics.get(f"count_class/{c}", 0) for r in members) for c in classes]
@@ -172,7 +178,6 @@ def plot_class_histograms(space, runs: list[TrialRun], path: Path) -> bool:
     fig.suptitle("Class histogram of generated samples vs training prior (last evaluation)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return True
 
 
@@ -181,10 +186,9 @@ def plot_curves(runs: list[TrialRun], key: str, path: Path, title: str, ylabel: 
     series = [(run, run.history[key]) for run in runs if key in run.history]
     if not series:
         return False
-    plt = _plot_module()
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ax = figure(figsize=(6.5, 3.8))
     colours: dict[str, Any] = {}
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    cycle = colour_cycle()
     for run, points in series:
         label = run.params.get("method", "?")
         colour = colours.setdefault(label, cycle[len(colours) % len(cycle)])
@@ -197,7 +201,6 @@ def plot_curves(runs: list[TrialRun], key: str, path: Path, title: str, ylabel: 
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return True
 
 
@@ -211,13 +214,14 @@ def plot_sigma_max(runs: list[TrialRun], path: Path) -> bool:
             panels.setdefault(float(run.params.get("gsr_lambda", "nan")), []).append(run)
     if not panels:
         return False
-    plt = _plot_module()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False, sharey=True)
+    from matplotlib import colormaps
+
+    fig, axes = figure(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False, sharey=True)
     for ax, (lam, members) in zip(axes.flat, sorted(panels.items())):
         classes = sorted({int(k.rsplit("/", 1)[1]) for r in members for k in r.history if k.startswith("gsr/")})
         prior = {c: mean_ci([r.metrics.get(f"prior/{c}", math.nan) for r in members])[0] for c in classes}
         by_rank = sorted(classes, key=lambda c: -prior[c] if math.isfinite(prior[c]) else c)
-        colours = plt.get_cmap("viridis")
+        colours = colormaps["viridis"]
         for rank, c in enumerate(by_rank):
             steps: dict[int, list[float]] = {}
             for r in members:
@@ -234,7 +238,6 @@ def plot_sigma_max(runs: list[TrialRun], path: Path) -> bool:
     axes.flat[-1].legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return True
 
 
@@ -244,9 +247,8 @@ def plot_pareto(study, space, path: Path) -> bool:
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if len(complete) < 2:
         return False
-    plt = _plot_module()
     best = {t.number for t in study.best_trials}
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = figure(figsize=(5, 4))
     for group, colour, label in ((False, "tab:gray", "dominated"), (True, "tab:red", "Pareto front")):
         pts = [t.values for t in complete if (t.number in best) == group]
         if pts:
@@ -257,7 +259,6 @@ def plot_pareto(study, space, path: Path) -> bool:
     ax.set_title("Pareto front")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return True
 
 
@@ -274,21 +275,15 @@ def importances(study, space) -> dict[str, float] | str:
         return f"not computed: {e}"
 
 
-def write_report(space, root: Path, tracking_uri: str | None = None) -> Path:
-    """Write the report of ``space`` under ``root`` and log it to the parent MLflow run."""
+def write_report(space, stores: Stores) -> Path:
+    """Write the report of ``space`` from ``stores`` beside them and log it to the parent MLflow run."""
     import optuna
 
-    from search import tracking
-    from search.run import optuna_storage
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    root = Path(root).resolve()
-    uri, _ = tracking.store_uris(root, tracking_uri)
-    out = root / "reports" / space.name
+    out = stores.report_dir(space.name)
     out.mkdir(parents=True, exist_ok=True)
-    runs = load_runs(space, uri)
-    storage = optuna_storage(root)
-    study = optuna.load_study(study_name=space.name, storage=storage)
+    runs = load_runs(space, stores.tracking_uri)
+    study = stores.load_study(space.name)
     states: dict[str, int] = {}
     for t in study.trials:
         states[t.state.name] = states.get(t.state.name, 0) + 1
@@ -352,14 +347,14 @@ def write_report(space, root: Path, tracking_uri: str | None = None) -> Path:
         lines += [imp, ""]
     else:
         lines += [f"- {k}: {v:.3f}" for k, v in imp.items()] + [""]
-    lines += ["## Open the runs", "", f"`python -m mlflow_server root={root}` then http://127.0.0.1:5000 "
+    lines += ["## Open the runs", "", f"`python -m mlflow_server root={stores.root}` then http://127.0.0.1:5000 "
               f"(experiment `{space.name}`).", ""]
     report = out / "report.md"
     tmp = report.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines))
     tmp.replace(report)
 
-    client = tracking.client_for(uri)
+    client = tracking.client_for(stores.tracking_uri)
     exp = client.get_experiment_by_name(space.name)
     parent = tracking.find_parent_run(client, exp.experiment_id, space.name) if exp else None
     if parent is not None:
@@ -372,7 +367,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report(argv: list[str]) -> int:
-    from search.run import optuna_storage, study_exists
     from search.spaces import load_space
 
     args = parse_overrides(argv)
@@ -382,11 +376,11 @@ def _report(argv: list[str]) -> int:
     if "space" not in args:
         raise ConfigError("say which study: space=NAME")
     space = load_space(str(args["space"]), preset=args.get("preset"))
-    root = Path(str(args.get("root", "runs"))).expanduser().resolve()
-    if not (root / "optuna.db").exists() or not study_exists(optuna_storage(root), space.name):
-        raise ConfigError(f"no study '{space.name}' under root={root}; run it first with "
-                          f"python -m search.run space={space.name} root={root}")
-    print(f"report: {write_report(space, root, args.get('tracking_uri'))}")
+    stores = Stores.at(args.get("root", "runs"), args.get("tracking_uri"))
+    if not stores.has_study(space.name):
+        raise ConfigError(f"no study '{space.name}' under root={stores.root}; run it first with "
+                          f"python -m search.run space={space.name} root={stores.root}")
+    print(f"report: {write_report(space, stores)}")
     return 0
 
 

@@ -4,7 +4,7 @@ Keys of this command:
   space=NAME|PATH       a space in spaces/ (or a YAML file)            (required)
   root=DIR              store root (MLflow, Optuna, Ray, caches)        (default ./runs)
   resume=true           continue the study stored under root
-  preset=NAME           a preset of the space (e.g. cifar10_gpu)
+  preset=NAME           a preset of the space (e.g. cifar10_gpu) or of spaces/presets.yaml
   ray_address=ADDR      run on an existing Ray cluster (auto, ray://host:10001)
   tracking_uri=URI      MLflow server instead of <root>/mlflow.db
   report=false          skip the report at the end
@@ -13,7 +13,6 @@ Any other key overrides the space: num_samples=, max_concurrent=, seeds=, sample
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import time
@@ -22,13 +21,16 @@ from typing import Any
 
 import yaml
 
+from search.stores import Stores
 from trainers.cli import run_command
-from trainers.config import ConfigError, parse_overrides
+from trainers.config import ConfigError, make_config, parse_overrides
 
 # Ray starts its worker processes while the driver sets up the stores; they import the trainer
 # then, instead of when the first trial starts (about 8 s of imports and data loading per worker)
 WARM_WORKER = "search.trainable.warm_worker"
 RUN_KEYS = ("space", "root", "resume", "preset", "ray_address", "tracking_uri", "report")
+PROGRESS_METRICS = ("fid_minority", "classes_dropped", "step")  # after the study's own metric(s)
+OBJECT_STORE_BYTES = 150 * 1024 ** 2  # trials pass checkpoints through files, not the object store
 
 
 class StudyError(ConfigError):
@@ -47,35 +49,11 @@ def parse_args(argv: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     return run, overrides
 
 
-def optuna_storage(root: Path):
-    import optuna
-    return optuna.storages.RDBStorage(f"sqlite:///{(root / 'optuna.db').resolve()}",
-                                      engine_kwargs={"connect_args": {"timeout": 60}})
-
-
-def study_exists(storage, name: str) -> bool:
-    import optuna
-    return any(s.study_name == name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False))
-
-
-def make_sampler(space):
-    import optuna
-    seed = space.sampler_seed
-    return {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "grid": lambda: optuna.samplers.RandomSampler(seed=seed),  # the cells are enqueued
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
-        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False),
-    }[space.sampler]()
-
-
 def make_scheduler(space):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     if space.scheduler["type"] == "fifo":
         return FIFOScheduler()
-    from trainers.config import make_config
     cfg = make_config(space.trial_config({}, space.seeds[0]))
     evaluations = -(-cfg.steps // cfg.eval_every)
     return ASHAScheduler(metric=space.metric_arg, mode=space.mode_arg, time_attr="training_iteration",
@@ -83,12 +61,29 @@ def make_scheduler(space):
                          reduction_factor=space.scheduler["reduction_factor"])
 
 
-def init_ray(address: str | None, root: Path) -> None:
+def progress_reporter(space):
+    """Ray's progress table: the study's metric(s), minority FID, dropped classes and the step, and
+    the sampled parameters only (each trial's config holds every resolved setting)."""
+    from ray.tune import CLIReporter
+
+    metrics = [*space.metric, *(m for m in PROGRESS_METRICS if m not in space.metric)]
+    # no metric= : its "current best trial" line looks up every column in the best trial's config,
+    # and a conditional parameter (prune_ratio of a dcgan trial) is not there
+    return CLIReporter(metric_columns=metrics, parameter_columns=[p.name for p in space.params],
+                       print_intermediate_tables=True, max_report_frequency=15)
+
+
+def trial_dirname(trial) -> str:
+    """A trial's folder under ray/<space>/ (Ray's default name would spell out the whole config)."""
+    return f"trial_{trial.trial_id}"
+
+
+def init_ray(address: str | None) -> None:
     import ray
 
-    from search.trainable import trial_workdir_env
+    from search.trainable import worker_env
 
-    env = trial_workdir_env()
+    env = worker_env()
     os.environ.update(env)
     kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=True,
                                   runtime_env={"env_vars": env, "worker_process_setup_hook": WARM_WORKER},
@@ -100,7 +95,7 @@ def init_ray(address: str | None, root: Path) -> None:
             raise StudyError(f"cannot connect to the Ray cluster at ray_address={address} ({e}); start it with "
                              f"'ray start --head' or drop ray_address= to run locally") from None
     else:
-        ray.init(object_store_memory=150 * 1024 ** 2, _temp_dir=None, **kwargs)
+        ray.init(object_store_memory=OBJECT_STORE_BYTES, **kwargs)
 
 
 def trial_resources(space) -> dict[str, float]:
@@ -119,95 +114,71 @@ def trial_resources(space) -> dict[str, float]:
     return wanted
 
 
-def print_study(space, root: Path, resume: bool) -> None:
-    print(f"# study '{space.name}' ({'resume' if resume else 'new'}), stores under {root}")
-    print(yaml.safe_dump(space.to_dict(), sort_keys=False).rstrip())
+def print_study(space, stores: Stores, resume: bool) -> None:
+    print(f"# study '{space.name}' ({'resume' if resume else 'new'}), stores under {stores.root}")
+    print(yaml.safe_dump(space.to_dict(), sort_keys=False, allow_unicode=True).rstrip())
     sys.stdout.flush()
-
-
-def build_searcher(space, storage, resume_counts: dict[str, int] | None = None):
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
-
-    from search.searcher import ReplicateSearcher
-    from search.spaces import DefineByRun
-
-    points = None
-    if space.sampler == "grid":
-        points = space.grid()[: space.num_samples]
-        if resume_counts is not None:  # only the cells no finished trial covers
-            points = [p for p in points if repr(sorted(p.items())) not in resume_counts.get("cells", set())]
-    inner = OptunaSearch(space=DefineByRun(space.params), metric=space.metric_arg, mode=space.mode_arg,
-                         sampler=make_sampler(space), study_name=space.name, storage=storage,
-                         points_to_evaluate=points or None)
-    outer = ReplicateSearcher(inner, list(space.seeds), space.metric_arg, space.mode_arg)
-    return ConcurrencyLimiter(outer, max_concurrent=space.max_concurrent)
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state saved often: little lost on kill -9
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Ray's newer output ignores a reporter's columns
     return run_command(__doc__, run_study, argv)
 
 
 def run_study(argv: list[str]) -> int:
-    from filelock import FileLock, Timeout
+    from filelock import Timeout
 
     from search.spaces import load_space
 
     run, overrides = parse_args(argv)
     space = load_space(str(run["space"]), overrides, preset=run.get("preset"))
-    root = Path(str(run.get("root", "runs"))).expanduser().resolve()
-    resume = bool(run.get("resume", False))
-    root.mkdir(parents=True, exist_ok=True)
-    # trials run in other processes (other nodes): give them absolute store and data paths
-    fixed = dict(space.fixed)
-    fixed.setdefault("cache_dir", str(root / "cache"))
-    fixed["data_root"] = str(Path(str(fixed.get("data_root", "data"))).expanduser().resolve())
-    space = dataclasses.replace(space, fixed=fixed)
-    lock = FileLock(str(root / f".{space.name}.lock"))
+    stores = Stores.at(run.get("root", "runs"), run.get("tracking_uri"))
+    space = space.with_fixed(stores.trainer_paths(space.fixed))
+    stores.root.mkdir(parents=True, exist_ok=True)
+    lock = stores.study_lock(space.name)
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise StudyError(f"study '{space.name}' is already running on root={root} (lock {lock.lock_file}); "
+        raise StudyError(f"study '{space.name}' is already running on root={stores.root} (lock {lock.lock_file}); "
                          f"wait for it, or use another root=") from None
     try:
-        return _run_locked(space, root, resume, run)
+        return _run_locked(space, stores, bool(run.get("resume", False)), run)
     finally:
         lock.release()
 
 
-def _run_locked(space, root: Path, resume: bool, run: dict[str, Any]) -> int:
-    import optuna
+def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any]) -> int:
     from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
 
     from search import tracking
+    from search.callback import MLflowTrialCallback
+    from search.searcher import ReplicateSearcher, open_study
     from search.trainable import run_trial
 
-    experiment_dir = root / "ray" / space.name
-    has_study = (root / "optuna.db").exists() and study_exists(optuna_storage(root), space.name)
+    experiment_dir = stores.ray_experiment_dir(space.name)
+    has_study = stores.has_study(space.name)
     has_ray = experiment_dir.exists() and tune.Tuner.can_restore(str(experiment_dir))
     if resume and not (has_study or has_ray):
-        raise StudyError(f"resume=true but no study '{space.name}' is stored under root={root}; "
+        raise StudyError(f"resume=true but no study '{space.name}' is stored under root={stores.root}; "
                          f"drop resume=true to start it")
     if not resume and (has_study or has_ray):
-        raise StudyError(f"study '{space.name}' already exists under root={root}; add resume=true to continue it, "
-                         f"or pass another root= to start afresh")
+        raise StudyError(f"study '{space.name}' already exists under root={stores.root}; add resume=true to continue "
+                         f"it, or pass another root= to start afresh")
 
-    tracking_uri, artifact_location = tracking.store_uris(root, run.get("tracking_uri"))
-    tracking.check_reachable(tracking_uri)
-    print_study(space, root, resume)
+    tracking.check_reachable(stores.tracking_uri)
+    print_study(space, stores, resume)
     # every refusal (cluster, resources) comes before the first write to a store
-    init_ray(run.get("ray_address"), root)
+    init_ray(run.get("ray_address"))
     resources = trial_resources(space)
     # studies of other spaces may share this root: creating the SQLite schemas is not safe to race
-    from filelock import FileLock
-
-    with FileLock(str(root / ".stores.lock")):
-        storage = optuna_storage(root)
-        client = tracking.client_for(tracking_uri)
-        experiment_id = tracking.ensure_experiment(client, space.name, artifact_location)
+    with stores.schema_lock():
+        open_study(space, stores)
+        client = tracking.client_for(stores.tracking_uri)
+        experiment_id = tracking.ensure_experiment(client, space.name, stores.experiment_artifact_location(space.name))
         parent = tracking.find_parent_run(client, experiment_id, space.name) if resume else None
         if parent is None:
             space_yaml = Path(space.source).read_text() if Path(space.source).is_file() else ""
@@ -216,50 +187,40 @@ def _run_locked(space, root: Path, resume: bool, run: dict[str, Any]) -> int:
             parent_run_id = parent.info.run_id
             client.update_run(parent_run_id, status="RUNNING")
 
-    trainable = tune.with_resources(tune.with_parameters(run_trial, space=space),
-                                    {"cpu": resources["cpu"], "gpu": resources["gpu"]})
-    callback = tracking.MLflowTrialCallback(tracking_uri, experiment_id, parent_run_id, space)
-    run_config = tune.RunConfig(
-        name=space.name, storage_path=str(root / "ray"),
-        failure_config=tune.FailureConfig(max_failures=2),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        callbacks=[callback], verbose=1,
-    )
+    trainable = tune.with_resources(run_trial, {"cpu": resources["cpu"], "gpu": resources["gpu"]})
     started = time.time()
     if resume and has_ray:
-        # the saved RunConfig brings back the MLflow callback (same experiment and parent run)
+        # the saved state brings back the searcher (reconciled with the study before it proposes or
+        # tells anything), the reporter and the MLflow callback (same experiment and parent run)
         tuner = tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)
     else:
-        remaining = space.num_samples
-        resume_counts = None
-        if resume:  # only Optuna was stored (the driver died before Ray's first experiment checkpoint)
-            study = optuna.load_study(study_name=space.name, storage=storage)
-            for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-                storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-            done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            remaining = max(0, space.num_samples - len(done))
-            resume_counts = {"cells": {repr(sorted(t.params.items())) for t in done}}
+        searcher = ReplicateSearcher(space, stores)
+        # a resume with only Optuna stored (the driver died before Ray's first experiment checkpoint)
+        # runs what the study still lacks; a new study runs every configuration
+        configurations = searcher.remaining()
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=build_searcher(space, storage, resume_counts),
-                                        scheduler=make_scheduler(space),
-                                        num_samples=remaining * len(space.seeds), reuse_actors=True),
-            run_config=run_config,
+            tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent),
+                                        scheduler=make_scheduler(space), reuse_actors=True,
+                                        num_samples=configurations * len(space.seeds),
+                                        trial_dirname_creator=trial_dirname),
+            run_config=tune.RunConfig(
+                name=space.name, storage_path=str(stores.ray_dir),
+                failure_config=tune.FailureConfig(max_failures=2),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                callbacks=[MLflowTrialCallback(stores.tracking_uri, experiment_id, parent_run_id, space)],
+                progress_reporter=progress_reporter(space), verbose=1),
         )
     results = tuner.fit()
-    return finish(space, root, results, client, parent_run_id, started, run)
+    return finish(space, stores, results, client, parent_run_id, started, run)
 
 
-def finish(space, root: Path, results, client, parent_run_id: str, started: float, run: dict[str, Any]) -> int:
+def finish(space, stores: Stores, results, client, parent_run_id: str, started: float, run: dict[str, Any]) -> int:
     import optuna
 
     errors = len(results.errors)
-    statuses: dict[str, int] = {}
-    for result in results:
-        status = "ERROR" if result.error else "TERMINATED"
-        statuses[status] = statuses.get(status, 0) + 1
-    study = optuna.load_study(study_name=space.name, storage=optuna_storage(root))
+    study = stores.load_study(space.name)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     client.set_terminated(parent_run_id, status="FINISHED")
     minutes = (time.time() - started) / 60
@@ -271,10 +232,9 @@ def finish(space, root: Path, results, client, parent_run_id: str, started: floa
     if run.get("report", True):
         from search.report import write_report
 
-        path = write_report(space, root, tracking_uri=run.get("tracking_uri"))
-        print(f"# report: {path}")
-    print(f"# MLflow UI: python -m mlflow_server root={root}   (then open http://127.0.0.1:5000)")
-    print(f"# resume or extend: python -m search.run space={space.name} root={root} resume=true")
+        print(f"# report: {write_report(space, stores)}")
+    print(f"# MLflow UI: python -m mlflow_server root={stores.root}   (then open http://127.0.0.1:5000)")
+    print(f"# resume or extend: python -m search.run space={space.name} root={stores.root} resume=true")
     return 0
 
 

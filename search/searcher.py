@@ -1,10 +1,18 @@
-"""Seed replicates over Optuna: one Optuna trial per sampled configuration, one Ray trial per seed.
+"""Seed replicates over an Optuna study: one Optuna trial per configuration, one Ray trial per seed.
 
-Optuna proposes a configuration once; Ray runs it once per seed of the space; when every replicate
-has ended, Optuna is told the mean of the metric(s) over the replicates that finished with a finite
-value (FAIL when none did — never a made-up value). The wrapper's state is saved with Ray's
-experiment state, and on restore it closes Optuna trials that a killed driver left RUNNING and that
-Ray's saved state does not know.
+``ReplicateSearcher`` implements Ray Tune's public ``Searcher`` interface on Optuna's ask-and-tell API.
+For a new configuration it asks the study for a trial and makes the space's suggest calls on it
+(define-by-run; a grid's cells were enqueued in the study when it was created, so ``ask`` pops them);
+it then proposes the configuration once per seed of the space, each time as the fully resolved trial
+dict (``Space.trial_config``). When every replicate has ended, Optuna is told the mean of the
+metric(s) over the replicates that finished with a finite value (FAIL when none did — never a
+made-up value), with the per-replicate values and the failures as the trial's user attributes.
+
+Its own small state (which Optuna trial each Ray trial replicates, what each replicate returned) is
+saved with Ray's experiment state; the sampler is pickled beside it, as Optuna recommends for resuming
+a sampler. Before it proposes or tells anything in a driver, it reconciles with the study: a trial left
+RUNNING that it does not track (asked by a driver killed after Ray's last save) is told FAIL, and its
+grid cell is enqueued again; a configuration Optuna already holds a result for is never told again.
 """
 
 from __future__ import annotations
@@ -13,111 +21,155 @@ import math
 import pickle
 from typing import Any
 
+import optuna
+from optuna.trial import TrialState
 from ray.tune.search import Searcher
+
+from search.spaces import Space
+from search.stores import Stores
+
+
+def open_study(space: Space, stores: Stores, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """The study of ``space`` (created if new, its grid enqueued: the queue is the cells left to run)."""
+    new = not stores.has_study(space.name)
+    study = optuna.create_study(study_name=space.name, storage=stores.optuna_storage(), sampler=sampler,
+                                directions=space.directions, load_if_exists=True)
+    if new and space.sampler == "grid":
+        for cell in space.grid()[: space.num_samples]:
+            study.enqueue_trial(cell)
+    return study
 
 
 class ReplicateSearcher(Searcher):
-    def __init__(self, inner, seeds: list[int], metric: str | list[str], mode: str | list[str]):
-        super().__init__(metric=metric, mode=mode)
-        self.inner = inner  # an OptunaSearch
-        self.seeds = list(seeds)
-        self.metrics = list(metric) if isinstance(metric, list) else [metric]
-        self.pending: list[tuple[str, int]] = []
-        self.groups: dict[str, dict[str, Any]] = {}
-        self.trial_group: dict[str, tuple[str, int]] = {}
-        self.counter = 0
+    """Proposes each configuration of ``space`` once per seed and tells its study the mean."""
 
+    def __init__(self, space: Space, stores: Stores):
+        super().__init__(metric=space.metric_arg, mode=space.mode_arg)
+        self.space = space
+        self.stores = stores
+        self.sampler = space.make_sampler()
+        self.state = _empty_state()
+        self._db = None  # the study's storage, opened in the driver and never pickled
+        self._study: optuna.Study | None = None
+        self._reconciled = False  # once per driver process
+
+    # -- pickling (Ray keeps the searcher in its tuner state): a database handle does not travel ----
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_db": None, "_study": None, "_reconciled": False}
+
+    @property
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            self._db = self.stores.optuna_storage()
+            self._study = optuna.load_study(study_name=self.space.name, storage=self._db, sampler=self.sampler)
+        return self._study
+
+    # -- Ray's Searcher interface ------------------------------------------------------------------
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        return True  # the space and metric were given to the inner searcher already
+        return True  # the space, metric and mode came with the constructor
 
-    def suggest(self, trial_id: str):
-        if trial_id in self.trial_group:  # asked again for the same trial: same answer
-            group, seed = self.trial_group[trial_id]
-            return {**self.groups[group]["params"], "seed": seed}
-        if not self.pending:
-            group = f"cfg{self.counter:05d}"
-            params = self.inner.suggest(group)
-            if params is None or params == Searcher.FINISHED:
-                return params
-            self.counter += 1
-            self.groups[group] = {"params": params, "values": {}, "trials": {}}
-            self.pending = [(group, seed) for seed in self.seeds]
-        group, seed = self.pending.pop(0)
-        self.trial_group[trial_id] = (group, seed)
-        self.groups[group]["trials"][seed] = trial_id
-        return {**self.groups[group]["params"], "seed": seed}
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        self.reconcile()
+        state = self.state
+        if trial_id not in state["trials"]:
+            if not state["pending"]:
+                if self.space.sampler == "grid" and not self.study.get_trials(deepcopy=False,
+                                                                              states=(TrialState.WAITING,)):
+                    return Searcher.FINISHED  # every cell is asked
+                trial = self.study.ask()
+                number = trial.number
+                state["configs"][number] = {"sampled": self.space.sample(trial), "ray_trials": {}, "values": {},
+                                            "told": False}
+                state["pending"] = [(number, seed) for seed in self.space.seeds]
+            number, seed = state["pending"].pop(0)
+            state["trials"][trial_id] = (number, seed)
+            state["configs"][number]["ray_trials"][seed] = trial_id
+        number, seed = state["trials"][trial_id]
+        return self.space.trial_config(state["configs"][number]["sampled"], seed)
 
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        pass  # Optuna gets one value per configuration, when its replicates are done
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self.reconcile()
+        if trial_id not in self.state["trials"]:
+            return
+        number, seed = self.state["trials"][trial_id]
+        config = self.state["configs"][number]
+        config["values"][seed] = None if error else self._values(result)
+        if len(config["values"]) < len(self.space.seeds) or config["told"]:
+            return
+        config["told"] = True
+        if self._finished(number):
+            # a driver killed after telling Optuna but before Ray saved its state: the resumed replicate
+            # ended again from its last checkpoint; the value Optuna holds came from the same replicates
+            return
+        self._tell(number, config)
 
-    def _value(self, result: dict | None, error: bool) -> list[float] | None:
-        if error or not result:
-            return None
-        values = [result.get(m) for m in self.metrics]
-        if any(not isinstance(v, (int, float)) or not math.isfinite(v) for v in values):
+    def _values(self, result: dict | None) -> list[float] | None:
+        values = [(result or {}).get(m) for m in self.space.metric]
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in values):
             return None
         return [float(v) for v in values]
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id not in self.trial_group:
-            return
-        group, seed = self.trial_group[trial_id]
-        entry = self.groups[group]
-        entry["values"][seed] = self._value(result, error)
-        if len(entry["values"]) < len(self.seeds) or entry.get("told"):
-            return
-        finished = [v for v in entry["values"].values() if v is not None]
-        ot_trial = self.inner._ot_trials.get(group)
-        if ot_trial is not None and self._already_finished(ot_trial):
-            # a driver killed after telling Optuna but before Ray saved its state: the resumed replicate
-            # ends again from its last checkpoint; the value Optuna holds came from the same replicates
-            entry["told"] = True
-            return
-        if ot_trial is not None:
-            ot_trial.set_user_attr("seeds", self.seeds)
-            ot_trial.set_user_attr("ray_trials", {str(k): v for k, v in entry["trials"].items()})
-            ot_trial.set_user_attr("failed_replicates", len(self.seeds) - len(finished))
-            for metric_index, metric in enumerate(self.metrics):
-                ot_trial.set_user_attr(f"{metric}/replicates", [v[metric_index] if v else None
-                                                               for v in entry["values"].values()])
+    def _tell(self, number: int, config: dict[str, Any]) -> None:
+        seeds = self.space.seeds
+        values = [config["values"][seed] for seed in seeds]
+        finished = [v for v in values if v is not None]
+        attrs: dict[str, Any] = {"seeds": list(seeds), "failed_replicates": len(seeds) - len(finished),
+                                 "ray_trials": {str(seed): config["ray_trials"].get(seed) for seed in seeds}}
+        for i, metric in enumerate(self.space.metric):
+            attrs[f"{metric}/replicates"] = [v[i] if v else None for v in values]
+        study, db = self.study, self._db
+        # attributes of a trial known by its number: through the storage's public API
+        storage_id = db.get_trial_id_from_study_id_trial_number(db.get_study_id_from_name(self.space.name), number)
+        for key, value in attrs.items():
+            db.set_trial_user_attr(storage_id, key, value)
         if finished:
-            mean = [sum(v[i] for v in finished) / len(finished) for i in range(len(self.metrics))]
-            self.inner.on_trial_complete(group, dict(zip(self.metrics, mean)))
+            mean = [sum(v[i] for v in finished) / len(finished) for i in range(len(self.space.metric))]
+            study.tell(number, mean if self.space.multi_objective else mean[0])
         else:
-            self.inner.on_trial_complete(group, None, error=True)
-        entry["told"] = True
+            study.tell(number, state=TrialState.FAIL)
 
-    def _already_finished(self, ot_trial) -> bool:
-        storage = self.inner._ot_study._storage
-        return storage.get_trial(ot_trial._trial_id).state.is_finished()
+    def _finished(self, number: int) -> bool:
+        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,
+                                                               TrialState.PRUNED))
+        return any(t.number == number for t in trials)
 
-    # -- persistence (with Ray's experiment state) ----------------------------------------------
+    # -- resume --------------------------------------------------------------------------------------
+    def reconcile(self) -> None:
+        """Once per driver: tell FAIL every RUNNING trial of the study this searcher does not track (a
+        dead driver asked it after Ray's last save; Ray will not run it) and enqueue its grid cell again,
+        so that the cell still runs once."""
+        if self._reconciled:
+            return
+        self._reconciled = True
+        tracked = {number for number, config in self.state["configs"].items() if not config["told"]}
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.number in tracked:
+                continue
+            self.study.tell(trial.number, state=TrialState.FAIL)
+            if self.space.sampler == "grid":
+                self.study.enqueue_trial(trial.params)
+
+    def remaining(self) -> int:
+        """Configurations still to run when a new Ray experiment continues this study: the enqueued grid
+        cells, or the configurations short of ``num_samples`` (after ``reconcile``)."""
+        self.reconcile()
+        if self.space.sampler == "grid":
+            return len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return max(0, self.space.num_samples - len(complete))
+
     def save(self, checkpoint_path: str) -> None:
-        state = {k: v for k, v in self.__dict__.items() if k != "inner"}
-        state["inner"] = self.inner.__dict__.copy()
         with open(checkpoint_path, "wb") as f:
-            pickle.dump(state, f)
+            pickle.dump({"state": self.state, "sampler": self.sampler}, f)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
-            state = pickle.load(f)
-        self.inner.__dict__.update(state.pop("inner"))
-        self.__dict__.update(state)
-        close_unknown_running(self.inner)
+            saved = pickle.load(f)
+        self.state, self.sampler = saved["state"], saved["sampler"]
+        self._db, self._study, self._reconciled = None, None, False
 
 
-def close_unknown_running(optuna_search) -> int:
-    """Mark FAIL the Optuna trials left RUNNING that the restored searcher does not track."""
-    from optuna.trial import TrialState
-
-    study = optuna_search._ot_study
-    known = {t._trial_id for t in optuna_search._ot_trials.values()
-             if hasattr(t, "_trial_id")} - set()
-    done_ids = {optuna_search._ot_trials[g]._trial_id for g in optuna_search._completed_trials
-                if g in optuna_search._ot_trials}
-    closed = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial._trial_id not in known or trial._trial_id in done_ids:
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            closed += 1
-    return closed
+def _empty_state() -> dict[str, Any]:
+    """configs: Optuna trial number -> {sampled params, Ray trial per seed, value per seed, told};
+    trials: Ray trial id -> (Optuna trial number, seed); pending: (number, seed) not yet proposed."""
+    return {"configs": {}, "trials": {}, "pending": []}

@@ -1,39 +1,31 @@
-"""MLflow tracking, done in the driver: one parent run per study, one nested child run per trial.
+"""MLflow: one experiment per space, one parent run per study, one nested child run per trial.
 
-Trials never open the store (on a cluster they could not reach the driver's SQLite file): a Tune
-callback turns each trial's reports and checkpoints into its child run. A child run is found again
-by its ``ray.trial_id`` tag, so a resumed or restarted trial logs into the same run.
+What a run shows and how it is named lives here (MLflow only; the Tune callback that feeds it is
+``search.callback``). A child run is named after what it is — ``damage p=0.9 ρ=100 seed=1``: the
+method, the sampled parameters that differ between configurations, the seed — carries the shared
+settings plus its own method's knobs as params, its training split as an MLflow dataset input
+(``digits-exp-ρ100``, class counts in the dataset's profile) and its sample grids as stepped images.
+The parent run is found again by its tags, a child run by its ``ray.trial_id`` tag.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import math
+import re
 import subprocess
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from ray import tune
+from trainers.config import ConfigError
 
-from trainers.checkpoint import DATA_FILE
-from trainers.config import ConfigError, flat_dict, make_config
-
-RAY_RESULT_KEYS = {
-    "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
-    "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "config", "time_since_restore",
-    "iterations_since_restore", "experiment_tag", "should_checkpoint",
-}
 TAG_SPACE = "ltgan.space"
 TAG_ROLE = "ltgan.role"
 TAG_TRIAL = "ray.trial_id"
-
-
-def store_uris(root: Path, tracking_uri: str | None) -> tuple[str, str | None]:
-    """(tracking URI, artifact location) — SQLite + a local folder under ``root`` by default."""
-    if tracking_uri:
-        return tracking_uri, None
-    return f"sqlite:///{(root / 'mlflow.db').resolve()}", (root / "mlartifacts").resolve().as_uri()
+TAG_SAMPLED = "sampled"
+# short names of parameters in run names (the rest keep their own)
+SHORT_NAMES = {"prune_ratio": "p", "imbalance": "ρ", "contrastive_weight": "λcon", "gsr_lambda": "λgsr",
+               "lecam_lambda": "λlecam", "imbalance_profile": "profile", "diffaugment": "diffaug"}
 
 
 def git_commit() -> str:
@@ -72,8 +64,7 @@ def ensure_experiment(client, name: str, artifact_location: str | None) -> str:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
         return exp.experiment_id
-    return client.create_experiment(name, artifact_location=(
-        f"{artifact_location}/{name}" if artifact_location else None))
+    return client.create_experiment(name, artifact_location=artifact_location)
 
 
 def find_parent_run(client, experiment_id: str, space_name: str):
@@ -91,6 +82,8 @@ def start_parent_run(client, experiment_id: str, space, space_yaml: str) -> str:
               "sampler": space.sampler, "scheduler": json.dumps(space.scheduler),
               "num_samples": space.num_samples, "seeds": json.dumps(list(space.seeds)),
               "max_concurrent": space.max_concurrent}
+    if space.presets:
+        params["presets"] = ",".join(space.presets)
     params.update({f"fixed.{k}": v for k, v in space.fixed.items()})
     for key, value in params.items():
         client.log_param(run.info.run_id, key, value)
@@ -98,120 +91,55 @@ def start_parent_run(client, experiment_id: str, space, space_yaml: str) -> str:
     return run.info.run_id
 
 
-def _numeric(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        return float(value)
-    return None
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-class MLflowTrialCallback(tune.Callback):
-    """Mirrors every trial into a nested MLflow run of the study's parent run."""
+def run_name(space, config: Mapping[str, Any]) -> str:
+    """``damage p=0.9 ρ=100 seed=1``: the method, the sampled parameters that differ between the
+    space's configurations (short names), the seed."""
+    sampled = space.sampled(config)
+    varying = [p.name for p in space.params if p.varies and p.name != "method" and p.name in sampled]
+    parts = [str(config.get("method", space.methods()[0]))]
+    parts += [f"{SHORT_NAMES.get(name, name)}={_short(sampled[name])}" for name in varying]
+    return " ".join([*parts, f"seed={config['seed']}"])
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, space):
-        self.tracking_uri = tracking_uri
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
-        self.space = space
-        self._runs: dict[str, str] = {}
-        self._client = None
-        self._orphans_closed = False
-        self._data_logged: set[str] = set()
-        self._commit = git_commit()
 
-    @property
-    def client(self):
-        if self._client is None:
-            self._client = client_for(self.tracking_uri)
-        return self._client
+def training_split_input(cfg, info: Mapping[str, Any]):
+    """The trial's training split as an MLflow dataset input named ``<dataset>-<profile>-ρ<rho>``, its
+    class counts and minority/majority classes in the dataset's profile (no file: the split is made
+    by ``trainers.data`` from these settings)."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-    def run_id(self, trial) -> str:
-        tid = trial.trial_id
-        if tid in self._runs:
-            return self._runs[tid]
-        found = self.client.search_runs([self.experiment_id], filter_string=(
-            f"tags.`{TAG_TRIAL}` = '{tid}' and tags.`mlflow.parentRunId` = '{self.parent_run_id}'"),
-            max_results=1)
-        if found:
-            run_id = found[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
-        else:
-            run_id = self._create(trial)
-        self._runs[tid] = run_id
-        return run_id
+    profile = json.dumps({k: info.get(k) for k in ("train_size", "num_classes", "train_counts", "minority_classes",
+                                                    "majority_classes", "class_order", "resolution", "channels")})
+    source = CodeDatasetSource({"module": "trainers.data", "dataset": cfg.dataset, "data_seed": cfg.data_seed,
+                                "imbalance_profile": cfg.imbalance_profile, "imbalance": cfg.imbalance})
+    dataset = Dataset(name=f"{cfg.dataset}-{cfg.imbalance_profile}-ρ{cfg.imbalance:g}",
+                      digest=hashlib.sha256((source.to_json() + profile).encode()).hexdigest()[:8],
+                      source_type="code",  # CodeDatasetSource's type
+                      source=source.to_json(), profile=profile)
+    return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "train")])
 
-    def _create(self, trial) -> str:
-        sampled = dict(trial.config)
-        seed = sampled.get("seed")
-        cfg = make_config(self.space.trial_config({k: v for k, v in sampled.items() if k != "seed"}, seed))
-        method = cfg.method
-        name = f"{method}-" + "-".join(f"{k}={v}" for k, v in sampled.items() if k not in ("method",))
-        run = self.client.create_run(self.experiment_id, run_name=name[:250], tags={
-            "mlflow.parentRunId": self.parent_run_id, TAG_TRIAL: trial.trial_id, TAG_SPACE: self.space.name,
-            TAG_ROLE: "trial", "method": method, "seed": str(seed), "git_commit": self._commit,
-            "sampled": json.dumps(sampled, default=str)})
-        from mlflow.entities import Param
-        params = [Param(k, str(v)) for k, v in flat_dict(cfg).items()]
-        for start in range(0, len(params), 100):
-            self.client.log_batch(run.info.run_id, params=params[start:start + 100])
-        self.client.log_dict(run.info.run_id, {"sampled": sampled, "config": flat_dict(cfg)}, "trial_config.json")
-        return run.info.run_id
 
-    def on_step_begin(self, iteration, trials, **info):
-        if not self._orphans_closed:  # once per driver: runs a killed driver left behind
-            self._orphans_closed = True
-            close_orphans(self.client, self.experiment_id, self.parent_run_id, {t.trial_id for t in trials})
+def log_training_split(client, run_id: str, cfg, info: Mapping[str, Any]) -> None:
+    """The split as a dataset input (the UI's Dataset column and filter), as tags and as data.json."""
+    client.log_inputs(run_id, datasets=[training_split_input(cfg, info)])
+    for key in ("minority_classes", "majority_classes", "train_counts"):
+        client.set_tag(run_id, key, json.dumps(info.get(key)))
+    client.log_dict(run_id, dict(info), "data.json")
 
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.run_id(trial)
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        from mlflow.entities import Metric
-        run_id = self.run_id(trial)
-        step = int(result.get("step", result.get("training_iteration", 0)))
-        now = int(time.time() * 1000)
-        metrics = []
-        for key, value in result.items():
-            number = _numeric(value)
-            if key in RAY_RESULT_KEYS or number is None:
-                continue
-            metrics.append(Metric(key, number, now, step))
-        for start in range(0, len(metrics), 500):
-            self.client.log_batch(run_id, metrics=metrics[start:start + 500])
+def log_evaluation_images(client, run_id: str, folder: Path, step: int) -> None:
+    """Every PNG of an evaluation (``samples_step<k>.png`` ...) as a stepped image under its name
+    without the step (``samples``), so that MLflow's image view steps through training."""
+    import mlflow
 
-    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-        run_id = self.run_id(trial)
-        with checkpoint.as_directory() as directory:
-            directory = Path(directory)
-            metrics_file = directory / "metrics.json"
-            step = json.loads(metrics_file.read_text()).get("step", 0) if metrics_file.exists() else 0
-            data_file = directory / DATA_FILE
-            if run_id not in self._data_logged and data_file.exists():
-                self._log_data(run_id, json.loads(data_file.read_text()))
-            artifacts = directory / "artifacts"
-            if artifacts.is_dir() and any(artifacts.iterdir()):
-                self.client.log_artifacts(run_id, str(artifacts), artifact_path=f"eval/step_{int(step):09d}")
-
-    def _log_data(self, run_id: str, info: dict[str, Any]) -> None:
-        """The trial's training split as tags (shown and filterable in the UI) and as data.json."""
-        self.client.set_tag(run_id, "minority_classes", json.dumps(info.get("minority_classes")))
-        self.client.set_tag(run_id, "majority_classes", json.dumps(info.get("majority_classes")))
-        self.client.set_tag(run_id, "train_counts", json.dumps(info.get("train_counts")))
-        self.client.log_dict(run_id, info, DATA_FILE)
-        self._data_logged.add(run_id)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.client.set_terminated(self.run_id(trial), status="FINISHED")
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        run_id = self.run_id(trial)
-        error = getattr(trial, "error_file", None)
-        message = ""
-        if error and Path(error).exists():
-            message = Path(error).read_text()[-2000:]
-        self.client.set_tag(run_id, "error", message or "trial failed")
-        self.client.set_terminated(run_id, status="FAILED")
+    for path in sorted(folder.glob("*.png")):
+        key = re.sub(r"_step\d+$", "", path.stem)
+        client.log_image(run_id, mlflow.Image(str(path)), key=key, step=step)
 
 
 def close_orphans(client, experiment_id: str, parent_run_id: str, live_trial_ids: set[str]) -> int:
@@ -224,7 +152,3 @@ def close_orphans(client, experiment_id: str, parent_run_id: str, live_trial_ids
             client.set_terminated(run.info.run_id, status="KILLED")
             closed += 1
     return closed
-
-
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

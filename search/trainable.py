@@ -1,8 +1,10 @@
-"""The Ray Tune function trainable: one trial = ``trainers.loop.train`` on a resolved plain dict.
+"""The Ray Tune function trainable: one trial = ``trainers.loop.train(config, report)``.
 
-Every evaluation becomes ``tune.report(metrics, checkpoint=...)``; a restarted trial (worker killed,
-study resumed) continues from ``tune.get_checkpoint()``. A diverged trial leaves a marker so Ray's
-retries of it fail at once instead of diverging again.
+``config`` is the trial dict the searcher proposed, already resolved (fixed and sampled settings, the
+seed, absolute paths): the worker builds nothing. Every evaluation becomes
+``tune.report(metrics, checkpoint=...)``; a restarted trial (worker killed, study resumed) continues
+from ``tune.get_checkpoint()``. A diverged trial leaves a marker so Ray's retries of it fail at once
+instead of diverging again.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 DIVERGED_MARKER = "diverged.json"
-PROGRESS_COLUMNS = ("fid", "fid_minority", "classes_dropped", "step")
 
 
 def report_value(value: Any) -> Any:
@@ -29,8 +30,8 @@ def report_value(value: Any) -> Any:
         return str(value)
 
 
-def run_trial(config: dict[str, Any], *, space) -> None:
-    """Ray entry point. ``config`` is what the searcher proposed: trainer settings plus ``seed``."""
+def run_trial(config: dict[str, Any]) -> None:
+    """Ray entry point: train on ``config`` in the trial's directory, reporting every evaluation."""
     import torch
     from ray import tune
 
@@ -38,8 +39,6 @@ def run_trial(config: dict[str, Any], *, space) -> None:
 
     # one INFO line per checkpoint from every worker would bury the progress table
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    sampled = {k: v for k, v in config.items() if k != "seed"}
-    cfg_dict = space.trial_config(sampled, int(config["seed"]))
     context = tune.get_context()
     trial_dir = Path(context.get_trial_dir())
     marker = trial_dir / DIVERGED_MARKER
@@ -48,22 +47,18 @@ def run_trial(config: dict[str, Any], *, space) -> None:
     cpus = int((context.get_trial_resources().required_resources or {}).get("CPU", 1)) or 1
     torch.set_num_threads(max(1, cpus))
 
-    # Ray's progress table shows the first four metrics of a result: put the study's own first
-    first = [*space.metric, *(k for k in PROGRESS_COLUMNS if k not in space.metric)][:4]
-
     def report(metrics: dict[str, Any], checkpoint_dir: str) -> None:
-        ordered = {k: metrics[k] for k in first if k in metrics} | metrics
-        clean = {k: report_value(v) for k, v in ordered.items()}
-        tune.report(clean, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+        tune.report({k: report_value(v) for k, v in metrics.items()},
+                    checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
     workdir = trial_dir / "work"
     checkpoint = tune.get_checkpoint()
     try:
         if checkpoint is None:
-            train(cfg_dict, report, workdir=workdir)
+            train(config, report, workdir=workdir)
         else:
             with checkpoint.as_directory() as ckpt_dir:
-                train(cfg_dict, report, workdir=workdir, resume_from=ckpt_dir)
+                train(config, report, workdir=workdir, resume_from=ckpt_dir)
     except DivergedError as e:
         marker.write_text(json.dumps({"step": e.step, "losses": e.losses}))  # NaN survives as JSON NaN
         raise
@@ -78,7 +73,7 @@ def warm_worker() -> None:
     import trainers.metrics.evaluator  # noqa: F401
 
 
-def trial_workdir_env() -> dict[str, str]:
+def worker_env() -> dict[str, str]:
     """Environment every Ray worker needs (set through the runtime env, so a cluster gets it too)."""
     return {"RAY_CHDIR_TO_TRIAL_DIR": "0", "MLFLOW_DISABLE_TELEMETRY": "true",
             "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}

@@ -64,6 +64,9 @@ BAD_SPACES = {
     "num_samples_zero": (GOOD.format(name="bad") + "num_samples: 0\n", "num_samples"),
     "unknown_method": (GOOD.format(name="bad").replace("[dcgan]", "[dcgan, biggan]"), "unknown method 'biggan'"),
     "unknown_dataset": (GOOD.format(name="bad").replace("digits", "imagenet"), "unknown dataset 'imagenet'"),
+    "knob_no_method_reads": (GOOD.format(name="bad").replace("steps: 4", "steps: 4, prune_ratio: 0.9"),
+                             "prune_ratio is read by none of this space's methods (dcgan); drop it"),
+    "unknown_preset": (GOOD.format(name="bad") + "presets: {cifar10_gpu: cifar10_cpu}\n", "is not a preset of"),
 }
 
 

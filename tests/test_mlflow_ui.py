@@ -15,6 +15,7 @@ import pytest
 
 from search import tracking
 from search.spaces import load_space
+from search.stores import Stores
 
 PROJECT = Path(__file__).resolve().parent.parent
 ARTIFACTS = PROJECT / "test-artifacts"
@@ -44,9 +45,9 @@ def free_port() -> int:
 
 def make_store(root: Path):
     space = load_space("smoke")
-    uri, artifacts = tracking.store_uris(root, None)
-    client = tracking.client_for(uri)
-    exp = tracking.ensure_experiment(client, space.name, artifacts)
+    stores = Stores.at(root)
+    client = tracking.client_for(stores.tracking_uri)
+    exp = tracking.ensure_experiment(client, space.name, stores.experiment_artifact_location(space.name))
     parent = tracking.start_parent_run(client, exp, space, "")
     runs = []
     for i, method in enumerate(("dcgan", "damage")):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 
@@ -11,8 +12,8 @@ import pytest
 from search import tracking
 from search.report import main as report_main
 from search.report import mean_ci, write_report
-from search.run import optuna_storage
 from search.spaces import load_space
+from search.stores import Stores
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -31,15 +32,14 @@ def test_mean_ci_matches_a_hand_computation():
 
 def make_study(root, space, outcomes):
     """A finished study written through the real stores: outcomes = [(sampled, seed, fid or None)]."""
-    storage = optuna_storage(root)
-    study = optuna.create_study(study_name=space.name, storage=storage, direction="minimize")
-    uri, artifacts = tracking.store_uris(root, None)
-    client = tracking.client_for(uri)
-    exp = tracking.ensure_experiment(client, space.name, artifacts)
+    stores = Stores.at(root)
+    study = optuna.create_study(study_name=space.name, storage=stores.optuna_storage(), direction="minimize")
+    client = tracking.client_for(stores.tracking_uri)
+    exp = tracking.ensure_experiment(client, space.name, stores.experiment_artifact_location(space.name))
     parent = tracking.start_parent_run(client, exp, space, "")
     for i, (sampled, seed, fid) in enumerate(outcomes):
         run = client.create_run(exp, tags={"mlflow.parentRunId": parent, tracking.TAG_ROLE: "trial",
-                                           tracking.TAG_TRIAL: f"t{i}", "sampled": __import__("json").dumps(sampled)})
+                                           tracking.TAG_TRIAL: f"t{i}", tracking.TAG_SAMPLED: json.dumps(sampled)})
         for key, value in sampled.items():
             client.log_param(run.info.run_id, key, value)
         if fid is None:
@@ -69,7 +69,7 @@ def test_report_lists_every_group_with_n_and_counts_failures(tmp_path):
     b = {"method": "damage", "prune_ratio": 0.5, "imbalance": 10}
     outcomes = [(a, 0, 10.0), (a, 1, 14.0), (a, 2, None), (b, 0, 20.0)]
     client, parent = make_study(tmp_path, space, outcomes)
-    report = write_report(space, tmp_path)
+    report = write_report(space, Stores.at(tmp_path))
     text = report.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| dcgan") or line.startswith("| damage")]
     assert len(rows) == 2
@@ -101,13 +101,13 @@ def test_sigma_max_plot_has_one_panel_per_gsr_lambda(tmp_path, monkeypatch):
         return report.TrialRun(f"r{lam}{seed}", "FINISHED", {"gsr_lambda": str(lam)}, {}, metrics, history)
 
     panels = []
-    real_subplots = report._plot_module().subplots
+    real_figure = report.figure
 
-    def spy(rows, cols, **kwargs):
+    def spy(rows=1, cols=1, **kwargs):
         panels.append(cols)
-        return real_subplots(rows, cols, **kwargs)
+        return real_figure(rows, cols, **kwargs)
 
-    monkeypatch.setattr(report._plot_module(), "subplots", spy)
+    monkeypatch.setattr(report, "figure", spy)
     runs = [trial(lam, seed) for lam in (0.0, 0.5) for seed in (0, 1)]
     assert report.plot_sigma_max(runs, tmp_path / "sigma.png")
     assert panels == [2]  # gSR off and gSR on, side by side

@@ -91,6 +91,24 @@ def test_smoke_study_end_to_end(tmp_path):
         if child.data.params["imbalance"] == "10.0":
             assert minority == [5, 6, 7, 8, 9] and counts[0] > 5 * counts[9]
         assert "data.json" in artifacts
+        # readable runs: named after what they are, the split as a dataset input, stepped sample grids
+        method, rho = child.data.tags["method"], float(child.data.params["imbalance"])
+        assert child.info.run_name == f"{method} ρ={rho:g} seed=0"
+        inputs = client.get_run(child.info.run_id).inputs.dataset_inputs
+        assert [i.dataset.name for i in inputs] == [f"digits-exp-ρ{rho:g}"]
+        profile = json.loads(inputs[0].dataset.profile)
+        assert profile["train_counts"] == counts and profile["minority_classes"] == minority
+        assert [t.value for t in inputs[0].tags if t.key == "mlflow.data.context"] == ["train"]
+        images = [a.path for a in client.list_artifacts(child.info.run_id, "images")]
+        for key in ("samples", "class_hist"):
+            steps = sorted(int(p.split("+step+")[1].split("+")[0]) for p in images
+                           if p.startswith(f"images/{key}+step+") and p.endswith(".png"))
+            assert steps == [10, 20], images
+        assert [a.path for a in client.list_artifacts(child.info.run_id, "eval/step_000000020")] == [
+            "eval/step_000000020/class_hist_step20.png", "eval/step_000000020/samples_step20.png"]
+        # the shared keys and the trial's own method's knobs, never another method's
+        assert ("prune_ratio" in child.data.params) == (method == "damage")
+        assert ("contrastive_weight" in child.data.params) == (method == "damage")
     damage = [c for c in children if c.data.tags["method"] == "damage"]
     assert damage and all("prune/sparsity" in c.data.metrics for c in damage)
     # the report written at the end: every cell of the grid with its n, figures beside it
@@ -150,7 +168,15 @@ def test_bad_inputs_exit_2_without_touching_stores(tmp_path, capsys):
     assert run_main(["space=smoke", f"root={root}", "num_samples=0"]) == 2
     assert run_main([f"root={root}"]) == 2
     assert "space=NAME" in capsys.readouterr().err
-    assert not (root / "mlflow.db").exists()
+    # a fixed knob none of the space's methods reads: one line naming the key and the methods
+    space = tmp_path / "dcgan_only.yaml"
+    space.write_text((PROJECT / "spaces" / "smoke.yaml").read_text().replace("[dcgan, damage]", "[dcgan]")
+                     .replace("  prune_ratio: {choice: [0.5], when: {method: damage}}\n", "")
+                     .replace("fixed:\n", "fixed:\n  prune_ratio: 0.5\n"))
+    assert run_main([f"space={space}", f"root={root}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {space}: prune_ratio is read by none of this space's methods (dcgan); drop it"], err
+    assert not (root / "mlflow.db").exists() and not (root / "optuna.db").exists()
 
 
 def free_port() -> int:

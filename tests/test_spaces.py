@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from pathlib import Path
 
 import optuna
 import pytest
 
-from search.spaces import DefineByRun, SpaceError, available_spaces, load_space
+from search.spaces import SpaceError, available_spaces, load_space
+from search.stores import Stores
 from trainers.config import make_config
 from trainers.methods import METHODS
 
@@ -28,11 +28,11 @@ params:
 def test_every_space_validates_and_samples_valid_configs(name):
     space = load_space(name)
     study = optuna.create_study(directions=["minimize"] * len(space.metric))
-    fn = DefineByRun(space.params)
     for _ in range(6):
         trial = study.ask()
-        fn(trial)
-        cfg = make_config(space.trial_config(trial.params, space.seeds[0]))
+        sampled = space.sample(trial)
+        assert sampled == trial.params
+        cfg = make_config(space.trial_config(sampled, space.seeds[0]))
         assert cfg.method in METHODS
         for p in space.params:  # a conditional parameter is sampled exactly when its condition holds
             assert (p.name in trial.params) == p.active(trial.params)
@@ -107,49 +107,173 @@ def test_overrides_and_presets_merge(tmp_path):
         load_space("smoke", preset="tpu")
 
 
-def test_replicate_searcher_tells_optuna_the_mean_and_fails_honestly():
-    from ray.tune.search.optuna import OptunaSearch
+def test_presets_resolve_through_the_shared_file(tmp_path):
+    from search.spaces import PRESETS_FILE, shared_presets
 
+    assert "presets" not in available_spaces()
+    gpu = load_space("damage_gan_paper", preset="cifar10_gpu")
+    # ContraD's c10_b512.gin + gan.gin, the heads of its SNDCGAN, FID on 10k Inception samples
+    assert gpu.presets == ("contrad_cifar10", "contrad_heads", "inception_eval", "one_gpu")
+    for key, value in {"batch_size": 512, "steps": 200000, "n_dis": 1, "lr_g": 2e-4, "beta2": 0.999,
+                       "warmup_steps": 3000, "head_hidden": 512, "temperature": 0.1,
+                       "eval.features": "inception", "eval.num_samples": 10000, "eval_every": 10000}.items():
+        assert gpu.fixed[key] == value, key
+    assert gpu.resources == {"cpu": 4, "gpu": 1} and gpu.max_concurrent == 4
+    dcgan = gpu.trial_config({"method": "dcgan", "imbalance": 1}, 0)  # the baseline shares the shared keys only
+    assert dcgan["batch_size"] == 512 and "head_hidden" not in dcgan and "prune_ratio" not in dcgan
+    assert gpu.trial_config({"method": "damage", "imbalance": 1}, 0)["head_hidden"] == 512
+    # gSR's SNGAN.json; the plain gSR arm carries no LeCam and no DiffAugment
+    sngan = load_space("gsr_paper", preset="cifar10_gpu")
+    for key, value in {"batch_size": 64, "steps": 120000, "n_dis": 5, "beta2": 0.9, "gsr_power_iters": 4,
+                       "gsr_beta": 0.999, "eval_every": 5000}.items():
+        assert sngan.fixed[key] == value, key
+    assert "lecam_lambda" not in sngan.fixed and "diffaugment" not in sngan.fixed
+    # any shared preset by name, or a list of them, later ones winning
+    arm = load_space("gsr_lambda", preset=["gsr_cifar10_gpu", "lecam_diffaugment"])
+    assert arm.fixed["lecam_lambda"] == 0.3 and arm.fixed["diffaugment"] == "color,translation,cutout"
+    text = PRESETS_FILE.read_text()
+    assert text.count("batch_size: 512") == 1  # one copy of each reference's values
+    for name in available_spaces():  # every space's presets name shared entries only
+        assert "fixed:" not in Path(f"{PRESETS_FILE.parent}/{name}.yaml").read_text().split("presets:")[1]
+    assert set(shared_presets()) >= {"contrad_cifar10_gpu", "gsr_cifar10_gpu"}
+
+
+def test_a_preset_knob_no_method_reads_is_refused(tmp_path):
+    path = write(tmp_path, "name: t\nmetric: fid\nfixed: {method: cgan}\nparams:\n  imbalance: {choice: [1, 10]}\n"
+                           "presets: {cifar10_gpu: contrad_cifar10_gpu}\n")
+    assert load_space(path).fixed["method"] == "cgan"  # the preset is only applied when chosen
+    with pytest.raises(SpaceError) as info:
+        load_space(path, preset="cifar10_gpu")
+    assert "head_hidden (set by preset 'contrad_heads') is read by none of this space's methods (cgan)" \
+        in str(info.value)
+    bad = write(tmp_path, "name: t\nmetric: fid\nparams:\n  imbalance: {choice: [1, 10]}\n"
+                          "presets: {cifar10_gpu: contrad_cifar10_gp}\n")
+    with pytest.raises(SpaceError, match="did you mean 'contrad_cifar10_gpu'"):
+        load_space(bad)
+
+
+def test_a_knob_no_method_of_the_space_reads_is_refused(tmp_path):
+    path = write(tmp_path, "name: t\nmetric: fid\nfixed: {prune_ratio: 0.9}\nparams:\n  method: {choice: [dcgan]}\n")
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    assert str(info.value) == f"{path}: prune_ratio is read by none of this space's methods (dcgan); drop it"
+
+
+def test_a_fixed_knob_reaches_only_the_methods_that_read_it():
+    for name in ("evidence_damage", "contrastive_weight", "imbalance_sweep", "damage_gan_paper"):
+        space = load_space(name)
+        for method in space.methods():
+            config = space.trial_config({"method": method}, 0)
+            make_config(config)  # accepted by the trainer: no knob of another method
+            assert ("prune_ratio" in config) == (method == "damage"), (name, method)
+            assert ("gsr_lambda" in config) == (method == "cgan" and "gsr_lambda" in space.fixed)
+
+
+def test_child_run_names_say_what_the_trial_is():
+    from search.tracking import run_name
+
+    space = load_space("sdclr_ablation")
+    damage = space.trial_config({"method": "damage", "prune_ratio": 0.9, "imbalance": 100}, 1)
+    assert run_name(space, damage) == "damage p=0.9 ρ=100 seed=1"
+    assert run_name(space, space.trial_config({"method": "dcgan", "imbalance": 10}, 0)) == "dcgan ρ=10 seed=0"
+    gsr = load_space("evidence_gsr")  # a fixed method still leads; every searched factor follows
+    assert run_name(gsr, gsr.trial_config({"gsr_lambda": 0.5, "imbalance": 10}, 2)) == "cgan λgsr=0.5 ρ=10 seed=2"
+    smoke = load_space("smoke")  # a choice of one value does not tell configurations apart
+    assert run_name(smoke, smoke.trial_config({"method": "damage", "prune_ratio": 0.5, "imbalance": 1}, 0)) \
+        == "damage ρ=1 seed=0"
+
+
+@pytest.fixture
+def smoke_study(tmp_path):
+    from search.searcher import open_study
+
+    def make(seeds):
+        space = load_space("smoke", {"seeds": seeds})
+        stores = Stores.at(tmp_path)
+        open_study(space, stores)
+        return space, stores
+    return make
+
+
+def test_replicate_searcher_tells_optuna_the_mean_and_fails_honestly(smoke_study):
     from search.searcher import ReplicateSearcher
 
-    space = load_space("smoke")
-    inner = OptunaSearch(space=DefineByRun(space.params), metric="fid", mode="min",
-                         sampler=optuna.samplers.RandomSampler(seed=0))
-    searcher = ReplicateSearcher(inner, [0, 1, 2], "fid", "min")
+    space, stores = smoke_study([0, 1, 2])
+    searcher = ReplicateSearcher(space, stores)
     configs = [searcher.suggest(f"t{i}") for i in range(6)]
     assert [c["seed"] for c in configs] == [0, 1, 2, 0, 1, 2]
     assert configs[0] == {**configs[1], "seed": 0}  # replicates share the sampled configuration
+    assert configs[0]["steps"] == 20 and configs[0]["method"] == "dcgan"  # the resolved trial dict
+    assert "prune_ratio" not in configs[0]
     searcher.on_trial_complete("t0", {"fid": 10.0})
     searcher.on_trial_complete("t1", {"fid": 20.0})
-    assert inner._ot_study.trials[0].state == optuna.trial.TrialState.RUNNING  # waits for every replicate
+    study = stores.load_study("smoke")
+    assert study.trials[0].state == optuna.trial.TrialState.RUNNING  # waits for every replicate
     searcher.on_trial_complete("t2", {"fid": float("nan")})  # a diverged replicate is not averaged in
-    first = inner._ot_study.trials[0]
+    first = stores.load_study("smoke").trials[0]
     assert first.state == optuna.trial.TrialState.COMPLETE and first.value == pytest.approx(15.0)
     assert first.user_attrs["failed_replicates"] == 1
+    assert first.user_attrs["fid/replicates"] == [10.0, 20.0, None]
     for tid in ("t3", "t4", "t5"):
         searcher.on_trial_complete(tid, None, error=True)
-    second = inner._ot_study.trials[1]
+    second = stores.load_study("smoke").trials[1]
     assert second.state == optuna.trial.TrialState.FAIL and second.value is None
     assert not math.isnan(first.value)
 
 
-def test_replicate_searcher_after_resume_leaves_a_configuration_already_told():
+def test_replicate_searcher_after_resume_leaves_a_configuration_already_told(smoke_study, tmp_path):
     """A driver killed after telling Optuna but before Ray saved its state: the resumed searcher (restored
     from the older state) sees the same replicate end again; Optuna's value stands and nothing raises."""
-    from ray.tune.search.optuna import OptunaSearch
+    from search.searcher import ReplicateSearcher
+
+    space, stores = smoke_study([0])
+    searcher = ReplicateSearcher(space, stores)
+    searcher.suggest("t0")
+    searcher.save(str(tmp_path / "saved.pkl"))  # the state Ray saved: not yet told
+    searcher.on_trial_complete("t0", {"fid": 12.0})  # the old driver told Optuna, then died
+    resumed = ReplicateSearcher(space, stores)
+    resumed.restore(str(tmp_path / "saved.pkl"))
+    resumed.on_trial_complete("t0", {"fid": 12.5})  # the resumed trial reports again
+    resumed.on_trial_complete("t0", {"fid": 13.0})
+    trials = stores.load_study("smoke").trials
+    first = trials[0]
+    assert first.state == optuna.trial.TrialState.COMPLETE and first.value == pytest.approx(12.0)
+    assert [t.state.name for t in trials[1:]] == ["WAITING"] * 3  # nothing else was asked or told
+
+
+def test_resumed_searcher_fails_what_it_does_not_track_and_reruns_that_cell(smoke_study, tmp_path):
+    """A driver killed after asking Optuna for a configuration but before Ray saved its state: the
+    resumed searcher tells that trial FAIL and the grid cell runs once all the same."""
+    from ray.tune.search import Searcher
 
     from search.searcher import ReplicateSearcher
 
-    space = load_space("smoke")
-    inner = OptunaSearch(space=DefineByRun(space.params), metric="fid", mode="min",
-                         sampler=optuna.samplers.RandomSampler(seed=0))
-    searcher = ReplicateSearcher(inner, [0], "fid", "min")
-    searcher.suggest("t0")
-    saved = ReplicateSearcher.__new__(ReplicateSearcher)  # the state Ray saved: not yet told
-    saved.__dict__.update(copy.deepcopy({k: v for k, v in searcher.__dict__.items() if k != "inner"}))
-    searcher.on_trial_complete("t0", {"fid": 12.0})  # the old driver told Optuna, then died
-    saved.inner = inner
-    saved.on_trial_complete("t0", {"fid": 12.5})  # the resumed trial reports again
-    first = inner._ot_study.trials[0]
-    assert first.state == optuna.trial.TrialState.COMPLETE and first.value == pytest.approx(12.0)
-    assert saved.groups["cfg00000"]["told"]
+    space, stores = smoke_study([0])
+    searcher = ReplicateSearcher(space, stores)
+    first = searcher.suggest("t0")
+    searcher.save(str(tmp_path / "saved.pkl"))
+    searcher.suggest("t1")  # asked, then the driver died
+    resumed = ReplicateSearcher(space, stores)
+    resumed.restore(str(tmp_path / "saved.pkl"))
+    resumed.on_trial_complete("t0", {"fid": 1.0})
+    proposed = []
+    while (config := resumed.suggest(f"r{len(proposed)}")) != Searcher.FINISHED:
+        proposed.append(config)
+        resumed.on_trial_complete(f"r{len(proposed) - 1}", {"fid": 2.0})
+    cells = sorted((c["method"], c["imbalance"]) for c in [first, *proposed])
+    assert cells == sorted((c["method"], c["imbalance"]) for c in space.grid())  # each cell once
+    states = [t.state.name for t in stores.load_study("smoke").trials]
+    assert states.count("COMPLETE") == 4 and states.count("FAIL") == 1 and "RUNNING" not in states
+
+
+def test_every_shared_preset_sets_trainer_keys_only():
+    from search.spaces import PRESET_KEYS, shared_presets
+    from trainers.config import all_keys
+
+    for name, entry in shared_presets().items():
+        if isinstance(entry, list):
+            assert all(part in shared_presets() for part in entry), name
+            continue
+        assert set(entry) <= set(PRESET_KEYS), name
+        for key in entry.get("fixed", {}):
+            assert key in all_keys(), (name, key)
