@@ -46,6 +46,14 @@ def parse(argv: list[str]) -> tuple[Stores, str, int, int]:
     return stores, str(args.get("host", "127.0.0.1")), port, workers
 
 
+def studies(stores: Stores) -> list[tuple[str, str]]:
+    """(name, experiment id) of every study in the store, newest first."""
+    from search.tracking import client_for
+
+    experiments = client_for(stores.tracking_uri).search_experiments(order_by=["creation_time DESC"])
+    return [(e.name, e.experiment_id) for e in experiments if e.name != "Default"]
+
+
 def main(argv: list[str] | None = None) -> int:
     return run_command(__doc__, serve, argv)
 
@@ -55,8 +63,12 @@ def serve(argv: list[str]) -> int:
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {host}: anyone who can reach port {port} can read and delete runs",
               file=sys.stderr)
-    print(f"MLflow UI for {stores.root}: http://{'127.0.0.1' if host in ('127.0.0.1', 'localhost') else host}:{port}",
-          flush=True)
+    from search.tracking import runs_view_url
+
+    base = f"http://{'127.0.0.1' if host in ('127.0.0.1', 'localhost') else host}:{port}"
+    print(f"MLflow UI for {stores.root}: {base}", flush=True)
+    for name, experiment_id in studies(stores):  # each study's runs table, in the model-training view
+        print(f"  {name}: {runs_view_url(base, experiment_id)}", flush=True)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     try:
         return subprocess.call(build_command(stores, host, port, workers), env=env)

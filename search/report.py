@@ -347,15 +347,16 @@ def write_report(space, stores: Stores) -> Path:
         lines += [imp, ""]
     else:
         lines += [f"- {k}: {v:.3f}" for k, v in imp.items()] + [""]
-    lines += ["## Open the runs", "", f"`python -m mlflow_server root={stores.root}` then http://127.0.0.1:5000 "
-              f"(experiment `{space.name}`).", ""]
+    client = tracking.client_for(stores.tracking_uri)
+    exp = client.get_experiment_by_name(space.name)
+    if exp is not None:
+        lines += ["## Open the runs", "", f"`{tracking.where_to_look(stores, exp.experiment_id)}` "
+                  f"(experiment `{space.name}`: expand the study's parent run to see its trials).", ""]
     report = out / "report.md"
     tmp = report.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines))
     tmp.replace(report)
 
-    client = tracking.client_for(stores.tracking_uri)
-    exp = client.get_experiment_by_name(space.name)
     parent = tracking.find_parent_run(client, exp.experiment_id, space.name) if exp else None
     if parent is not None:
         client.log_artifacts(parent.info.run_id, str(out), artifact_path="report")

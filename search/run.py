@@ -219,6 +219,8 @@ def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any]) -> int
 def finish(space, stores: Stores, results, client, parent_run_id: str, started: float, run: dict[str, Any]) -> int:
     import optuna
 
+    from search import tracking
+
     errors = len(results.errors)
     study = stores.load_study(space.name)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -233,7 +235,8 @@ def finish(space, stores: Stores, results, client, parent_run_id: str, started: 
         from search.report import write_report
 
         print(f"# report: {write_report(space, stores)}")
-    print(f"# MLflow UI: python -m mlflow_server root={stores.root}   (then open http://127.0.0.1:5000)")
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    print(f"# MLflow UI: {tracking.where_to_look(stores, experiment)}")
     print(f"# resume or extend: python -m search.run space={space.name} root={stores.root} resume=true")
     return 0
 

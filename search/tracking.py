@@ -23,6 +23,10 @@ TAG_SPACE = "ltgan.space"
 TAG_ROLE = "ltgan.role"
 TAG_TRIAL = "ray.trial_id"
 TAG_SAMPLED = "sampled"
+# MLflow 3's experiment kind for model training (its UI's enum value); the UI reads this tag when its
+# GenAI / Model-training switch is not in charge
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 # short names of parameters in run names (the rest keep their own)
 SHORT_NAMES = {"prune_ratio": "p", "imbalance": "ρ", "contrastive_weight": "λcon", "gsr_lambda": "λgsr",
                "lecam_lambda": "λlecam", "imbalance_profile": "profile", "diffaugment": "diffaug"}
@@ -59,12 +63,34 @@ def check_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
 
 
 def ensure_experiment(client, name: str, artifact_location: str | None) -> str:
+    """The space's experiment (created or restored), marked as model training."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
+    if exp is None:
+        experiment_id = client.create_experiment(name, artifact_location=artifact_location,
+                                                 tags={TAG_EXPERIMENT_KIND: MODEL_TRAINING})
+    else:
+        experiment_id = exp.experiment_id
         if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
+            client.restore_experiment(experiment_id)
+        if exp.tags.get(TAG_EXPERIMENT_KIND) != MODEL_TRAINING:
+            client.set_experiment_tag(experiment_id, TAG_EXPERIMENT_KIND, MODEL_TRAINING)
+    return experiment_id
+
+
+def runs_view_url(base_url: str, experiment_id: str) -> str:
+    """The experiment's runs table in the UI's model-training view. MLflow 3.17 opens an experiment on
+    its GenAI overview (traces, token usage) whatever its kind tag says: its GenAI / Model-training
+    switch decides, and reads ``workflowType`` from the URL before its stored setting."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def where_to_look(stores, experiment_id: str) -> str:
+    """How to open a study's runs: the link itself on a tracking server, else the command that serves
+    the local store and the link it will answer."""
+    if stores.tracking_uri.startswith(("http://", "https://")):
+        return runs_view_url(stores.tracking_uri, experiment_id)
+    return (f"python -m mlflow_server root={stores.root}   then open "
+            f"{runs_view_url('http://127.0.0.1:5000', experiment_id)}")
 
 
 def find_parent_run(client, experiment_id: str, space_name: str):
