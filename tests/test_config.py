@@ -124,7 +124,7 @@ def test_unknown_method_lists_the_valid_ones():
     (["prune_ratio=0.5"], "'prune_ratio' is not read by method 'dcgan' (only by damage)"),
     (["steps=0"], "'steps' = 0"),
     (["method=gan", "steps=1", "device=cpu"], "unknown method 'gan'"),
-    (["dataset=mnist", "steps=1"], "unknown dataset 'mnist'"),
+    (["dataset=svhn", "steps=1"], "unknown dataset 'svhn'"),
     (["eval.num_sample=3"], "did you mean 'eval.num_samples'?"),
     (["steps"], "not key=value"),
 ])

