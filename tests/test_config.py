@@ -15,7 +15,7 @@ from trainers.methods import get_method
 
 def test_defaults_and_plain_dict_round_trip():
     cfg = make_config({})
-    assert cfg == TrainConfig() and cfg.method == "dcgan" and cfg.dataset == "digits"
+    assert cfg == TrainConfig() and cfg.method == "dcgan" and cfg.dataset == "mnist"
     assert cfg.imbalance == 1.0
     damage = make_config({"method": "damage"})
     assert damage.knobs.prune_ratio == 0.9 and damage.knobs.contrastive_weight == 1.0

@@ -19,7 +19,7 @@ from trainers.methods import METHODS
 from trainers.nets import Encoder
 from trainers.pruning import encoder_masks, magnitude_masks, prunable_convs, pruned_forward, raw_weight, sparsity
 
-TINY = {"ch": 4, "z_dim": 16, "batch_size": 8, "device": "cpu", "imbalance": 10}
+TINY = {"dataset": "digits", "ch": 4, "z_dim": 16, "batch_size": 8, "device": "cpu", "imbalance": 10}
 
 
 @pytest.fixture(autouse=True, scope="module")

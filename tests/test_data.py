@@ -90,8 +90,8 @@ def test_make_longtail_keeps_seeded_subsets():
 
 
 def test_digits_imbalance_on_training_split_only():
-    base = load_data(make_config({}))
-    lt = load_data(make_config({"imbalance": 10, "data_seed": 0}))
+    base = load_data(make_config({"dataset": "digits"}))
+    lt = load_data(make_config({"dataset": "digits", "imbalance": 10, "data_seed": 0}))
     n_max = min(base.train_counts)
     assert lt.train_counts == longtail_counts(n_max, 10, 10)
     assert lt.train.images.shape[1:] == (1, 16, 16) and lt.train.images.dtype == torch.uint8
@@ -102,16 +102,16 @@ def test_digits_imbalance_on_training_split_only():
     assert lt.minority == [5, 6, 7, 8, 9] and lt.majority == [0, 1, 2, 3, 4]
     assert lt.info()["minority_classes"] == lt.minority and lt.info()["train_counts"] == lt.train_counts
 
-    other = load_data(make_config({"imbalance": 10, "data_seed": 1}))
+    other = load_data(make_config({"dataset": "digits", "imbalance": 10, "data_seed": 1}))
     assert other.train_counts == lt.train_counts
     assert not torch.equal(other.train.images, lt.train.images)
 
-    permuted = load_data(make_config({"imbalance": 10, "class_order_seed": 3}))
+    permuted = load_data(make_config({"dataset": "digits", "imbalance": 10, "class_order_seed": 3}))
     assert sorted(permuted.class_order) == list(range(10)) and permuted.class_order != list(range(10))
     assert [permuted.train_counts[c] for c in permuted.class_order] == lt.train_counts
     assert permuted.minority == sorted(permuted.class_order[5:])
 
-    step = load_data(make_config({"imbalance": 4, "imbalance_profile": "step", "n_max": 100}))
+    step = load_data(make_config({"dataset": "digits", "imbalance": 4, "imbalance_profile": "step", "n_max": 100}))
     assert step.train_counts == [100] * 5 + [25] * 5
 
 

@@ -26,14 +26,14 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("metrics")
-    cfg = make_config({"cache_dir": str(root / "cache"), "eval.min_class_samples": 5})
+    cfg = make_config({"dataset": "digits", "cache_dir": str(root / "cache"), "eval.min_class_samples": 5})
     data = load_data(cfg)
     return cfg, data, make_evaluator(cfg, data, CPU)
 
 
 def evaluator_for(cfg, data, **eval_keys):
     """Another evaluator on the same root (the cached judge and reference are reused)."""
-    return make_evaluator(make_config({"cache_dir": cfg.cache_dir, **{f"eval.{k}": v for k, v in eval_keys.items()}}),
+    return make_evaluator(make_config({"dataset": "digits", "cache_dir": cfg.cache_dir, **{f"eval.{k}": v for k, v in eval_keys.items()}}),
                           data, CPU)
 
 
@@ -182,7 +182,7 @@ def test_evaluation_leaves_the_global_rng_alone(setup, tmp_path):
     _, data, _ = setup
     from trainers.methods import get_method
 
-    cfg = make_config({"cache_dir": str(tmp_path / "cache"), "ch": 4, "eval.num_samples": 50, "eval.judge_width": 4,
+    cfg = make_config({"dataset": "digits", "cache_dir": str(tmp_path / "cache"), "ch": 4, "eval.num_samples": 50, "eval.judge_width": 4,
                        "eval.judge_epochs": 1})
     method = get_method("dcgan")(cfg, data, CPU)
     torch.manual_seed(123)
@@ -229,7 +229,7 @@ def test_training_reports_every_metric_and_writes_images(tmp_path, setup):
     from trainers.loop import train
 
     reports, plain = [], []
-    trial = {"cache_dir": cfg.cache_dir, "ch": 4, "batch_size": 16, "steps": 4, "eval_every": 2, "eval.num_samples": 100}
+    trial = {"dataset": "digits", "cache_dir": cfg.cache_dir, "ch": 4, "batch_size": 16, "steps": 4, "eval_every": 2, "eval.num_samples": 100}
     train(trial, lambda m, c: reports.append((m, c)), workdir=tmp_path / "evaluated")
     train(trial, lambda m, c: plain.append(m), workdir=tmp_path / "plain", evaluator=None)
     # evaluating (sampling G, the judge) leaves the training stream exactly as it was
@@ -249,7 +249,7 @@ def test_training_reports_every_metric_and_writes_images(tmp_path, setup):
 
 def test_inception_without_weights_suggests_the_judge_before_any_write(setup, tmp_path):
     _, data, _ = setup
-    cfg = make_config({"cache_dir": str(tmp_path / "runs" / "cache"), "eval.features": "inception",
+    cfg = make_config({"dataset": "digits", "cache_dir": str(tmp_path / "runs" / "cache"), "eval.features": "inception",
                        "eval.inception_weights": str(tmp_path / "missing.pth")})
     with pytest.raises(ConfigError, match="eval.features=judge") as err:
         make_evaluator(cfg, data, CPU)
@@ -274,7 +274,7 @@ def test_inception_features_give_is_and_per_class_fid(setup, tmp_path):
     torch.save(net.state_dict(), weights)
     pick = torch.cat([torch.nonzero(data.test.labels == k).flatten()[:2] for k in range(10)])
     small = dataclasses.replace(data, test=Split(data.test.images[pick], data.test.labels[pick]))
-    cfg = make_config({"cache_dir": setup[0].cache_dir, "eval.features": "inception", "eval.inception_weights": str(weights),
+    cfg = make_config({"dataset": "digits", "cache_dir": setup[0].cache_dir, "eval.features": "inception", "eval.inception_weights": str(weights),
                        "eval.num_samples": 20, "eval.min_class_samples": 2, "eval.batch_size": 10})
     # the real network and code path, at a smaller input size (75, Inception's minimum) for CPU time
     with mock.patch.object(FeatureExtractorInceptionV3, "INPUT_IMAGE_SIZE", 75):

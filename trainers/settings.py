@@ -75,7 +75,7 @@ class TrainConfig:
 
     # --- method and data ---
     method: str = setting("dcgan", "a name of trainers.methods.METHODS")
-    dataset: str = setting("digits", "a name of trainers.data.DATASETS")
+    dataset: str = setting("mnist", "a name of trainers.data.DATASETS (mnist: the embedded default)")
     data_root: str = setting("data", "where torchvision datasets live (the embedded ones need none)")
     download: bool = setting(False, "let torchvision download a missing dataset")
     resolution: int | None = setting(None, "image side; None = the dataset's default", positive=True)
