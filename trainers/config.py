@@ -26,13 +26,15 @@ class EvalConfig:
 
     features: str = "judge"  # "judge" (offline, CPU) or "inception" (torch-fidelity inception-v3-compat)
     inception_weights: str | None = None  # local path to the inception-v3-compat weights file
-    num_samples: int = 1000  # generated images per evaluation (CPU-sized default)
-    batch_size: int = 250  # feature-extraction batch: bounds evaluation memory
-    min_class_samples: int = 10  # per-class FID below this many samples of a class is NaN
+    num_samples: int = 1000  # the overall set: fid/kid/class histogram on exactly this many samples
+    batch_size: int = 250  # sampling and feature-extraction batch: bounds evaluation memory
+    per_class_n: int | None = None  # every class scored on this many samples; None: min(100, smallest test class)
+    max_draws: int | None = None  # cap on images drawn to fill per_class_n; None: 2 * per_class_n / (tail prior)
     kid_subset_size: int = 100  # capped to the number of samples when fewer
     judge_epochs: int = 15  # training epochs of the judge classifier (trained once, cached)
     judge_width: int = 32  # channel width of the judge classifier
     images: bool = True  # write a sample grid and a class histogram per evaluation
+    save_samples: bool = True  # write samples.npz (what was scored) per evaluation, for rescoring
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,8 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "lecam_decay": (0.0, 1.0, "[]"),
 }
 POSITIVE_INTS = ("steps", "batch_size", "eval_every", "z_dim", "ch", "keep_checkpoints", "proj_dim",
-                 "gsr_power_iters", "num_samples", "judge_epochs", "judge_width", "min_class_samples",
-                 "kid_subset_size", "n_max", "n_dis", "prune_every", "resolution")
+                 "gsr_power_iters", "num_samples", "judge_epochs", "judge_width", "per_class_n",
+                 "max_draws", "kid_subset_size", "n_max", "n_dis", "prune_every", "resolution")
 CHOICES: dict[str, tuple[str, ...]] = {
     "imbalance_profile": ("exp", "step", "balanced_partial"),
     "features": ("judge", "inception"),
