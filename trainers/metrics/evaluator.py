@@ -115,7 +115,7 @@ class Evaluator:
     def _class_reference(self, ref: dict) -> dict:
         """Each class's N-image reference (indices, statistics) and its wrong-class figures."""
         n, k = self.per_class_n, self.data.num_classes
-        key = digest("class-reference", 1, self._extractor_id(), n, perclass.REFERENCE_SEED,
+        key = digest("class-reference", 2, self._extractor_id(), n, perclass.REFERENCE_SEED,
                      self.ecfg.kid_subset_size, ref["features"], ref["labels"])
         path = self.cache_dir / f"class-reference-{key}.pt"
 
@@ -252,7 +252,7 @@ class Evaluator:
         k, per_class = self.data.num_classes, self.per_class_n
 
         # the overall set: fixed N, G's own class mix
-        out: dict[str, float] = {"fid": fidelity.fid_of_features(feats[:n], self.ref_stats),
+        out: dict[str, float] = {"fid": fidelity.fid_between(feats[:n], self.ref_features, self.ref_stats),
                                  "kid": fidelity.kid(feats[:n], self.ref_features, self.ecfg.kid_subset_size)}
         if is_logits is not None:
             out["is"] = fidelity.inception_score(is_logits)

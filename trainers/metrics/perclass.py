@@ -141,7 +141,7 @@ def class_figures(generated: torch.Tensor, reference: torch.Tensor, reference_st
                   kid_subset_size: int) -> dict[str, float]:
     """FID, KID, precision and recall of one class's generated features against its reference."""
     precision, recall = fidelity.precision_recall(generated, reference, PRC_NEIGHBORHOOD)
-    return {"fid": fidelity.fid_of_features(generated.numpy(), reference_stats),
+    return {"fid": fidelity.fid_between(generated, reference, reference_stats),
             "kid": fidelity.kid(generated, reference, kid_subset_size),
             "precision": precision, "recall": recall}
 
