@@ -92,8 +92,9 @@ def resolve_max_draws(requested: int | None, per_class_n: int, num_samples: int,
             raise ConfigError(f"eval.max_draws = {requested} is below eval.num_samples = {num_samples}: the "
                               f"overall set alone draws that many; raise eval.max_draws or leave it unset")
         return requested
-    p_min = float(training_prior(train_counts).min())
-    return max(num_samples, len(train_counts) * per_class_n, math.ceil(DRAWS_MARGIN * per_class_n / p_min))
+    counts = np.where(np.asarray(train_counts) > 0, train_counts, 0.5)  # as in training_prior
+    faithful = DRAWS_MARGIN * per_class_n * float(counts.sum()) / float(counts.min())  # = margin * N / p_min
+    return max(num_samples, len(train_counts) * per_class_n, math.ceil(faithful))
 
 
 def hopeless(got: int, draws: int, need: int, remaining: int, alpha: float = HOPELESS_ALPHA) -> bool:
