@@ -110,10 +110,6 @@ def read_samples(path: Path, data, num_samples: int) -> tuple[np.ndarray, np.nda
     if int(images.max()) <= 1:
         raise ConfigError(f"{where}: every pixel is 0 or 1: these look like [0, 1] images cast to uint8 "
                           f"(all but black); multiply by 255 before the cast")
-    if n < num_samples:
-        raise ConfigError(f"{where} holds {n} images, fewer than eval.num_samples = {num_samples} (the overall "
-                          f"set fid and kid are computed on, as in a trial); pass eval.num_samples={n} or "
-                          f"give more images")
     labels = arrays.get("labels")
     if labels is not None:
         if labels.ndim != 1 or len(labels) != n:
@@ -134,6 +130,10 @@ def read_samples(path: Path, data, num_samples: int) -> tuple[np.ndarray, np.nda
             raise ConfigError(f"{where}: 'draws' must be one integer >= the {n} images (how many images the "
                               f"generator was asked for); drop it to count the images")
         draws = int(draws)
+    if n < num_samples:
+        raise ConfigError(f"{where} holds {n} images, fewer than eval.num_samples = {num_samples} (the overall "
+                          f"set fid and kid are computed on, as in a trial); pass eval.num_samples={n} or "
+                          f"give more images")
     return np.ascontiguousarray(images), labels, draws
 
 
