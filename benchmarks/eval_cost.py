@@ -14,7 +14,7 @@ over every evaluation of every cell (target <= 0.15); per cell too. One thread t
 Before training, the worst case an evaluation meets, at the grid's largest imbalance with the main
 job's settings: an untrained G (collapsed: the judge puts all of it in one or two classes). Its
 draws and seconds with the hopeless-class rule, and at the cap (the rule switched off); the peak RSS
-of the process over that evaluation; and the draws a faithful generator (real training images drawn
+of the process over that evaluation (VmHWM reset just before it; Linux) against its RSS before; and the draws a faithful generator (real training images drawn
 with the training prior) needs to fill every class.
 
     python benchmarks/eval_cost.py [space=sdclr_ablation] [cells=all|N] [threads=1]
@@ -39,8 +39,20 @@ import torch
 MIN_EVALS = 5
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def memory_mb(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) of this process, from /proc (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: the lifetime peak
+
+
+def reset_peak_rss() -> None:
+    """Start VmHWM afresh, so the peak measured is the evaluation's, not the judge training's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def main() -> None:
@@ -77,12 +89,13 @@ def main() -> None:
         method = get_method("dcgan")(cfg, data, torch.device("cpu"))
         with tempfile.TemporaryDirectory() as out:
             ev.evaluate(method, 0, out)  # warm-up: first calls of every kernel, matplotlib's font cache
-        rss_before = peak_rss_mb()
+        rss_before = memory_mb("VmRSS")
+        reset_peak_rss()
         with tempfile.TemporaryDirectory() as out:
             t = time.perf_counter()
             collapsed = ev.evaluate(method, 0, out)
             collapsed_s = time.perf_counter() - t
-        rss_after = peak_rss_mb()
+        rss_peak = memory_mb("VmHWM")
         with mock.patch.object(perclass, "hopeless", lambda *a, **k: False):
             t = time.perf_counter()
             at_cap = ev.evaluate(method, 0)
@@ -120,7 +133,7 @@ def main() -> None:
             train_s = [m["time/step_s"] * (m["step"] - p) for m, p in zip(reports, previous)]
             label = ",".join(f"{k}={v}" for k, v in cell.items())
             per_cell[label] = {"eval_share": round(sum(eval_s) / sum(train_s), 3),
-                               "eval_s": round(statistics.median(eval_s), 3),
+                               "eval_s": round(statistics.median(eval_s), 3), "eval_s_max": round(max(eval_s), 3),
                                "train_between_s": round(statistics.median(train_s), 3),
                                "samples_drawn": int(statistics.median(m["samples_drawn"] for m in reports)),
                                "missing": int(statistics.median(m["minority_missing"] + m["majority_missing"]
@@ -136,7 +149,8 @@ def main() -> None:
         "train_between_evals_s_median": round(statistics.median(trains), 3),
         "evaluations": len(evals), "cells": len(cells), "eval_every": eval_every, "steps": base.steps,
         "eval_every_note": note,
-        "eval_peak_rss_mb": round(rss_after, 1), "rss_before_eval_mb": round(rss_before, 1),
+        "eval_peak_rss_mb": round(rss_peak, 1), "rss_before_eval_mb": round(rss_before, 1),
+        "eval_rss_increase_mb": round(rss_peak - rss_before, 1),
         "collapsed_imbalance": cfg.imbalance, "collapsed_classes_scored": sum(s == ev.per_class_n for s in scored),
         "collapsed_draws": collapsed["samples_drawn"], "collapsed_eval_s": round(collapsed_s, 3),
         "collapsed_draws_at_cap": at_cap["samples_drawn"], "collapsed_eval_s_at_cap": round(at_cap_s, 3),
