@@ -104,7 +104,7 @@ class Evaluator:
         path = self.cache_dir / f"reference-{key}.pt"
 
         def compute() -> dict:
-            feats = fidelity.extract(self.features, self.data.test.images, self.ecfg.batch_size, self.device)[0]
+            feats = self.features_of(self.data.test.images)[0]
             stats = fidelity.statistics(feats)
             # extractors compute in float32, so storing the features as float32 loses nothing
             return {"features": feats.float(), "labels": self.data.test.labels.clone(),
@@ -124,7 +124,7 @@ class Evaluator:
             own, others = perclass.reference_subsets(ref["labels"], k, n)
             out: dict[str, Any] = {"index": own, "mu": [], "sigma": []}
             wrong: dict[str, list[float]] = {name: [] for name in perclass.CLASS_FIGURES}
-            with fidelity.blas_threads_for(feats.shape[1]):
+            with fidelity.threads_for(feats.shape[1]):
                 for c in range(k):
                     stats = fidelity.statistics(feats[own[c]])
                     out["mu"].append(torch.from_numpy(stats["mu"]))
@@ -142,15 +142,16 @@ class Evaluator:
     def features_of(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(FID/KID features, judge logits, Inception logits or None) of uint8 images, batched."""
         bs = self.ecfg.batch_size
-        if self.features is self.judge:
+        with fidelity.one_thread():  # the judge is small (see one_thread)
             feats, judge_logits = fidelity.extract(self.judge, images, bs, self.device)
+        if self.features is self.judge:
             return feats, judge_logits, None
         feats, is_logits = fidelity.extract(self.features, images, bs, self.device)
-        judge_logits = fidelity.extract(self.judge, images, bs, self.device)[1]
         return feats, judge_logits, is_logits
 
     def judge_labels(self, images: torch.Tensor) -> torch.Tensor:
-        return fidelity.extract(self.judge, images, self.ecfg.batch_size, self.device)[1].argmax(1)
+        with fidelity.one_thread():
+            return fidelity.extract(self.judge, images, self.ecfg.batch_size, self.device)[1].argmax(1)
 
     # -- sampling ----------------------------------------------------------------------------------
     def requested_labels(self, method) -> torch.Tensor | None:
@@ -243,7 +244,7 @@ class Evaluator:
         judged = judge_logits.argmax(1).numpy()
         classes = labels.numpy() if labels is not None else judged
         draws = len(images) if draws is None else int(draws)
-        with fidelity.blas_threads_for(feats.shape[1]):
+        with fidelity.threads_for(feats.shape[1]):
             metrics = self._metrics(feats, judge_logits[:n].numpy(), head[2], judged, classes, labels is not None,
                                     n, draws)
         return metrics, judged, classes
