@@ -13,18 +13,34 @@ from trainers.metrics import make_evaluator
 CPU = torch.device("cpu")
 
 
+def store(path) -> dict:
+    """The config keys that put the judge and reference cache under ``path``: the one place to change
+    when the store keys change."""
+    return {"root": str(path)}
+
+
+def store_of(cfg) -> dict:
+    """The store keys of an existing config: another evaluator or a trial on the same cache."""
+    return {"root": cfg.root}
+
+
+def store_args(cfg) -> list[str]:
+    """The same as ``key=value`` arguments of a command."""
+    return [f"{k}={v}" for k, v in store_of(cfg).items()]
+
+
 @pytest.fixture(scope="session")
 def digits_eval(tmp_path_factory):
     """(cfg, data, evaluator) with the default eval config on the default (digits) dataset."""
     root = tmp_path_factory.mktemp("metrics")
-    cfg = make_config({"root": str(root)})
+    cfg = make_config(store(root))
     data = load_data(cfg)
     return cfg, data, make_evaluator(cfg, data, CPU)
 
 
 def evaluator_for(cfg, data, **eval_keys):
     """Another evaluator on the same root (the cached judge and reference are reused)."""
-    return make_evaluator(make_config({"root": cfg.root, **{f"eval.{k}": v for k, v in eval_keys.items()}}),
+    return make_evaluator(make_config({**store_of(cfg), **{f"eval.{k}": v for k, v in eval_keys.items()}}),
                           data, CPU)
 
 

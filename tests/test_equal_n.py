@@ -15,7 +15,7 @@ from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics
 from trainers.config import ConfigError, make_config
 from trainers.metrics import fidelity, make_evaluator, perclass
 
-from metrics_fixtures import CPU, Replay, digits_eval, evaluator_for  # noqa: F401 - fixture
+from metrics_fixtures import CPU, Replay, digits_eval, evaluator_for, store  # noqa: F401 - fixture
 
 FIGURES = ("fid", "kid", "precision", "recall")
 
@@ -217,7 +217,7 @@ def test_per_class_n_and_max_draws_are_checked_against_the_data(digits_eval, tmp
     for keys, message in (({"eval.per_class_n": smallest + 1}, f"eval.per_class_n <= {smallest}"),
                           ({"eval.per_class_n": 3}, "eval.per_class_n >= 4"),
                           ({"eval.max_draws": 999}, "eval.max_draws = 999 is below eval.num_samples = 1000")):
-        cfg = make_config({"root": str(tmp_path / "runs"), **keys})
+        cfg = make_config({**store(tmp_path / "runs"), **keys})
         with pytest.raises(ConfigError, match=message) as err:
             make_evaluator(cfg, data, CPU)
         assert "\n" not in str(err.value)

@@ -13,7 +13,7 @@ import pytest
 
 from trainers.evaluate import main
 
-from metrics_fixtures import digits_eval  # noqa: F401 - fixture
+from metrics_fixtures import digits_eval, store_args  # noqa: F401 - fixture
 from test_search_e2e import ENV, PROJECT
 
 
@@ -24,11 +24,11 @@ def save(path, **arrays):
 
 @pytest.fixture(scope="module")
 def good(digits_eval, tmp_path_factory):
-    """Real test images of digits, N x H x W x C uint8, with their labels; and the shared root."""
+    """The shared cache's arguments, and real test images of digits (N x H x W x C uint8) with labels."""
     cfg, data, _ = digits_eval
     images = data.test.images.permute(0, 2, 3, 1).numpy()
     labels = data.test.labels.numpy()
-    return cfg.root, images, labels, tmp_path_factory.mktemp("cli")
+    return store_args(cfg), images, labels, tmp_path_factory.mktemp("cli")
 
 
 def run(argv, capsys):
@@ -39,10 +39,10 @@ def run(argv, capsys):
 
 
 def test_a_foreign_sample_file_is_scored_with_a_trials_names(good, digits_eval, capsys):
-    root, images, labels, tmp = good
+    cache, images, labels, tmp = good
     _, data, ev = digits_eval
     plain = save(tmp / "plain.npz", images=images[..., 0])  # N x H x W is accepted for grey images
-    code, out, err = run(["dataset=digits", f"images={plain}", f"root={root}", "eval.num_samples=300",
+    code, out, err = run(["dataset=digits", f"images={plain}", *cache, "eval.num_samples=300",
                           "imbalance=100"], capsys)
     assert code == 0, err
     metrics = json.loads(out)
@@ -54,13 +54,13 @@ def test_a_foreign_sample_file_is_scored_with_a_trials_names(good, digits_eval, 
     assert all(v is None or math.isfinite(v) for v in metrics.values())  # NaN travels as null
     # conditional: classes from the labels, so every class has its ~36 real images and is scored
     labelled = save(tmp / "labelled.npz", images=images, labels=labels)
-    code, out, _ = run(["dataset=digits", f"images={labelled}", f"root={root}", "eval.num_samples=300"], capsys)
+    code, out, _ = run(["dataset=digits", f"images={labelled}", *cache, "eval.num_samples=300"], capsys)
     metrics = json.loads(out)
     assert code == 0 and metrics["judge/conditional_accuracy"] > 0.95
     assert all(metrics[f"scored_class/{k}"] == ev.per_class_n for k in range(10))
     # fewer than N of a class: nothing to ask for more, the class is missing
     few = save(tmp / "few.npz", images=images[labels != 7], labels=labels[labels != 7])
-    metrics = json.loads(run(["dataset=digits", f"images={few}", f"root={root}", "eval.num_samples=300"],
+    metrics = json.loads(run(["dataset=digits", f"images={few}", *cache, "eval.num_samples=300"],
                              capsys)[1])
     assert metrics["fid_class/7"] is None and metrics["scored_class/7"] == 0
     assert metrics[f"{'minority' if 7 in data.minority else 'majority'}_missing"] == 1
@@ -108,18 +108,17 @@ def bad_files(good):
 
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_input_is_one_line_and_exit_2(case, bad_files, good, capsys):
-    root = good[0]
+    cache = good[0]
     argv, message = BAD[case]
-    code, out, err = run([a.format(tmp=bad_files) for a in argv] + [f"root={root}", "eval.num_samples=300"]
-                         if case != "too_few" else [a.format(tmp=bad_files) for a in argv] + [f"root={root}"],
-                         capsys)
+    extra = [] if case == "too_few" else ["eval.num_samples=300"]
+    code, out, err = run([a.format(tmp=bad_files) for a in argv] + cache + extra, capsys)
     assert code == 2 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
 
 
 def test_the_real_command_has_no_traceback(bad_files, good):
     out = subprocess.run([sys.executable, "-m", "trainers.evaluate", "dataset=digits",
-                          f"images={bad_files / 'float.npz'}", f"root={good[0]}"],
+                          f"images={bad_files / 'float.npz'}", *good[0]],
                          cwd=PROJECT, env=ENV, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1

@@ -22,7 +22,8 @@ from trainers.metrics.fidelity import JUDGE_NAME
 from trainers.metrics.judge import load_or_train_judge
 from trainers.metrics.perclass import kl_divergence, training_prior
 
-from metrics_fixtures import CPU, Replay, ReplayByLabel, digits_eval, evaluator_for  # noqa: F401 - fixture
+from metrics_fixtures import (CPU, Replay, ReplayByLabel, digits_eval, evaluator_for,  # noqa: F401 - fixture
+                              store, store_of)
 
 PER_CLASS = ("fid", "kid", "precision", "recall")
 
@@ -209,7 +210,7 @@ def test_evaluation_leaves_the_global_rng_alone(setup, tmp_path):
     _, data, _ = setup
     from trainers.methods import get_method
 
-    cfg = make_config({"root": str(tmp_path), "ch": 4, "eval.num_samples": 50, "eval.judge_width": 4,
+    cfg = make_config({**store(tmp_path), "ch": 4, "eval.num_samples": 50, "eval.judge_width": 4,
                        "eval.judge_epochs": 1})
     method = get_method("dcgan")(cfg, data, CPU)
     torch.manual_seed(123)
@@ -259,11 +260,11 @@ CLASS_KEYS = ("fid_class", "kid_class", "recall_class", "precision_class", "scor
               "judged_class", "prior")
 
 
-def rescored(checkpoint: str, trial: dict, capsys) -> dict:
+def rescored(cfg, checkpoint: str, trial: dict, capsys) -> dict:
     """``python -m trainers.evaluate`` (in-process) on a checkpoint's samples.npz, with the trial's keys."""
     from trainers.evaluate import main
 
-    keys = [f"{k}={v}" for k, v in trial.items() if k in ("root", "imbalance") or k.startswith("eval.")]
+    keys = [f"{k}={v}" for k, v in trial.items() if k in (*store_of(cfg), "imbalance") or k.startswith("eval.")]
     capsys.readouterr()
     assert main(["dataset=digits", f"images={Path(checkpoint) / 'artifacts' / 'samples.npz'}", *keys]) == 0
     return json.loads(capsys.readouterr().out)
@@ -281,7 +282,7 @@ def test_training_reports_every_metric_and_its_samples_rescore_to_the_same_numbe
     from trainers.loop import train
 
     reports, plain = [], []
-    trial = {"root": cfg.root, "ch": 4, "batch_size": 16, "steps": 4, "eval_every": 2, "eval.num_samples": 100,
+    trial = {**store_of(cfg), "ch": 4, "batch_size": 16, "steps": 4, "eval_every": 2, "eval.num_samples": 100,
              "imbalance": 10}
     train(trial, lambda m, c: reports.append((m, c)), workdir=tmp_path / "evaluated")
     train(trial, lambda m, c: plain.append(m), workdir=tmp_path / "plain", evaluator=None)
@@ -306,7 +307,7 @@ def test_training_reports_every_metric_and_its_samples_rescore_to_the_same_numbe
         assert saved["images"].dtype == np.uint8 and saved["images"].shape[1:] == (16, 16, 1)
         assert len(saved["images"]) >= 100 and int(saved["draws"]) == metrics["samples_drawn"]
 
-    cli = rescored(checkpoint, trial, capsys)
+    cli = rescored(cfg, checkpoint, trial, capsys)
     assert set(cli) == set(metrics) - {"step", "epoch", "loss/d", "loss/g", "time/step_s", "time/eval_s"}
     same_numbers(metrics, cli)
 
@@ -316,7 +317,7 @@ def test_a_conditional_trials_samples_rescore_to_the_same_numbers(tmp_path, setu
     from trainers.loop import train
 
     reports = []
-    trial = {"root": cfg.root, "method": "cgan", "ch": 4, "batch_size": 16, "steps": 2, "eval_every": 2,
+    trial = {**store_of(cfg), "method": "cgan", "ch": 4, "batch_size": 16, "steps": 2, "eval_every": 2,
              "eval.num_samples": 60, "eval.images": False}
     train(trial, lambda m, c: reports.append((m, c)), workdir=tmp_path / "cgan")
     metrics, checkpoint = reports[-1]
@@ -325,12 +326,12 @@ def test_a_conditional_trials_samples_rescore_to_the_same_numbers(tmp_path, setu
         assert np.array_equal(saved["labels"], np.concatenate([np.repeat(np.arange(10), 6),
                                                                np.repeat(np.arange(10), 29)]))
     assert metrics["samples_drawn"] == 60 + 290 and "judge/conditional_accuracy" in metrics
-    same_numbers(metrics, rescored(checkpoint, trial, capsys))
+    same_numbers(metrics, rescored(cfg, checkpoint, trial, capsys))
 
 
 def test_inception_without_weights_suggests_the_judge_before_any_write(setup, tmp_path):
     _, data, _ = setup
-    cfg = make_config({"root": str(tmp_path / "runs"), "eval.features": "inception",
+    cfg = make_config({**store(tmp_path / "runs"), "eval.features": "inception",
                        "eval.inception_weights": str(tmp_path / "missing.pth")})
     with pytest.raises(ConfigError, match="eval.features=judge") as err:
         make_evaluator(cfg, data, CPU)
@@ -356,7 +357,7 @@ def test_inception_features_give_is_and_per_class_fid(setup, tmp_path):
     pick = torch.cat([torch.nonzero(data.test.labels == k).flatten()[:4] for k in range(10)])
     small = dataclasses.replace(data, test=Split(data.test.images[pick], data.test.labels[pick]))
     # 4 test images a class: N = 4; the replay cycles until a class the judge once mislabels has 4 too
-    cfg = make_config({"root": setup[0].root, "eval.features": "inception", "eval.inception_weights": str(weights),
+    cfg = make_config({**store_of(setup[0]), "eval.features": "inception", "eval.inception_weights": str(weights),
                        "eval.num_samples": 40, "eval.max_draws": 200, "eval.batch_size": 10})
     # the real network and code path, at a smaller input size (75, Inception's minimum) for CPU time
     with mock.patch.object(FeatureExtractorInceptionV3, "INPUT_IMAGE_SIZE", 75):
