@@ -105,7 +105,8 @@ def hopeless(got: int, draws: int, need: int, remaining: int, alpha: float = HOP
     This lets a collapsed class end the top-up long before the cap (after ~``cap * ln(1/alpha) /
     (N + ln(1/alpha))`` draws: ~4,000 instead of 23,730 for digits at rho = 100, N = 35), while a
     generator that follows the training prior is always twice ahead of what it needs (the cap's margin)
-    and is given up only with probability ~5e-5 (20,000 simulated evaluations, judge recall 0.95).
+    and is given up only with probability ~5e-5 (1 of 20,000 simulated evaluations with judge recall
+    0.95: ``benchmarks/hopeless_rule.py``).
     Giving up early can only make a class missing, which never flatters an aggregate.
     """
     from scipy.special import betaincinv  # = scipy.stats.beta.ppf; scipy.stats takes 1.2 s to import
