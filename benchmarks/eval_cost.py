@@ -1,21 +1,25 @@
-"""Cost of per-class FID and the minority diagnostics on top of the overall FID, on the same samples.
+"""What evaluation costs a study: evaluation time / training time between two evaluations.
 
-Overall FID alone = one feature pass + torch-fidelity's FID from its statistics. The numerator of
-``per_class_eval_ratio`` = the same one pass + the overall FID + per-class FID from slices of that
-pass + the histogram, KLs, dropped classes and judge confidence. KID (part of every evaluation too)
-is timed separately (``full_eval_with_kid_ratio``). The three are repeated in interleaved rounds
-(alternating order) on the same samples; the ratios are medians over rounds of the
-per-round ratio, in process CPU time (everything runs on one
-thread here, so CPU time is the work done, and other processes on a shared machine do not add to
-it; the wall-clock ratio is reported too). The "generated" samples are training images drawn
-with replacement, so every class is populated (the per-class work is at its largest).
+The settings are read at run time from the main job's space (``spaces/sdclr_ablation.yaml``): its
+``fixed:`` trainer keys and every cell of its ``params`` grid (one seed), so the figure follows the
+space when it is redesigned. A trial must evaluate at least 5 times: when ``steps / eval_every`` is
+below 5, ``eval_every = steps // 5`` is used instead (the output says so). Each cell trains with
+``trainers.loop.train`` exactly as a trial does; the loop reports ``time/eval_s`` (the evaluation) and
+``time/step_s`` (training steps since the previous evaluation), so
 
-Then one real evaluation (``Evaluator.evaluate`` of a DCGAN: sampling, features, every metric, the
-two PNGs) with the default ``eval.num_samples``: its wall time and the process's peak RSS after it.
+    eval_share = sum of evaluation seconds / sum of training seconds between evaluations
 
-    python benchmarks/eval_cost.py [rounds=31] [num_samples=<eval.num_samples default>] [threads=1]
+over every evaluation of every cell (target <= 0.15); per cell too. One thread throughout.
 
-Last line: {"per_class_eval_ratio": ..., "eval_peak_rss_mb": ..., ...}
+Before training, the worst case an evaluation meets, at the grid's largest imbalance with the main
+job's settings: an untrained G (collapsed: the judge puts all of it in one or two classes). Its
+draws and seconds with the hopeless-class rule, and at the cap (the rule switched off); the peak RSS
+of the process over that evaluation (VmHWM reset just before it; Linux) against its RSS before; and the draws a faithful generator (real training images drawn
+with the training prior) needs to fill every class.
+
+    python benchmarks/eval_cost.py [space=sdclr_ablation] [cells=all|N] [threads=1]
+
+Last line: {"eval_share": ..., "eval_peak_rss_mb": ..., "collapsed_draws": ..., ...}
 """
 
 from __future__ import annotations
@@ -26,84 +30,135 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
+from unittest import mock
 
+import numpy as np
 import torch
 
+MIN_EVALS = 5
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def memory_mb(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) of this process, from /proc (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: the lifetime peak
+
+
+def reset_peak_rss() -> None:
+    """Start VmHWM afresh, so the peak measured is the evaluation's, not the judge training's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def main() -> None:
-    from trainers.config import EvalConfig, make_config
-
     args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
-    rounds = int(args.get("rounds", 31))
-    n = int(args.get("num_samples", EvalConfig().num_samples))
     threads = int(args.get("threads", 1))
     torch.set_num_threads(threads)
 
-    from trainers.data import load_data
+    from search.spaces import load_space
+    from trainers.config import make_config
+    from trainers.data import load_data, to_float
+    from trainers.loop import train
     from trainers.methods import get_method
-    from trainers.metrics import fidelity, make_evaluator
+    from trainers.metrics import make_evaluator, perclass
+
+    space = load_space(args.get("space", "sdclr_ablation"))
+    cells = space.grid()
+    if args.get("cells", "all") != "all":
+        cells = cells[: int(args["cells"])]
+    seed = space.seeds[0]
+    base = make_config(space.trial_config(cells[0], seed))
+    eval_every = base.eval_every
+    note = ""
+    if base.steps // eval_every < MIN_EVALS:
+        eval_every = max(1, base.steps // MIN_EVALS)
+        note = (f"the space evaluates every {base.eval_every} of {base.steps} steps "
+                f"({base.steps // base.eval_every} evaluations); measured with eval_every={eval_every}")
 
     with tempfile.TemporaryDirectory() as root:
-        cfg = make_config({"cache_dir": f"{root}/cache", "eval.num_samples": n})
+        # -- the worst case: a collapsed G at the grid's largest imbalance -------------------------
+        worst = max(cells, key=lambda c: float(c.get("imbalance", base.imbalance)))
+        cfg = make_config({**space.trial_config(worst, seed), "cache_dir": f"{root}/cache", "method": "dcgan"})
         data = load_data(cfg)
-        rss_before_judge = peak_rss_mb()
-        t0 = time.perf_counter()
         ev = make_evaluator(cfg, data, torch.device("cpu"))
-        construct_s = time.perf_counter() - t0
-        pick = torch.randint(len(data.full_train), (n,), generator=torch.Generator().manual_seed(0))
-        images = data.full_train.images[pick]
-
-        def fid_only():  # under the same BLAS thread setting as the evaluator's metrics
-            feats, _, _ = ev.features_of(images)
-            with fidelity.blas_threads_for(feats.shape[1]):
-                return fidelity.fid_of_features(feats, ev.ref_stats)
-
-        def per_class():  # overall FID + per-class FID + diagnostics, one feature pass
-            return ev.metrics_from(*ev.features_of(images), with_kid=False)
-
-        def full():  # what every evaluation computes: the above plus KID
-            return ev.metrics_from(*ev.features_of(images))
-
-        assert per_class()[0]["fid"] == fid_only()  # the same overall FID either way
-        fns = {"fid_only": fid_only, "per_class": per_class, "full": full}
-        cpu: dict[str, list[float]] = {name: [] for name in fns}
-        wall: dict[str, list[float]] = {name: [] for name in fns}
-        for r in range(rounds):
-            for name in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
-                t, c = time.perf_counter(), time.process_time()
-                fns[name]()
-                cpu[name].append(time.process_time() - c)
-                wall[name].append(time.perf_counter() - t)
-        fid_s, per_class_s, full_s = (statistics.median(cpu[k]) for k in ("fid_only", "per_class", "full"))
-
-        def paired(times, name):  # per-round ratios of neighbours in time, so load drift cancels
-            return statistics.median(a / b for a, b in zip(times[name], times["fid_only"]))
-
-        # one real evaluation with the default sample count: wall time and peak memory
         method = get_method("dcgan")(cfg, data, torch.device("cpu"))
-        rss_before_eval = peak_rss_mb()
-        eval_times = []
-        for step in range(3):
-            with tempfile.TemporaryDirectory() as out:
-                t = time.perf_counter()
-                metrics = ev.evaluate(method, step, out)
-                eval_times.append(time.perf_counter() - t)
-        print(json.dumps({
-            "per_class_eval_ratio": round(paired(cpu, "per_class"), 4),
-            "per_class_eval_ratio_wall": round(paired(wall, "per_class"), 4),
-            "full_eval_with_kid_ratio": round(paired(cpu, "full"), 4),
-            "fid_only_s": round(fid_s, 4), "per_class_eval_s": round(per_class_s, 4), "full_metrics_s": round(full_s, 4),
-            "evaluate_s": round(statistics.median(eval_times), 3), "evaluate_first_s": round(eval_times[0], 3),
-            "eval_peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_eval_mb": round(rss_before_eval, 1),
-            "rss_before_judge_mb": round(rss_before_judge, 1),
-            "judge_test_accuracy": round(ev.judge_accuracy, 4), "judge_train_s": round(ev.judge_train_seconds, 2),
-            "evaluator_construct_s": round(construct_s, 2), "num_samples": n, "rounds": rounds,
-            "threads": threads, "metric_count": len(metrics),
-        }))
+        with tempfile.TemporaryDirectory() as out:
+            ev.evaluate(method, 0, out)  # warm-up: first calls of every kernel, matplotlib's font cache
+        rss_before = memory_mb("VmRSS")
+        reset_peak_rss()
+        with tempfile.TemporaryDirectory() as out:
+            t = time.perf_counter()
+            collapsed = ev.evaluate(method, 0, out)
+            collapsed_s = time.perf_counter() - t
+        rss_peak = memory_mb("VmHWM")
+        with mock.patch.object(perclass, "hopeless", lambda *a, **k: False):
+            t = time.perf_counter()
+            at_cap = ev.evaluate(method, 0)
+            at_cap_s = time.perf_counter() - t
+        scored = [collapsed[f"scored_class/{k}"] for k in range(data.num_classes)]
+
+        # a faithful generator: real training images, classes drawn with the training prior
+        rng = np.random.default_rng(0)
+        judged = ev.judge_labels(data.full_train.images)
+        prior = perclass.training_prior(data.train_counts)
+        classes = rng.choice(data.num_classes, size=ev.max_draws, p=prior)
+        pools = [torch.nonzero(judged == k).flatten() for k in range(data.num_classes)]
+        rows = torch.tensor([int(pools[c][i % len(pools[c])]) for i, c in enumerate(classes)])
+
+        class Faithful:
+            conditional = False
+            position = 0
+
+            def generate(self, n, labels=None, generator=None):
+                out = data.full_train.images[rows[self.position:self.position + n]]
+                self.position += n
+                return to_float(out)
+
+        faithful = ev.evaluate(Faithful(), 0)
+
+        # -- every cell of the space, trained as a trial ------------------------------------------
+        per_cell, evals, trains = {}, [], []
+        for cell in cells:
+            trial = {**space.trial_config(cell, seed), "cache_dir": f"{root}/cache", "eval_every": eval_every}
+            reports: list[dict] = []
+            train(trial, lambda metrics, checkpoint: reports.append(metrics))
+            eval_s = [m["time/eval_s"] for m in reports]
+            # the loop's time/step_s is the mean over the steps since the previous evaluation
+            previous = [0] + [m["step"] for m in reports[:-1]]
+            train_s = [m["time/step_s"] * (m["step"] - p) for m, p in zip(reports, previous)]
+            label = ",".join(f"{k}={v}" for k, v in cell.items())
+            per_cell[label] = {"eval_share": round(sum(eval_s) / sum(train_s), 3),
+                               "eval_s": round(statistics.median(eval_s), 3), "eval_s_max": round(max(eval_s), 3),
+                               "train_between_s": round(statistics.median(train_s), 3),
+                               "samples_drawn": int(statistics.median(m["samples_drawn"] for m in reports)),
+                               "missing": int(statistics.median(m["minority_missing"] + m["majority_missing"]
+                                                                for m in reports))}
+            evals += eval_s
+            trains += train_s
+            print(json.dumps({label: per_cell[label]}), flush=True)
+
+    print(json.dumps({
+        "eval_share": round(sum(evals) / sum(trains), 4),
+        "eval_share_worst_cell": max(v["eval_share"] for v in per_cell.values()),
+        "eval_s_median": round(statistics.median(evals), 3),
+        "train_between_evals_s_median": round(statistics.median(trains), 3),
+        "evaluations": len(evals), "cells": len(cells), "eval_every": eval_every, "steps": base.steps,
+        "eval_every_note": note,
+        "eval_peak_rss_mb": round(rss_peak, 1), "rss_before_eval_mb": round(rss_before, 1),
+        "eval_rss_increase_mb": round(rss_peak - rss_before, 1),
+        "collapsed_imbalance": cfg.imbalance, "collapsed_classes_scored": sum(s == ev.per_class_n for s in scored),
+        "collapsed_draws": collapsed["samples_drawn"], "collapsed_eval_s": round(collapsed_s, 3),
+        "collapsed_draws_at_cap": at_cap["samples_drawn"], "collapsed_eval_s_at_cap": round(at_cap_s, 3),
+        "faithful_draws": faithful["samples_drawn"],
+        "faithful_missing": faithful["minority_missing"] + faithful["majority_missing"],
+        "draws_cap": ev.max_draws, "per_class_n": ev.per_class_n, "num_samples": base.eval.num_samples,
+        "threads": threads, "space": space.name,
+    }))
 
 
 if __name__ == "__main__":

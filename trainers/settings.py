@@ -44,13 +44,18 @@ class EvalConfig:
     features: str = setting("judge", "judge (offline, CPU) or inception (torch-fidelity inception-v3-compat)",
                             choices=("judge", "inception"))
     inception_weights: str | None = setting(None, "local path to the inception-v3-compat weights file")
-    num_samples: int = setting(1000, "generated images per evaluation (CPU-sized default)", positive=True)
-    batch_size: int = setting(250, "feature-extraction batch: bounds evaluation memory", positive=True)
-    min_class_samples: int = setting(10, "per-class FID below this many samples of a class is NaN", positive=True)
+    num_samples: int = setting(1000, "the overall set: fid, kid and the class histogram on exactly this many samples",
+                               positive=True)
+    batch_size: int = setting(250, "sampling and feature-extraction batch: bounds evaluation memory", positive=True)
+    per_class_n: int | None = setting(None, "every class is scored on this many samples; None = min(100, the "
+                                            "smallest test class)", positive=True)
+    max_draws: int | None = setting(None, "cap on the images drawn to fill per_class_n; None = 2 * per_class_n / "
+                                          "(the tail's training prior)", positive=True)
     kid_subset_size: int = setting(100, "capped to the number of samples when fewer", positive=True)
     judge_epochs: int = setting(15, "training epochs of the judge classifier (trained once, cached)", positive=True)
     judge_width: int = setting(32, "channel width of the judge classifier", positive=True)
     images: bool = setting(True, "write a sample grid and a class histogram per evaluation")
+    save_samples: bool = setting(True, "write samples.npz (what was scored) per evaluation, for rescoring")
 
 
 @dataclass(frozen=True)

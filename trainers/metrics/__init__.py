@@ -1,9 +1,12 @@
 """Evaluation (METHODS.md, Evaluation): torch-fidelity FID/KID/IS in the judge's (offline) or
-Inception's feature space, per-class FID and minority-class diagnostics.
+Inception's feature space, per-class FID/KID/precision/recall with every class at the same N, and the
+minority-class diagnostics.
 
 ``judge`` (the cached classifier), ``cache`` (locked, atomic cache files), ``fidelity``
-(torch-fidelity wiring), ``perclass`` (per-class FID, histogram, KLs), ``evaluator`` (one
-evaluation), ``plots`` (PNG artifacts). Nothing heavy is imported until ``make_evaluator`` runs.
+(torch-fidelity wiring), ``perclass`` (equal-N scoring, missing classes, histogram, KLs),
+``evaluator`` (one evaluation and the scoring of a saved sample set), ``plots`` (PNG artifacts).
+``python -m trainers.evaluate`` scores any generator's samples the same way. Nothing heavy is
+imported until ``make_evaluator`` runs.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from __future__ import annotations
 def make_evaluator(cfg, data, device):
     """The evaluator of a trial; trains or loads the cached judge and reference statistics now.
 
-    Raises ``ConfigError`` (one line, suggesting ``eval.features=judge``) when Inception features are
-    asked for and its weights cannot be had.
+    Raises ``ConfigError`` (one line) when ``eval.per_class_n`` or ``eval.max_draws`` cannot be met by
+    the data, or when Inception features are asked for and its weights cannot be had (suggesting
+    ``eval.features=judge``).
     """
     from trainers.metrics.evaluator import Evaluator
 

@@ -1,25 +1,36 @@
-"""One evaluation: sample G, extract features once, then every metric from slices of that one pass.
+"""One evaluation: sample G, extract features, then every metric from slices of those features.
 
-* Sampling: ``eval.num_samples`` images in batches of ``eval.batch_size``, G in eval mode, noise from a
-  local ``torch.Generator`` seeded by ``cfg.seed`` (the same noise at every evaluation; the global RNG
-  is never touched, so training and resume stay bit-exact). Unconditional models: G's own class
-  mix, each image labelled by the judge. Conditional models: ``num_samples`` split evenly over the
-  classes (the remainder to the first classes), labels passed to ``generate``.
-* Features: one pass of the FID feature extractor (the judge's 32-d bottleneck, or Inception's
-  2048-d pool) per batch, plus the judge's logits (the same pass when features=judge). Memory is
-  bounded by the batch: only features and a few images for the grid are kept.
-* Metrics: torch-fidelity's FID/KID (and IS with Inception) against the balanced test split; the
-  per-class FID slices the same features by class — the judge's label (unconditional) or the
-  requested label (conditional) — against that class's test statistics; the class histogram and
-  its KLs are over the judge's labels for every model (for a conditional model the requested labels
-  are uniform by construction; what G actually drew is what the judge sees).
+* **The overall set**: exactly ``eval.num_samples`` images in batches of ``eval.batch_size``, G in eval
+  mode, noise from a local ``torch.Generator`` seeded by ``cfg.seed`` (the same noise at every
+  evaluation; the global RNG is never touched, so training and resume stay bit-exact).
+  Unconditional models: G's own class mix, each image labelled by the judge. Conditional models:
+  ``num_samples`` split evenly over the classes (the remainder to the first classes). ``fid``,
+  ``kid`` (``is``), the class histogram, its KLs, ``classes_dropped`` and the judge's confidence are
+  computed on this set and nothing else (``fid_n`` reports its size), so they measure G's class mix
+  at a fixed N.
+* **The per-class top-up**: every class is scored on ``N = eval.per_class_n`` samples (``perclass``).
+  A class the overall set leaves short gets more: unconditional models keep drawing batches from the
+  same noise stream, the judge labels them and the images of still-short classes are kept, until
+  every class has N, or ``max_draws`` images were drawn in all, or every short class is hopeless
+  (``perclass.hopeless``: 99.9% sure it cannot fill by the cap); the short classes are then
+  *missing*. Conditional models ask G for the missing count of each class directly.
+* **What is scored is what is saved**: the overall set followed by the kept top-up images, in draw
+  order, as ``samples.npz`` (uint8 N x H x W x C; ``labels`` for conditional models; ``draws``, the
+  images G was asked for). ``metrics_for`` scores such a set, and the evaluation itself goes through
+  it, so ``python -m trainers.evaluate`` on a saved ``samples.npz`` reproduces the trial's numbers:
+  features come from the same batches (the overall set, then the rest, each in ``batch_size``
+  chunks), and each class's scored samples are its first N rows.
 
-Reported keys: ``fid``, ``kid``, ``is`` (Inception only), ``fid_minority``, ``fid_majority``,
-``fid_class/<k>``, ``count_class/<k>`` (samples behind ``fid_class/<k>``), ``judged_class/<k>``
-(samples the judge labelled ``k``: the generated histogram), ``prior/<k>`` (training prior),
+Reported keys: ``fid``, ``kid``, ``is`` (Inception only), ``fid_n`` (size of the overall set),
+``per_class_n``, ``samples_drawn`` (images G was asked for), ``draws_cap``; per class ``fid_class/<k>``,
+``kid_class/<k>``, ``precision_class/<k>``, ``recall_class/<k>`` (NaN when missing),
+``scored_class/<k>`` (samples behind them: N, fewer = missing), ``count_class/<k>`` (class ``k`` in the
+overall set, by the judge's label or, conditional, by the requested one), ``judged_class/<k>`` (the
+judge's labels in the overall set: the generated histogram), ``prior/<k>`` (training prior); per
+group ``{fid,kid,precision,recall}_{minority,majority}`` and ``{minority,majority}_missing``;
 ``class_kl_uniform``, ``class_kl_prior``, ``classes_dropped``, ``judge/confidence`` (mean max
-softmax), ``judge/test_accuracy`` and, for conditional models, ``judge/conditional_accuracy``
-(fraction of samples the judge assigns to the requested class). Conventions: see ``perclass``.
+softmax), ``judge/test_accuracy`` and, conditional, ``judge/conditional_accuracy`` (fraction of the
+overall set the judge assigns to the requested class). Conventions: see ``perclass``.
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +52,7 @@ from trainers.metrics.judge import load_or_train_judge
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation noise differs from the training stream of the same seed
 GRID_PER_ROW = 12
+SAMPLES_FILE = "samples.npz"
 
 
 class Evaluator:
@@ -50,7 +62,12 @@ class Evaluator:
         self.data = data
         self.device = torch.device(device)
         self.cache_dir = Path(cfg.cache_dir)
-        # Inception first: a missing weights file is refused before anything is trained or written
+        # the dataset-dependent checks first: a person's mistake is refused before anything is written
+        self.per_class_n = perclass.resolve_per_class_n(self.ecfg.per_class_n, data.test.counts(data.num_classes),
+                                                        data.name)
+        self.max_draws = perclass.resolve_max_draws(self.ecfg.max_draws, self.per_class_n, self.ecfg.num_samples,
+                                                    data.train_counts)
+        # Inception next: a missing weights file is refused before anything is trained or written
         inception = (fidelity.create_inception(self.device, self.ecfg.inception_weights)
                      if self.ecfg.features == "inception" else None)
         self.judge_path, payload, self.judge_trained = load_or_train_judge(
@@ -65,36 +82,59 @@ class Evaluator:
         self.ref_features = ref["features"].to(torch.float64)
         self.ref_labels = ref["labels"]
         self.ref_stats = {"mu": ref["mu"].numpy(), "sigma": ref["sigma"].numpy()}
-        self.ref_class_stats = {k: {"mu": ref["class_mu"][k].numpy(), "sigma": ref["class_sigma"][k].numpy()}
-                                for k in range(data.num_classes) if int(ref["class_count"][k]) >= 2}
+        classes = self._class_reference(ref)
+        self.ref_class_index = list(classes["index"])  # the N test images behind each class's figures
+        self.ref_class_features = [self.ref_features[i] for i in self.ref_class_index]
+        self.ref_class_stats = [{"mu": m.numpy(), "sigma": s.numpy()}
+                                for m, s in zip(classes["mu"], classes["sigma"])]
+        self.wrong_class = {k: {name: float(classes[name][k]) for name in perclass.CLASS_FIGURES}
+                            for k in range(data.num_classes)}
 
     # -- reference statistics of the balanced test split (cached like the judge) -----------------
-    def _reference(self) -> dict:
+    def _extractor_id(self) -> tuple:
         if self.features is self.judge:
-            extractor_id = ("judge", self.judge_path.name)
-        else:
-            weights = self.ecfg.inception_weights
-            stat = os.stat(weights) if weights else None
-            extractor_id = (fidelity.INCEPTION_NAME, weights, stat and (stat.st_size, stat.st_mtime_ns))
-        key = digest("reference", 1, extractor_id, self.data.num_classes, self.data.test.images, self.data.test.labels)
+            return ("judge", self.judge_path.name)
+        weights = self.ecfg.inception_weights
+        stat = os.stat(weights) if weights else None
+        return (fidelity.INCEPTION_NAME, weights, stat and (stat.st_size, stat.st_mtime_ns))
+
+    def _reference(self) -> dict:
+        key = digest("reference", 2, self._extractor_id(), self.data.num_classes, self.data.test.images,
+                     self.data.test.labels)
         path = self.cache_dir / f"reference-{key}.pt"
 
         def compute() -> dict:
-            feats = fidelity.extract(self.features, self.data.test.images, self.ecfg.batch_size, self.device)[0]
-            labels = self.data.test.labels
+            feats = self.features_of(self.data.test.images)[0]
             stats = fidelity.statistics(feats)
-            dim, k = feats.shape[1], self.data.num_classes
-            class_mu = torch.full((k, dim), math.nan, dtype=torch.float64)
-            class_sigma = torch.full((k, dim, dim), math.nan, dtype=torch.float64)
-            counts = torch.bincount(labels, minlength=k)
-            for c in range(k):
-                if counts[c] >= 2:
-                    s = fidelity.statistics(feats[labels == c])
-                    class_mu[c], class_sigma[c] = torch.from_numpy(s["mu"]), torch.from_numpy(s["sigma"])
             # extractors compute in float32, so storing the features as float32 loses nothing
-            return {"features": feats.float(), "labels": labels.clone(), "mu": torch.from_numpy(stats["mu"]),
-                    "sigma": torch.from_numpy(stats["sigma"]), "class_mu": class_mu, "class_sigma": class_sigma,
-                    "class_count": counts}
+            return {"features": feats.float(), "labels": self.data.test.labels.clone(),
+                    "mu": torch.from_numpy(stats["mu"]), "sigma": torch.from_numpy(stats["sigma"])}
+
+        return load_or_compute(path, compute)[0]
+
+    def _class_reference(self, ref: dict) -> dict:
+        """Each class's N-image reference (indices, statistics) and its wrong-class figures."""
+        n, k = self.per_class_n, self.data.num_classes
+        key = digest("class-reference", 2, self._extractor_id(), n, perclass.REFERENCE_SEED,
+                     self.ecfg.kid_subset_size, ref["features"], ref["labels"])
+        path = self.cache_dir / f"class-reference-{key}.pt"
+
+        def compute() -> dict:
+            feats = ref["features"].to(torch.float64)
+            own, others = perclass.reference_subsets(ref["labels"], k, n)
+            out: dict[str, Any] = {"index": own, "mu": [], "sigma": []}
+            wrong: dict[str, list[float]] = {name: [] for name in perclass.CLASS_FIGURES}
+            with fidelity.threads_for(feats.shape[1]):
+                for c in range(k):
+                    stats = fidelity.statistics(feats[own[c]])
+                    out["mu"].append(torch.from_numpy(stats["mu"]))
+                    out["sigma"].append(torch.from_numpy(stats["sigma"]))
+                    figures = perclass.class_figures(feats[others[c]], feats[own[c]], stats,
+                                                     self.ecfg.kid_subset_size)
+                    for name in perclass.CLASS_FIGURES:
+                        wrong[name].append(figures[name])
+            out.update({name: torch.tensor(values, dtype=torch.float64) for name, values in wrong.items()})
+            return out
 
         return load_or_compute(path, compute)[0]
 
@@ -102,12 +142,16 @@ class Evaluator:
     def features_of(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(FID/KID features, judge logits, Inception logits or None) of uint8 images, batched."""
         bs = self.ecfg.batch_size
-        if self.features is self.judge:
+        with fidelity.one_thread():  # the judge is small (see one_thread)
             feats, judge_logits = fidelity.extract(self.judge, images, bs, self.device)
+        if self.features is self.judge:
             return feats, judge_logits, None
         feats, is_logits = fidelity.extract(self.features, images, bs, self.device)
-        judge_logits = fidelity.extract(self.judge, images, bs, self.device)[1]
         return feats, judge_logits, is_logits
+
+    def judge_labels(self, images: torch.Tensor) -> torch.Tensor:
+        with fidelity.one_thread():
+            return fidelity.extract(self.judge, images, self.ecfg.batch_size, self.device)[1].argmax(1)
 
     # -- sampling ----------------------------------------------------------------------------------
     def requested_labels(self, method) -> torch.Tensor | None:
@@ -118,87 +162,158 @@ class Evaluator:
         return torch.cat([labels, torch.arange(n - len(labels))])
 
     @torch.no_grad()
-    def sample_batches(self, method) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """uint8 batches of ``eval.batch_size`` samples (and their requested labels, if conditional)."""
-        n, bs = self.ecfg.num_samples, self.ecfg.batch_size
+    def sample(self, method) -> dict[str, Any]:
+        """The scored set: the overall set, then the top-up (see the module doc), with the overall
+        set's features (extracted batch by batch as it is drawn) and the number of images drawn."""
+        n, bs, k, per_class = self.ecfg.num_samples, self.ecfg.batch_size, self.data.num_classes, self.per_class_n
         gen = torch.Generator().manual_seed(int(self.cfg.seed) + EVAL_SEED_OFFSET)
-        labels = self.requested_labels(method)
+        requested = self.requested_labels(method)
         G = getattr(method, "G", None)
         was_training = G.training if G is not None else False
         if G is not None:
             G.eval()
+
+        def draw(count: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+            return to_uint8(method.generate(count, labels=labels, generator=gen).detach().cpu())
+
         try:
+            overall, feats, judge_logits, is_logits = [], [], [], []
             for start in range(0, n, bs):
                 count = min(bs, n - start)
-                y = labels[start:start + count] if labels is not None else None
-                yield to_uint8(method.generate(count, labels=y, generator=gen).detach().cpu()), y
+                images = draw(count, requested[start:start + count] if requested is not None else None)
+                f, jl, il = self.features_of(images)
+                overall.append(images)
+                feats.append(f)
+                judge_logits.append(jl)
+                if il is not None:
+                    is_logits.append(il)
+            judge_logits = torch.cat(judge_logits)
+            classes = requested if requested is not None else judge_logits.argmax(1)
+            need = (per_class - torch.bincount(classes, minlength=k)).clamp_(min=0)
+            drawn = n
+            kept: list[torch.Tensor] = []
+            kept_labels: list[torch.Tensor] = []
+            if requested is not None:  # a conditional G is asked for each class directly
+                wanted = torch.arange(k).repeat_interleave(need)
+                for start in range(0, len(wanted), bs):
+                    labels = wanted[start:start + bs]
+                    kept.append(draw(len(labels), labels))
+                    kept_labels.append(labels)
+                drawn += len(wanted)
+            else:
+                while drawn < self.max_draws and any(
+                        not perclass.hopeless(per_class - int(need[c]), drawn, int(need[c]), self.max_draws - drawn)
+                        for c in torch.nonzero(need).flatten().tolist()):
+                    images = draw(min(bs, self.max_draws - drawn))
+                    drawn += len(images)
+                    judged = self.judge_labels(images)
+                    take = torch.zeros(len(images), dtype=torch.bool)
+                    for c in torch.nonzero(need).flatten().tolist():
+                        rows = torch.nonzero(judged == c).flatten()[: int(need[c])]
+                        take[rows] = True
+                        need[c] -= len(rows)
+                    if bool(take.any()):
+                        kept.append(images[take])
         finally:
             if G is not None:
                 G.train(was_training)
+        images = torch.cat(overall + kept)
+        labels = torch.cat([requested] + kept_labels) if requested is not None else None
+        return {"images": images, "labels": labels, "draws": drawn, "features": torch.cat(feats),
+                "judge_logits": judge_logits, "is_logits": torch.cat(is_logits) if is_logits else None}
 
     # -- metrics -----------------------------------------------------------------------------------
-    def metrics_from(self, feats: torch.Tensor, judge_logits: torch.Tensor, is_logits: torch.Tensor | None = None,
-                     labels: torch.Tensor | None = None, with_kid: bool = True) -> tuple[dict[str, float], np.ndarray]:
-        """Every metric from one pass of features; ``labels`` given = conditional model."""
-        with fidelity.blas_threads_for(feats.shape[1]):
-            return self._metrics_from(feats, judge_logits, is_logits, labels, with_kid)
+    def metrics_for(self, images: torch.Tensor, labels: torch.Tensor | None = None, draws: int | None = None,
+                    overall: tuple | None = None) -> dict[str, float]:
+        """Every metric of a scored set of uint8 N x C x H x W images (``labels`` given: conditional).
 
-    def _metrics_from(self, feats, judge_logits, is_logits, labels, with_kid):
-        k = self.data.num_classes
-        logits = judge_logits.numpy()
-        judged = logits.argmax(1) if len(logits) else np.zeros(0, dtype=np.int64)
-        # max softmax = 1 / sum_j exp(l_j - l_max)
-        confidence = 1.0 / np.exp(logits - logits.max(1, keepdims=True)).sum(1) if len(logits) else None
-        out: dict[str, float] = {"fid": fidelity.fid_of_features(feats, self.ref_stats)}
-        if with_kid:
-            out["kid"] = fidelity.kid(feats, self.ref_features, self.ecfg.kid_subset_size)
+        The first ``eval.num_samples`` rows are the overall set (fewer rows: all of them, and ``fid_n``
+        says so); every row may fill a class's N. ``overall`` = (features, judge logits, Inception
+        logits) of the overall rows when already extracted: the same batches as extracting them here.
+        """
+        return self._score(images, labels, draws, overall)[0]
+
+    def _score(self, images, labels, draws, overall) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+        """(metrics, the judge's label of every row, the class every row is scored as)."""
+        n = min(self.ecfg.num_samples, len(images))
+        head = overall if overall is not None else self.features_of(images[:n])
+        feats, judge_logits = head[0], head[1]
+        if len(images) > n:  # the rest in its own batches, as the top-up was extracted
+            rest = self.features_of(images[n:])
+            feats, judge_logits = torch.cat([feats, rest[0]]), torch.cat([judge_logits, rest[1]])
+        judged = judge_logits.argmax(1).numpy()
+        classes = labels.numpy() if labels is not None else judged
+        draws = len(images) if draws is None else int(draws)
+        with fidelity.threads_for(feats.shape[1]):
+            metrics = self._metrics(feats, judge_logits[:n].numpy(), head[2], judged, classes, labels is not None,
+                                    n, draws)
+        return metrics, judged, classes
+
+    def _metrics(self, feats, logits, is_logits, judged, classes, conditional, n, draws) -> dict[str, float]:
+        k, per_class = self.data.num_classes, self.per_class_n
+
+        # the overall set: fixed N, G's own class mix
+        out: dict[str, float] = {"fid": fidelity.fid_between(feats[:n], self.ref_features, self.ref_stats),
+                                 "kid": fidelity.kid(feats[:n], self.ref_features, self.ecfg.kid_subset_size)}
         if is_logits is not None:
             out["is"] = fidelity.inception_score(is_logits)
-        classes = labels.numpy() if labels is not None else judged
-        per_class = perclass.per_class_fid(feats, classes, self.ref_class_stats, k, self.ecfg.min_class_samples)
-        out.update(per_class)
-        out.update(perclass.group_means(per_class, self.data.minority, self.data.majority))
-        out.update(perclass.class_diagnostics(judged, k, self.data.train_counts))
-        judged_counts = np.bincount(judged, minlength=k)
+        out.update({"fid_n": n, "per_class_n": per_class, "samples_drawn": draws, "draws_cap": self.max_draws})
+        counts = np.bincount(classes[:n], minlength=k)
+        judged_counts = np.bincount(judged[:n], minlength=k)
         for c in range(k):
+            out[f"count_class/{c}"] = int(counts[c])
             out[f"judged_class/{c}"] = int(judged_counts[c])
             out[f"prior/{c}"] = self.prior[c]
-        out["judge/confidence"] = float(confidence.mean()) if confidence is not None else math.nan
+        out.update(perclass.class_diagnostics(judged[:n], k, self.data.train_counts))
+        # max softmax = 1 / sum_j exp(l_j - l_max)
+        out["judge/confidence"] = (float((1.0 / np.exp(logits - logits.max(1, keepdims=True)).sum(1)).mean())
+                                   if len(logits) else math.nan)
         out["judge/test_accuracy"] = self.judge_accuracy
-        if labels is not None:
-            out["judge/conditional_accuracy"] = float(np.mean(judged == labels.numpy())) if len(judged) else math.nan
-        return out, judged
+        if conditional:
+            out["judge/conditional_accuracy"] = float(np.mean(judged[:n] == classes[:n])) if n else math.nan
 
-    def metrics_for(self, images: torch.Tensor, labels: torch.Tensor | None = None,
-                    with_kid: bool = True) -> tuple[dict[str, float], np.ndarray]:
-        """Every metric of a set of uint8 images (one feature pass)."""
-        return self.metrics_from(*self.features_of(images), labels=labels, with_kid=with_kid)
+        # every class at the same N: its first N rows (overall set first, then the top-up)
+        scored: dict[int, dict[str, float] | None] = {}
+        for c, rows in enumerate(perclass.first_n_per_class(classes, k, per_class)):
+            out[f"scored_class/{c}"] = len(rows)
+            scored[c] = (perclass.class_figures(feats[torch.from_numpy(rows)], self.ref_class_features[c], self.ref_class_stats[c],
+                                                self.ecfg.kid_subset_size)
+                         if len(rows) == per_class else None)
+            for name in perclass.CLASS_FIGURES:
+                out[f"{name}_class/{c}"] = scored[c][name] if scored[c] is not None else math.nan
+        penalty = perclass.penalties(scored, self.wrong_class, k)
+        out.update(perclass.group_figures(scored, penalty, self.data.minority, self.data.majority))
+        return out
 
     def evaluate(self, method, step: int, out_dir: str | Path | None = None) -> dict[str, Any]:
-        k = self.data.num_classes
-        feats, judge_logits, is_logits, labels = [], [], [], []
-        grid: list[list[torch.Tensor]] = [[] for _ in range(k)]
-        for images, y in self.sample_batches(method):
-            f, jl, il = self.features_of(images)
-            feats.append(f)
-            judge_logits.append(jl)
-            if il is not None:
-                is_logits.append(il)
-            if y is not None:
-                labels.append(y)
-            for c, img in zip(jl.argmax(1).tolist(), images):
-                if len(grid[c]) < GRID_PER_ROW:
-                    grid[c].append(img.clone())  # not a view pinning the whole batch
-        metrics, judged = self.metrics_from(torch.cat(feats), torch.cat(judge_logits),
-                                            torch.cat(is_logits) if is_logits else None,
-                                            torch.cat(labels) if labels else None)
+        drawn = self.sample(method)
+        images, labels = drawn["images"], drawn["labels"]
+        metrics, judged, classes = self._score(images, labels, drawn["draws"],
+                                               (drawn["features"], drawn["judge_logits"], drawn["is_logits"]))
+        if out_dir is not None and (self.ecfg.images or self.ecfg.save_samples):
+            out_dir = Path(out_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+        if out_dir is not None and self.ecfg.save_samples:
+            save_samples(out_dir / SAMPLES_FILE, images, labels, drawn["draws"])
         if out_dir is not None and self.ecfg.images:
             from trainers.metrics.plots import class_histogram, sample_grid
 
-            out_dir = Path(out_dir)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            sample_grid(grid, (self.data.channels, self.data.resolution, self.data.resolution),
+            k, n = self.data.num_classes, min(self.ecfg.num_samples, len(images))
+            rows = perclass.first_n_per_class(classes, k, GRID_PER_ROW)  # rare classes too, from the top-up
+            sample_grid([images[torch.from_numpy(r)] for r in rows],
+                        (self.data.channels, self.data.resolution, self.data.resolution),
                         out_dir / f"samples_step{step}.png")
-            class_histogram(judged, self.data.train_counts, out_dir / f"class_hist_step{step}.png", step,
+            class_histogram(judged[:n], self.data.train_counts, out_dir / f"class_hist_step{step}.png", step,
                             class_names=self.data.class_names)
         return metrics
+
+
+def save_samples(path: Path, images: torch.Tensor, labels: torch.Tensor | None, draws: int) -> None:
+    """``samples.npz``: uint8 N x H x W x C images (the layout ``trainers.evaluate`` reads), the
+    requested labels of a conditional model, and how many images G was asked for."""
+    arrays = {"images": images.permute(0, 2, 3, 1).contiguous().numpy(), "draws": np.int64(draws)}
+    if labels is not None:
+        arrays["labels"] = labels.numpy().astype(np.int64)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
