@@ -1,10 +1,14 @@
 """The study report:  python -m search.report space=NAME [root=runs] [tracking_uri=...]
 
 Reads the Optuna study and the MLflow runs of a space and writes ``<root>/reports/<space>/report.md``
-with PNG figures beside it: the ablation table (mean ± 95% CI over seed replicates, with n) grouped
-by the factors the space varies, the best configurations, per-class FID, class histograms against
-the training prior, learning curves, gSR spectral norms, Optuna importances and, for several
-objectives, the Pareto front. The folder is also logged to the study's MLflow parent run.
+with PNG figures beside it: the ablation table (mean ± 95% CI over seed replicates, with n, the
+per-class N and the missing classes) grouped by the factors the space varies; the comparisons a
+reviewer asks for (each method against the baseline paired by seed within an imbalance level, each
+imbalance against the lowest unpaired, with what the seeds could and could not resolve, see
+``search.stats``); the search's efficiency; the best configurations; a sample grid per configuration;
+per-class FID, class histograms against the training prior, learning curves, gSR spectral norms,
+Optuna importances and, for several objectives, the Pareto front. The folder is also logged to the
+study's MLflow parent run.
 """
 
 from __future__ import annotations
@@ -17,12 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from search import tracking
+from search.stats import Difference, describe, mean_ci, paired_difference, welch_difference
 from search.stores import Stores
 from trainers.cli import run_command
 from trainers.config import ConfigError, parse_overrides
 
-TABLE_METRICS = ("fid", "fid_minority", "fid_majority", "class_kl_uniform", "classes_dropped")
+TABLE_METRICS = ("fid", "kid_minority", "recall_minority", "fid_minority", "minority_missing", "classes_dropped",
+                 "judge/confident_rate")
+# compared between configurations besides the study's own metric(s): minority quality at equal N
+COMPARED = ("kid_minority", "recall_minority")
+BASELINE = "dcgan"
 MIN_TRIALS_FOR_IMPORTANCE = 4
+MAX_GRIDS = 12
 
 
 @dataclass
@@ -36,21 +46,16 @@ class TrialRun:
     metrics: dict[str, float]  # last value of each metric
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    start_ms: int = 0
+    end_ms: int | None = None
 
+    @property
+    def seed(self) -> int:
+        return int(self.tags.get("seed", "0"))
 
-def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float, int]:
-    """(mean, half-width of the two-sided t confidence interval, n); half-width NaN for n < 2."""
-    values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan, 0
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan, 1
-    from scipy import stats
-
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n), n
+    @property
+    def finished(self) -> bool:
+        return self.status == "FINISHED"
 
 
 def fmt(mean: float, half: float, n: int) -> str:
@@ -80,7 +85,7 @@ def load_runs(space, tracking_uri: str) -> list[TrialRun]:
     for run in runs:
         sampled = json.loads(run.data.tags.get(tracking.TAG_SAMPLED, "{}"))
         trial = TrialRun(run.info.run_id, run.info.status, dict(run.data.params), sampled, dict(run.data.metrics),
-                         tags=dict(run.data.tags))
+                         tags=dict(run.data.tags), start_ms=run.info.start_time, end_ms=run.info.end_time)
         for key in run.data.metrics:
             if key == "fid" or key.startswith("gsr/sigma_max/"):
                 trial.history[key] = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
@@ -104,6 +109,136 @@ def ablation_rows(space, runs: list[TrialRun]) -> list[dict[str, Any]]:
             row[metric] = mean_ci([r.metrics.get(metric, math.nan) for r in finished])
         rows.append(row)
     return rows
+
+
+def label_of(config: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in config.items()) or "all"
+
+
+def configurations(runs: list[TrialRun]) -> dict[tuple, list[TrialRun]]:
+    """The trials of each sampled configuration (its seed replicates), in a stable order."""
+    groups: dict[tuple, list[TrialRun]] = {}
+    for run in runs:
+        groups.setdefault(tuple(sorted(run.sampled.items(), key=lambda kv: kv[0])), []).append(run)
+    return dict(sorted(groups.items(), key=lambda g: [str(v) for _, v in g[0]]))
+
+
+def by_seed(members: list[TrialRun], metric: str) -> dict[int, float]:
+    """A configuration's value of ``metric`` per seed: finished replicates only (a failed one is absent)."""
+    return {r.seed: r.metrics.get(metric, math.nan) for r in members if r.finished}
+
+
+def compared_metrics(space) -> list[str]:
+    return list(dict.fromkeys([*space.metric, *COMPARED]))
+
+
+def method_comparisons(space, runs: list[TrialRun]) -> list[tuple[str, str, str, Difference]]:
+    """(context, configuration, metric, difference to the baseline) for every configuration of another
+    method than the baseline's: paired by seed against the baseline configuration of the same context
+    (imbalance, profile, the other shared settings) — one seed's replicates share their data subset,
+    its order and G's initialisation."""
+    from trainers.config import shared_keys
+
+    if BASELINE not in space.methods() or len(space.methods()) < 2:
+        return []
+    shared = set(shared_keys())
+    groups = configurations(runs)
+
+    def context(config: tuple) -> tuple:
+        return tuple((k, v) for k, v in config if k != "method" and k in shared)
+
+    baselines = {context(c): members for c, members in groups.items() if dict(c).get("method") == BASELINE}
+    out = []
+    for config, members in groups.items():
+        if dict(config).get("method", BASELINE) == BASELINE or context(config) not in baselines:
+            continue
+        base = baselines[context(config)]
+        for metric in compared_metrics(space):
+            out.append((label_of(dict(context(config))), label_of(dict(config)), metric,
+                        paired_difference(by_seed(base, metric), by_seed(members, metric))))
+    return out
+
+
+def imbalance_comparisons(space, runs: list[TrialRun]) -> list[tuple[str, str, str, Difference]]:
+    """(configuration without imbalance, 'rho a -> rho b', metric, difference) of the highest imbalance
+    against the lowest, per configuration and over all of them pooled: unpaired (Welch), since another
+    imbalance is another training split."""
+    if not any(p.name == "imbalance" and p.varies for p in space.params):
+        return []
+    rest: dict[tuple, dict[float, list[TrialRun]]] = {}
+    for config, members in configurations(runs).items():
+        key = tuple((k, v) for k, v in config if k not in ("imbalance", "imbalance_profile"))
+        profile = dict(config).get("imbalance_profile", "exp")
+        if profile != "exp":
+            continue  # the long-tail profile is the one compared across imbalances
+        rest.setdefault(key, {}).setdefault(float(dict(config)["imbalance"]), []).extend(members)
+    levels = sorted({rho for by_rho in rest.values() for rho in by_rho})
+    if len(levels) < 2:
+        return []
+    low, high = levels[0], levels[-1]
+    rows = [(label_of(dict(key)), by_rho[low], by_rho[high]) for key, by_rho in rest.items()
+            if low in by_rho and high in by_rho]
+    if len(rows) > 1:
+        rows.append(("all configurations pooled", [r for _, a, _ in rows for r in a], [r for _, _, b in rows for r in b]))
+    out = []
+    for label, a, b in rows:
+        for metric in compared_metrics(space):
+            values_a, values_b = ([r.metrics.get(metric, math.nan) for r in group if r.finished] for group in (a, b))
+            out.append((label, f"ρ={low:g} → ρ={high:g}", metric, welch_difference(values_a, values_b)))
+    return out
+
+
+def comparison_lines(title: str, note: str, rows: list[tuple[str, str, str, Difference]]) -> list[str]:
+    if not rows:
+        return []
+    lines = [f"## {title}", "", note, "", "| context | compared | metric | difference (95% interval, n) |",
+             "|---|---|---|---|"]
+    lines += [f"| {context} | {what} | {metric} | {describe(diff)} |" for context, what, metric, diff in rows]
+    resolved = [r for r in rows if r[3].resolved]
+    lines += ["", f"{len(resolved)} of {len(rows)} comparisons resolved (interval excludes 0)." if rows else "", ""]
+    return lines
+
+
+def search_efficiency(space, runs: list[TrialRun], parent) -> dict[str, float] | None:
+    """Summed in-trial time / (the study's wall time x concurrent trials), with the fixed start-up (the
+    study's start to its first trial) and shutdown (its last trial to its end) seconds. From MLflow's
+    run times; a resumed study's wall time includes the interruption."""
+    ended = [r for r in runs if r.end_ms]
+    if parent is None or not ended or not parent.info.end_time:
+        return None
+    wall = (parent.info.end_time - parent.info.start_time) / 1000
+    in_trial = sum((r.end_ms - r.start_ms) / 1000 for r in ended)
+    concurrent = max(1, min(space.max_concurrent, len(runs)))
+    return {"search_efficiency": in_trial / (wall * concurrent) if wall > 0 else math.nan, "wall_s": wall,
+            "in_trial_s": in_trial, "concurrent": concurrent,
+            "startup_s": (min(r.start_ms for r in runs) - parent.info.start_time) / 1000,
+            "shutdown_s": (parent.info.end_time - max(r.end_ms for r in ended)) / 1000}
+
+
+def sample_grids(client, runs: list[TrialRun], out: Path) -> list[tuple[str, str]]:
+    """The last sample grid of each configuration's lowest-seed finished run, copied beside the report:
+    [(configuration, file name)]."""
+    import re
+
+    grids = []
+    for config, members in list(configurations(runs).items())[:MAX_GRIDS]:
+        done = sorted((r for r in members if r.finished), key=lambda r: r.seed)
+        if not done:
+            continue
+        run = done[0]
+        steps = sorted(a.path for a in client.list_artifacts(run.run_id, "eval") if a.is_dir)
+        pngs = [a.path for a in client.list_artifacts(run.run_id, steps[-1])] if steps else []
+        samples = [p for p in pngs if Path(p).name.startswith("samples") and p.endswith(".png")]
+        if not samples:
+            continue
+        name = "samples_" + re.sub(r"[^A-Za-z0-9_.=-]+", "_", label_of(dict(config))) + f"_seed{run.seed}.png"
+        local = Path(client.download_artifacts(run.run_id, samples[0], str(out)))
+        local.replace(out / name)
+        grids.append((f"{label_of(dict(config))}, seed {run.seed}, {Path(samples[0]).stem.split('_')[-1]}", name))
+    for leftover in out.glob("eval"):  # the artifact tree download_artifacts recreated
+        import shutil
+        shutil.rmtree(leftover, ignore_errors=True)
+    return grids
 
 
 def figure(rows: int = 1, cols: int = 1, **subplots):
@@ -306,7 +441,26 @@ def write_report(space, stores: Stores) -> Path:
         cells = [str(row[k]) for k in keys] + [str(row["trials"]), str(row["failed"])]
         cells += [fmt(*row[m]) for m in TABLE_METRICS]
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
+    per_class_n = sorted({int(r.metrics["per_class_n"]) for r in runs if r.finished and "per_class_n" in r.metrics})
+    fid_n = sorted({int(r.metrics["fid_n"]) for r in runs if r.finished and "fid_n" in r.metrics})
+    lines += ["", f"Per-class and minority figures are at equal N: every class scored on N = "
+              f"{', '.join(map(str, per_class_n)) or '—'} samples (`per_class_n`); a class short of N is missing "
+              f"(`minority_missing`) and enters its group at a penalty, never flattering it. `fid` is on "
+              f"{', '.join(map(str, fid_n)) or '—'} samples (`fid_n`). `judge/confident_rate`: the share of samples "
+              f"the judge classifies with max softmax ≥ 0.9 (read it with `classes_dropped`: a collapsed G that "
+              f"repeats one clean digit scores high).", ""]
+
+    lines += comparison_lines(
+        "Methods against the baseline, paired by seed",
+        f"Difference to `{BASELINE}` at the same imbalance (configuration − baseline), over the seeds both "
+        "finished: a seed's replicates share the training subset, its order and G's initialisation. "
+        "For an unresolved comparison: the smallest |Δ| these seeds detect with 80% power, and the seeds the "
+        "observed Δ would need.", method_comparisons(space, runs))
+    lines += comparison_lines(
+        "The effect of imbalance, unpaired",
+        "Highest imbalance minus lowest (long-tail `exp` profile), per configuration and pooled: another imbalance "
+        "is another training split, so the groups are compared with Welch's interval.",
+        imbalance_comparisons(space, runs))
 
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     lines += ["## Best configurations", ""]
@@ -349,6 +503,20 @@ def write_report(space, stores: Stores) -> Path:
         lines += [f"- {k}: {v:.3f}" for k, v in imp.items()] + [""]
     client = tracking.client_for(stores.tracking_uri)
     exp = client.get_experiment_by_name(space.name)
+    parent = tracking.find_parent_run(client, exp.experiment_id, space.name) if exp else None
+    grids = sample_grids(client, runs, out)
+    if grids:
+        lines += ["## Sample grids", "", "The last evaluation of each configuration (its lowest seed): one row per "
+                  "class the judge assigned, blank where G drew fewer.", ""]
+        lines += [f"**{label}**\n\n![{label}]({name})\n" for label, name in grids]
+    efficiency = search_efficiency(space, runs, parent)
+    if efficiency:
+        lines += ["## Search efficiency", "",
+                  f"search_efficiency = summed in-trial time / (wall time × concurrent trials) = "
+                  f"{efficiency['in_trial_s']:.0f} s / ({efficiency['wall_s']:.0f} s × {efficiency['concurrent']}) = "
+                  f"**{efficiency['search_efficiency']:.2f}**; fixed start-up {efficiency['startup_s']:.0f} s, "
+                  f"shutdown {efficiency['shutdown_s']:.0f} s (from MLflow's run times; a resumed study's wall time "
+                  f"includes the interruption).", ""]
     if exp is not None:
         lines += ["## Open the runs", "", f"`{tracking.where_to_look(stores, exp.experiment_id)}` "
                   f"(experiment `{space.name}`: expand the study's parent run to see its trials).", ""]
@@ -357,9 +525,10 @@ def write_report(space, stores: Stores) -> Path:
     tmp.write_text("\n".join(lines))
     tmp.replace(report)
 
-    parent = tracking.find_parent_run(client, exp.experiment_id, space.name) if exp else None
     if parent is not None:
         client.log_artifacts(parent.info.run_id, str(out), artifact_path="report")
+        if efficiency:
+            client.log_metric(parent.info.run_id, "search_efficiency", efficiency["search_efficiency"])
     return report
 
 

@@ -141,7 +141,8 @@ def training_split_input(cfg, info: Mapping[str, Any]):
 
     profile = json.dumps({k: info.get(k) for k in ("train_size", "num_classes", "train_counts", "minority_classes",
                                                     "majority_classes", "class_order", "resolution", "channels")})
-    source = CodeDatasetSource({"module": "trainers.data", "dataset": cfg.dataset, "data_seed": cfg.data_seed,
+    source = CodeDatasetSource({"module": "trainers.data", "dataset": cfg.dataset,
+                                "data_seed": info.get("data_seed", cfg.data_seed),
                                 "imbalance_profile": cfg.imbalance_profile, "imbalance": cfg.imbalance})
     dataset = Dataset(name=f"{cfg.dataset}-{cfg.imbalance_profile}-ρ{cfg.imbalance:g}",
                       digest=hashlib.sha256((source.to_json() + profile).encode()).hexdigest()[:8],

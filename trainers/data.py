@@ -61,6 +61,7 @@ class DataBundle:
     minority: list[int]
     majority: list[int]
     class_order: list[int]  # class_order[k] is the class of rank k (0 = head)
+    data_seed: int = 0  # the seed that chose which images of each class were kept
 
     def info(self) -> dict:
         """What every run records about its data."""
@@ -75,6 +76,7 @@ class DataBundle:
             "minority_classes": self.minority,
             "majority_classes": self.majority,
             "class_order": self.class_order,
+            "data_seed": self.data_seed,
         }
 
 
@@ -362,7 +364,8 @@ def load_data(cfg: TrainConfig) -> DataBundle:
     if cfg.imbalance == 1 and cfg.imbalance_profile == "exp" and cfg.n_max is None:
         # rho = 1 is the full set (a naturally long-tailed dataset such as GTSRB stays as it is)
         by_rank = [natural[c] for c in class_order]
-    train = make_longtail(full_train, k, by_rank, class_order, cfg.data_seed)
+    data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
+    train = make_longtail(full_train, k, by_rank, class_order, data_seed)
     counts = train.counts(k)
     minority = minority_classes(counts, class_order, cfg.num_minority)
     return DataBundle(
@@ -370,6 +373,7 @@ def load_data(cfg: TrainConfig) -> DataBundle:
         channels=full_train.images.shape[1], resolution=resolution,
         class_names=raw.class_names or [str(i) for i in range(k)], train_counts=counts,
         minority=minority, majority=[c for c in range(k) if c not in minority], class_order=class_order,
+        data_seed=data_seed,
     )
 
 

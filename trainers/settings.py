@@ -87,7 +87,8 @@ class TrainConfig:
     imbalance: float = setting(1.0, "rho = n_max / n_min of the training split; 1 = balanced", between=(1.0, INF, "[]"))
     imbalance_profile: str = setting("exp", "a name of trainers.data.PROFILES")
     n_max: int | None = setting(None, "images of the head class; None = the smallest class's count", positive=True)
-    data_seed: int = setting(0, "which images of a class are kept")
+    data_seed: int | None = setting(None, "which images of a class are kept; None = the trial's seed, so "
+                                          "replicates see different subsets and one seed's trials share one")
     class_order_seed: int | None = setting(None, "permutes which class is the head; None = natural order")
     num_minority: int | None = setting(None, "minority classes; None = floor(K / 2) smallest")
     class_balanced_sampling: bool = setting(False, "draw real batches class-uniformly (any method)")

@@ -28,7 +28,8 @@ Reported keys: ``fid``, ``kid``, ``is`` (Inception only), ``fid_n`` (size of the
 overall set, by the judge's label or, conditional, by the requested one), ``judged_class/<k>`` (the
 judge's labels in the overall set: the generated histogram), ``prior/<k>`` (training prior); per
 group ``{fid,kid,precision,recall}_{minority,majority}`` and ``{minority,majority}_missing``;
-``class_kl_uniform``, ``class_kl_prior``, ``classes_dropped``, ``judge/confidence`` (mean max
+``class_kl_uniform``, ``class_kl_prior``, ``classes_dropped``, ``judge/confident_rate`` (share of
+samples with max softmax >= 0.9), ``judge/confidence`` (mean max
 softmax), ``judge/test_accuracy`` and, conditional, ``judge/conditional_accuracy`` (fraction of the
 overall set the judge assigns to the requested class). Conventions: see ``perclass``.
 """
@@ -53,6 +54,7 @@ from trainers.metrics.judge import load_or_train_judge
 EVAL_SEED_OFFSET = 1_000_003  # evaluation noise differs from the training stream of the same seed
 GRID_PER_ROW = 12
 SAMPLES_FILE = "samples.npz"
+CONFIDENT = 0.9  # max softmax of a "confidently classified" sample
 
 
 class Evaluator:
@@ -266,8 +268,11 @@ class Evaluator:
             out[f"prior/{c}"] = self.prior[c]
         out.update(perclass.class_diagnostics(judged[:n], k, self.data.train_counts))
         # max softmax = 1 / sum_j exp(l_j - l_max)
-        out["judge/confidence"] = (float((1.0 / np.exp(logits - logits.max(1, keepdims=True)).sum(1)).mean())
-                                   if len(logits) else math.nan)
+        top = 1.0 / np.exp(logits - logits.max(1, keepdims=True)).sum(1) if len(logits) else None
+        out["judge/confidence"] = float(top.mean()) if top is not None else math.nan
+        # the share of samples the judge calls with at least 90% certainty: a quality figure to read next to
+        # the class coverage (a collapsed G that repeats one clean digit scores high here)
+        out["judge/confident_rate"] = float((top >= CONFIDENT).mean()) if top is not None else math.nan
         out["judge/test_accuracy"] = self.judge_accuracy
         if conditional:
             out["judge/conditional_accuracy"] = float(np.mean(judged[:n] == classes[:n])) if n else math.nan
