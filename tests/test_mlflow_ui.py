@@ -1,5 +1,6 @@
-"""The MLflow UI, checked in a real headless Chromium: the study's trials are listed and a run's page
-shows the per-class FID metrics. Screenshots are saved under test-artifacts/."""
+"""The MLflow UI, checked in a real headless Chromium: the printed link lands on the study, its trials are
+nested under the parent run, and a trial's page charts the metrics and steps through the sample grids.
+Screenshots are saved under test-artifacts/."""
 
 from __future__ import annotations
 
@@ -44,6 +45,12 @@ def free_port() -> int:
 
 
 def make_store(root: Path):
+    """A study as the platform writes it: a model-training experiment, the parent run, two trials named,
+    tagged and logged through search.tracking (fid, fid_minority and fid_class/<k> at two steps, sample
+    grids as stepped images)."""
+    import numpy as np
+    from PIL import Image
+
     space = load_space("smoke")
     stores = Stores.at(root)
     client = tracking.client_for(stores.tracking_uri)
@@ -51,39 +58,59 @@ def make_store(root: Path):
     parent = tracking.start_parent_run(client, exp, space, "")
     runs = []
     for i, method in enumerate(("dcgan", "damage")):
-        run = client.create_run(exp, run_name=f"{method}-trial{i}", tags={
+        config = {"method": method, "imbalance": 10.0, "seed": 0, **({"prune_ratio": 0.5} if method == "damage" else {})}
+        run = client.create_run(exp, run_name=tracking.run_name(space, config), tags={
             "mlflow.parentRunId": parent, tracking.TAG_ROLE: "trial", tracking.TAG_TRIAL: f"t{i}"})
-        client.log_param(run.info.run_id, "method", method)
-        for k in range(10):
-            client.log_metric(run.info.run_id, f"fid_class/{k}", 10.0 + k + i, step=20)
-        client.log_metric(run.info.run_id, "fid", 12.5 + i, step=20)
-        client.set_terminated(run.info.run_id, "FINISHED")
-        runs.append(run.info.run_id)
+        run_id = run.info.run_id
+        client.log_param(run_id, "method", method)
+        for step in (10, 20):
+            for k in range(10):
+                client.log_metric(run_id, f"fid_class/{k}", 10.0 + k + i + 20 / step, step=step)
+            client.log_metric(run_id, "fid", 12.5 + i + 20 / step, step=step)
+            client.log_metric(run_id, "fid_minority", 15.0 + i + 20 / step, step=step)
+            folder = root / f"eval{i}-{step}"
+            folder.mkdir()
+            grid = np.random.default_rng(step).integers(0, 256, (60, 120, 3), dtype=np.uint8)
+            Image.fromarray(grid).save(folder / f"samples_step{step}.png")
+            tracking.log_evaluation_images(client, run_id, folder, step)
+        client.set_terminated(run_id, "FINISHED")
+        runs.append((run_id, tracking.run_name(space, config)))
     return exp, parent, runs
+
+
+def wait_for_server(base: str, server: subprocess.Popen) -> str:
+    """Wait until the UI answers; return what mlflow_server printed (its deep links)."""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return server.stdout.readline() + server.stdout.readline()
+        except OSError:
+            time.sleep(1)
+    pytest.fail("mlflow_server did not come up within 120 s")
 
 
 @pytest.mark.slow
 def test_mlflow_ui_shows_the_study_in_a_browser(tmp_path):
+    """The link mlflow_server prints lands on the study's runs (MLflow 3.17 otherwise opens its GenAI
+    overview), the parent run expands into its trials, and a trial's page charts fid, fid_minority and
+    fid_class/<k> and steps through its sample grids. Screenshots: test-artifacts/mlflow_*.png."""
     browser = find_or_install_chromium()
     if browser is None:
         pytest.skip("no Chromium here and it cannot be installed (needs root and apt-get)")
     root = tmp_path / "runs"
     exp, parent, runs = make_store(root)
+    client = tracking.client_for(Stores.at(root).tracking_uri)
+    assert client.get_experiment(exp).tags[tracking.TAG_EXPERIMENT_KIND] == tracking.MODEL_TRAINING
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "mlflow_server", f"root={root}", f"port={port}"], cwd=PROJECT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(1)
-        else:
-            pytest.fail("mlflow_server did not come up within 120 s")
+        printed = wait_for_server(base, server)
+        link = f"{base}/#/experiments/{exp}/runs?workflowType=machine_learning"
+        assert f"smoke: {link}" in printed, printed
         ARTIFACTS.mkdir(exist_ok=True)
         from playwright.sync_api import sync_playwright
 
@@ -92,19 +119,42 @@ def test_mlflow_ui_shows_the_study_in_a_browser(tmp_path):
                 "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
                 "--disable-background-networking", "--disable-component-update"])
             page = chrome.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(f"{base}/#/experiments/{exp}/runs")
+            page.goto(link)
             page.get_by_text("study:smoke").wait_for(timeout=60000)
+            # the model-training view: its sidebar lists Runs and Models, not the GenAI pages
+            page.get_by_role("link", name="Models").first.wait_for(timeout=30000)
+            assert page.get_by_text("Token Usage").count() == 0
             # trials are nested under the study's parent run: expand it, as a person would
             page.locator('[role=row]:has-text("study:smoke") button[data-component-id*=runnamecellrenderer]').click()
-            page.get_by_text("dcgan-trial0").wait_for(timeout=30000)
-            page.get_by_text("damage-trial1").wait_for(timeout=30000)
+            for _, name in runs:
+                page.get_by_text(name, exact=True).wait_for(timeout=30000)
             page.screenshot(path=str(ARTIFACTS / "mlflow_runs.png"))
-            page.goto(f"{base}/#/experiments/{exp}/runs/{runs[0]}")
-            page.get_by_text("fid_class/0", exact=True).wait_for(timeout=60000)
-            page.get_by_text("fid_class/9", exact=True).wait_for(timeout=30000)
-            page.screenshot(path=str(ARTIFACTS / "mlflow_run_page.png"), full_page=True)
+
+            run_id, name = runs[1]
+            page.goto(f"{base}/#/experiments/{exp}/runs/{run_id}/model-metrics?workflowType=machine_learning")
+            page.get_by_text(name).first.wait_for(timeout=60000)
+            search = page.get_by_placeholder("Search metric charts")
+            try:
+                search.fill("fid_minority")
+                page.get_by_text("fid_minority").first.wait_for(timeout=30000)
+                search.fill("fid")
+                page.get_by_text(f"{name} (fid_class/0)").first.wait_for(timeout=30000)
+            finally:
+                page.screenshot(path=str(ARTIFACTS / "mlflow_run_metrics.png"))
+            search.fill("samples")
+            # the image chart opens at step 0; move its slider to the last evaluation
+            handle = page.locator("[role=slider]").first
+            handle.wait_for(timeout=30000)
+            track = handle.locator("xpath=../..").bounding_box()  # the slider's root, its track end to end
+            page.mouse.click(track["x"] + track["width"] - 2, track["y"] + track["height"] / 2)
+            image = page.locator("img[src*='samples']").first
+            image.wait_for(timeout=30000)
+            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle(),
+                                   timeout=30000)
+            page.screenshot(path=str(ARTIFACTS / "mlflow_run_images.png"))
             chrome.close()
-        assert (ARTIFACTS / "mlflow_run_page.png").read_bytes()[:4] == b"\x89PNG"
+        for shot in ("mlflow_runs.png", "mlflow_run_metrics.png", "mlflow_run_images.png"):
+            assert (ARTIFACTS / shot).read_bytes()[:4] == b"\x89PNG"
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
