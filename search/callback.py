@@ -14,6 +14,7 @@ from typing import Any
 from ray import tune
 
 from search import tracking
+from search.trainable import GPU_IDS
 from trainers.checkpoint import DATA_FILE
 from trainers.config import flat_dict, make_config
 
@@ -43,6 +44,7 @@ class MLflowTrialCallback(tune.Callback):
         self._client = None
         self._orphans_closed = False
         self._data_logged: set[str] = set()
+        self._gpus_tagged: set[str] = set()
         self._commit = tracking.git_commit()
 
     @property
@@ -94,6 +96,9 @@ class MLflowTrialCallback(tune.Callback):
         from mlflow.entities import Metric
 
         run_id = self.run_id(trial)
+        if GPU_IDS in result and run_id not in self._gpus_tagged:
+            self.client.set_tag(run_id, "ray.gpu_ids", str(result[GPU_IDS]))
+            self._gpus_tagged.add(run_id)
         step = int(result.get("step", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
         metrics = [Metric(key, _numeric(value), now, step) for key, value in result.items()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 DIVERGED_MARKER = "diverged.json"
+GPU_IDS = "ray/gpu_ids"  # the GPUs Ray assigned the trial, in every result (the driver tags the run with them)
 
 
 def report_value(value: Any) -> Any:
@@ -46,9 +47,10 @@ def run_trial(config: dict[str, Any]) -> None:
         raise DivergedError(**json.loads(marker.read_text()))
     cpus = int((context.get_trial_resources().required_resources or {}).get("CPU", 1)) or 1
     torch.set_num_threads(max(1, cpus))
+    gpus = assigned_gpus()
 
     def report(metrics: dict[str, Any], checkpoint_dir: str) -> None:
-        tune.report({k: report_value(v) for k, v in metrics.items()},
+        tune.report({**{k: report_value(v) for k, v in metrics.items()}, GPU_IDS: gpus},
                     checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
     workdir = trial_dir / "work"
@@ -62,6 +64,23 @@ def run_trial(config: dict[str, Any]) -> None:
     except DivergedError as e:
         marker.write_text(json.dumps({"step": e.step, "losses": e.losses}))  # NaN survives as JSON NaN
         raise
+
+
+def assigned_gpus() -> str:
+    """The GPU ids Ray assigned this trial (``ray.get_gpu_ids()``, which Ray also puts in
+    CUDA_VISIBLE_DEVICES), comma-separated, or "none". A share of a GPU on a machine without CUDA (a
+    cluster that declares GPUs it does not have) trains on the CPU, and says so once."""
+    import sys
+
+    import ray
+    import torch
+
+    ids = [str(g) for g in ray.get_gpu_ids()]
+    if ids and not torch.cuda.is_available():
+        print(f"warning: Ray assigned GPU {','.join(ids)} (CUDA_VISIBLE_DEVICES="
+              f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')}) but CUDA is not available here: this trial trains on "
+              f"the CPU", file=sys.stderr, flush=True)
+    return ",".join(ids) or "none"
 
 
 def warm_worker() -> None:
