@@ -1,10 +1,20 @@
-"""Search-stack overhead: the smoke study through Ray + Optuna + MLflow vs the same trial configs run
-directly with ``trainers.loop.train`` at the same concurrency (a process pool), both as whole commands
-timed from the shell's point of view. Trials are sized to ~20 s each.
+"""Search efficiency on the main job: how much of the machine the search stack spends inside trials.
 
-    python benchmarks/search_overhead.py [steps=300]
+Runs ``python -m search.run space=sdclr_ablation`` (the README's main job, its own settings) as a whole
+command in a fresh store, timed from the shell's point of view, then reads every trial's start and end
+from its MLflow run:
 
-Last line: {"search_overhead_ratio": ..., "per_trial_overhead_s": ..., ...}
+    search_efficiency = summed in-trial time / (wall time x concurrent trials)
+
+with the fixed start-up (command start to the first trial's start: imports, Ray, the stores, the
+first worker) and shutdown (the last trial's end to the command's end: the report, Ray's shutdown)
+seconds beside it. ``space=`` and any ``key=value`` of search.run (``seeds=[0]``, ``fixed.steps=300``
+...) run a smaller study through the same path.
+
+    python benchmarks/search_overhead.py [space=sdclr_ablation] [key=value ...]
+
+Last line: {"search_efficiency": ..., "wall_s": ..., "in_trial_s": ..., "startup_s": ..., "shutdown_s": ...,
+"trials": ..., "concurrent": ...}; target search_efficiency >= 0.90.
 """
 
 from __future__ import annotations
@@ -15,78 +25,44 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
-
-
-def _one(cfg: dict) -> float:
-    import torch
-
-    from trainers.loop import train
-
-    torch.set_num_threads(1)
-    return float(train(cfg).get("fid", float("nan")))
-
-
-def direct(root: str, steps: int) -> None:
-    """Child-process entry: every trial config of the smoke grid through a pool of max_concurrent workers."""
-    from search.spaces import load_space
-
-    space = load_space("smoke", {"fixed": {"steps": steps, "eval_every": steps // 2, "cache_dir": f"{root}/cache"}})
-    configs = [space.trial_config(cell, seed) for cell in space.grid()[: space.num_samples] for seed in space.seeds]
-    import multiprocessing
-
-    with ProcessPoolExecutor(space.max_concurrent, mp_context=multiprocessing.get_context("spawn")) as pool:
-        list(pool.map(_one, configs))
-
-
-def timed(cmd: list[str]) -> float:
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=PROJECT, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
-    return elapsed
+sys.path.insert(0, str(PROJECT))
 
 
 def main() -> None:
-    args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
-    if "--direct" in sys.argv:
-        direct(args["root"], int(args["steps"]))
-        return
-    steps = int(args.get("steps", 300))
-    with tempfile.TemporaryDirectory() as tmp:
-        warm = Path(tmp) / "warm"
-        # train the judge once so neither side pays for it
-        timed([sys.executable, "-m", "trainers.train", "steps=2", "eval_every=2", "ch=4", f"root={warm}",
-               "eval.num_samples=200", "eval.judge_epochs=15", f"workdir={warm}/w"])
-        cache = warm / "cache"
-        times = {"direct": [], "search": []}
-        for round_index in range(2):  # interleaved, so machine noise hits both alike
-            root = Path(tmp) / f"direct{round_index}"
-            root.mkdir()
-            os.symlink(cache, root / "cache")
-            times["direct"].append(timed([sys.executable, __file__, "--direct", f"root={root}", f"steps={steps}"]))
-            root = Path(tmp) / f"search{round_index}"
-            root.mkdir()
-            os.symlink(cache, root / "cache")
-            times["search"].append(timed([sys.executable, "-m", "search.run", "space=smoke", f"root={root}",
-                                          f"fixed.steps={steps}", f"fixed.eval_every={steps // 2}",
-                                          "report=false"]))
-            print(f"round {round_index}: direct {times['direct'][-1]:.1f} s, search {times['search'][-1]:.1f} s",
-                  flush=True)
+    from search import tracking
     from search.spaces import load_space
+    from search.stores import Stores
 
-    space = load_space("smoke")
-    trials = space.num_samples * len(space.seeds)
-    direct_s, search_s = min(times["direct"]), min(times["search"])
-    print(json.dumps({"search_overhead_ratio": round(search_s / direct_s, 4),
-                      "per_trial_overhead_s": round((search_s - direct_s) / trials * space.max_concurrent, 3),
-                      "direct_s": round(direct_s, 2), "search_s": round(search_s, 2), "trials": trials,
-                      "steps_per_trial": steps}))
+    args = [a for a in sys.argv[1:] if "=" in a]
+    space_name = next((a.split("=", 1)[1] for a in args if a.startswith("space=")), "sdclr_ablation")
+    extra = [a for a in args if not a.startswith("space=")]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0"}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "runs"
+        start = time.time()
+        proc = subprocess.run([sys.executable, "-m", "search.run", f"space={space_name}", f"root={root}", *extra],
+                              cwd=PROJECT, env=env, capture_output=True, text=True)
+        end = time.time()
+        if proc.returncode != 0:
+            sys.exit(f"search.run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        space = load_space(space_name)
+        client = tracking.client_for(Stores.at(root).tracking_uri)
+        exp = client.get_experiment_by_name(space.name)
+        runs = [r for r in client.search_runs([exp.experiment_id], max_results=10000)
+                if r.data.tags.get(tracking.TAG_ROLE) == "trial"]
+        in_trial = sum((r.info.end_time - r.info.start_time) / 1000 for r in runs)
+        concurrent = min(space.max_concurrent, len(runs))
+        wall = end - start
+        print(f"{len(runs)} trials, {concurrent} at once: {in_trial:.0f} s inside trials in {wall:.0f} s of wall time",
+              file=sys.stderr)
+        print(json.dumps({
+            "search_efficiency": round(in_trial / (wall * concurrent), 4), "wall_s": round(wall, 1),
+            "in_trial_s": round(in_trial, 1), "startup_s": round(min(r.info.start_time for r in runs) / 1000 - start, 1),
+            "shutdown_s": round(end - max(r.info.end_time for r in runs) / 1000, 1), "trials": len(runs),
+            "concurrent": concurrent, "space": space_name, "overrides": extra, "target": 0.90}))
 
 
 if __name__ == "__main__":

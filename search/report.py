@@ -317,19 +317,22 @@ def plot_class_histograms(space, runs: list[TrialRun], path: Path) -> bool:
 
 
 def plot_curves(runs: list[TrialRun], key: str, path: Path, title: str, ylabel: str) -> bool:
-    """One line per run of metric ``key`` over steps, coloured by method."""
+    """One line per run of metric ``key`` over steps, coloured by method, one line style per imbalance."""
     series = [(run, run.history[key]) for run in runs if key in run.history]
     if not series:
         return False
     fig, ax = figure(figsize=(6.5, 3.8))
     colours: dict[str, Any] = {}
     cycle = colour_cycle()
+    imbalances = sorted({float(run.params.get("imbalance", "nan")) for run, _ in series})
+    styles = dict(zip(imbalances, ["-", "--", ":", "-."] * len(imbalances)))
     for run, points in series:
-        label = run.params.get("method", "?")
-        colour = colours.setdefault(label, cycle[len(colours) % len(cycle)])
+        method, rho = run.params.get("method", "?"), float(run.params.get("imbalance", "nan"))
+        colour = colours.setdefault(method, cycle[len(colours) % len(cycle)])
+        label = method + (f" ρ={rho:g}" if len(imbalances) > 1 else "")
         points = sorted(points)
         ax.plot([p[0] for p in points], [p[1] for p in points], color=colour, alpha=0.6, marker=".",
-                label=label if label not in ax.get_legend_handles_labels()[1] else None)
+                linestyle=styles[rho], label=label if label not in ax.get_legend_handles_labels()[1] else None)
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

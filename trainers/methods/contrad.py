@@ -32,8 +32,8 @@ class ContraDKnobs:
                                         between=(0.0, INF, "[]"))
     temperature: float = setting(0.1, "tau of both contrastive losses", between=(0.0, INF, "(]"))
     proj_dim: int = setting(128, "output size of the projection heads h_r and h_f", positive=True)
-    head_hidden: int = setting(512, "hidden width of the heads h_r, h_f and d (ContraD's SNDCGAN: 512)",
-                               positive=True)
+    head_hidden: int = setting(128, "hidden width of the heads h_r, h_f and d (CPU-sized; ContraD's SNDCGAN "
+                                    "uses 512, the GPU presets' value)", positive=True)
 
 
 def _head(d: int, out: int, hidden: int) -> nn.Sequential:
