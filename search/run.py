@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from search.stores import Stores
-from trainers.cli import run_command
+from trainers.cli import directory_arg, run_command
 from trainers.config import ConfigError, make_config, parse_overrides
 
 # Ray starts its worker processes while the driver sets up the stores; they import the trainer
@@ -46,6 +46,13 @@ def parse_args(argv: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     for flag in ("resume", "report"):
         if flag in run and not isinstance(run[flag], bool):
             raise StudyError(f"{flag}={run[flag]!r} must be true or false")
+    for key in ("space", "ray_address", "tracking_uri"):
+        if key in run and not (isinstance(run[key], str) and run[key]):
+            raise StudyError(f"{key}={run[key]!r} must be a name, path or address")
+    uri = run.get("tracking_uri")
+    if uri is not None and "://" not in uri:
+        raise StudyError(f"tracking_uri={uri} is not a URI; give a server (http://127.0.0.1:5000) or a database "
+                         f"(sqlite:////abs/path/mlflow.db), or drop it to use <root>/mlflow.db")
     return run, overrides
 
 
@@ -134,10 +141,13 @@ def run_study(argv: list[str]) -> int:
     from search.spaces import load_space
 
     run, overrides = parse_args(argv)
-    space = load_space(str(run["space"]), overrides, preset=run.get("preset"))
-    stores = Stores.at(run.get("root", "runs"), run.get("tracking_uri"))
+    space = load_space(run["space"], overrides, preset=run.get("preset"))
+    stores = Stores.at(directory_arg("root", run.get("root", "runs")), run.get("tracking_uri"))
     space = space.with_fixed(stores.trainer_paths(space.fixed))
-    stores.root.mkdir(parents=True, exist_ok=True)
+    try:
+        stores.root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StudyError(f"root={stores.root} cannot be made ({e.strerror or e}); give another root=") from None
     lock = stores.study_lock(space.name)
     try:
         lock.acquire(timeout=0)
