@@ -135,15 +135,21 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(__doc__, run_study, argv)
 
 
-def run_study(argv: list[str]) -> int:
-    from filelock import Timeout
-
+def prepare(argv: list[str]):
+    """The command line checked, the space it names loaded and validated, its stores located: every
+    refusal that needs no store and no cluster, with nothing written. Returns (run keys, space, stores)."""
     from search.spaces import load_space
 
     run, overrides = parse_args(argv)
     space = load_space(run["space"], overrides, preset=run.get("preset"))
     stores = Stores.at(directory_arg("root", run.get("root", "runs")), run.get("tracking_uri"))
-    space = space.with_fixed(stores.trainer_paths(space.fixed))
+    return run, space.with_fixed(stores.trainer_paths(space.fixed)), stores
+
+
+def run_study(argv: list[str]) -> int:
+    from filelock import Timeout
+
+    run, space, stores = prepare(argv)
     try:
         stores.root.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -106,10 +106,15 @@ class Param:
         raise SpaceError(f"parameter '{self.name}' is {self.kind}: the grid sampler needs choice or int")
 
     def extremes(self) -> list:
-        """Every choice, or the two ends of a range: the values a space's validity is checked at."""
+        """Every choice, or the two ends of a range: the values a space's validity is checked at (and,
+        for a float range, a value inside it that is no integer: a float range on an integer setting
+        must fail the check, not the trials)."""
         if self.kind == "choice":
             return list(self.values)
-        return [int(self.low), int(self.high)] if self.kind == "int" else [self.low, self.high]
+        if self.kind == "int":
+            return [int(self.low), int(self.high)]
+        inside = self.low + (self.high - self.low) / math.pi
+        return [self.low, self.high] + ([inside] if not float(inside).is_integer() else [])
 
     @property
     def varies(self) -> bool:
@@ -297,7 +302,7 @@ def merge(layers: list[Mapping[str, Any]], source: str) -> dict:
 
     try:
         return OmegaConf.to_container(OmegaConf.merge(*(OmegaConf.create(nested(layer)) for layer in layers)))
-    except (OmegaConfBaseException, ConfigError) as e:
+    except (OmegaConfBaseException, ConfigError, TypeError) as e:  # TypeError: a mapping over a list, ...
         raise SpaceError(f"{source}: cannot merge its presets and overrides ({one_line(e)})") from None
     except RecursionError:  # a YAML alias that contains itself
         raise SpaceError(f"{source}: a value contains itself (a YAML alias to its own anchor); spell it out") from None
