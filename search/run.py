@@ -156,7 +156,12 @@ def prepare(argv: list[str]):
     run, overrides = parse_args(argv)
     space = load_space(run["space"], overrides, preset=run.get("preset"))
     stores = Stores.at(directory_arg("root", run.get("root", "runs")), run.get("tracking_uri"))
-    return run, space.with_fixed(stores.trainer_paths(space.fixed)), stores
+    try:
+        paths = stores.trainer_paths(space.fixed)
+    except ValueError as e:  # a NUL byte in a path
+        raise StudyError(f"{space.source}: fixed.cache_dir or fixed.data_root is not a path ({e})") from None
+    directory_arg("fixed.cache_dir", paths["cache_dir"])  # every trial writes there
+    return run, space.with_fixed(paths), stores
 
 
 def run_study(argv: list[str]) -> int:

@@ -64,8 +64,9 @@ TRAINER_VALUES = {  # a few sensible and a few wrong values of some trainer keys
     "eval.num_samples": [50, 200, 0],
     "eval.features": ["judge", "inception", "clip"],
     "diffaugment": ["", "color", "colour"],
+    "cache_dir": ["cache", "a\0b", "/dev/null/cache", "/etc/hostname"],
 }
-trainer_key = st.sampled_from([*TRAINER_VALUES, "seed", "nope", "eval.nope", "eval"])
+trainer_key = st.sampled_from([*TRAINER_VALUES, "seed", "nope", "eval.nope", "eval", "cache_dir", "data_root"])
 METRICS = ["fid", "fid_minority", "kid", "loss/gsr", "prune/sparsity", "fid_class/3", "fid_class/12", "fidd",
            "judge/conditional_accuracy", "gsr/sigma_max/0", "is", "step"]
 

@@ -20,6 +20,8 @@ def directory_arg(key: str, value: object) -> Path:
     """The folder named by ``key=value``, which may not exist yet: refused with one line when it, or
     the nearest of its parents that exists, is not a directory or cannot be written."""
     path = Path(str(value)).expanduser().absolute()
+    if "\0" in str(path):
+        raise ConfigError(f"{key}={value!r} holds a NUL byte; give a folder's path")
     existing = next(p for p in (path, *path.parents) if p.exists())
     if existing == path and not path.is_dir():
         raise ConfigError(f"{key}={value} exists and is not a directory; give a folder (new or existing)")
