@@ -301,7 +301,10 @@ def finish(study: Study, results, started: float, report: bool) -> int:
         print(f"# report: {write_report(space, stores)}")
     # after the report: a report that fails stops the study like any other error, and resume writes it
     tracking.client_for(stores.tracking_uri).set_terminated(study.parent_run_id, status="FINISHED")
-    print(f"# MLflow UI: python -m mlflow_server root={stores.root}   (then open http://127.0.0.1:5000)")
+    if stores.remote_tracking_uri:
+        print(f"# MLflow UI: {stores.remote_tracking_uri}")
+    else:
+        print(f"# MLflow UI: python -m mlflow_server root={stores.root}   (then open http://127.0.0.1:5000)")
     print(f"# resume or extend: python -m search.run space={space.name} root={stores.root} resume=true")
     return 0
 

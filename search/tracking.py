@@ -61,11 +61,24 @@ def unreachable(tracking_uri: str, timeout_s: float = 10.0) -> str | None:
 
 
 def check_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
-    """Fail before any trial starts when a remote tracking server cannot be reached."""
+    """Fail before any store is written when a remote tracking server cannot be reached or refuses our
+    credentials (a server behind ``--app-name basic-auth`` answers /health to anyone)."""
     why = unreachable(tracking_uri, timeout_s)
     if why is not None:
         raise ConfigError(f"tracking_uri={tracking_uri} is unreachable ({why}); start the server, fix the URI, "
                           f"or drop tracking_uri= to use the local store under root=")
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client_for(tracking_uri).search_experiments(max_results=1)
+    except MlflowException as e:
+        if e.get_http_status_code() not in (401, 403):
+            raise
+        raise ConfigError(f"tracking_uri={tracking_uri} refuses us (HTTP {e.get_http_status_code()} "
+                          f"{e.error_code}); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                          f"(or MLFLOW_TRACKING_TOKEN) to an account of that server") from None
 
 
 def ensure_experiment(client, name: str, artifact_location: str | None) -> str:

@@ -90,6 +90,40 @@ def test_unreachable_tracking_uri_fails_before_any_trial(tmp_path, capsys):
     assert not (root / "optuna.db").exists() and not (root / "ray").exists()
 
 
+def test_tracking_server_that_refuses_our_credentials_fails_before_any_store(tmp_path, capsys):
+    """A server behind basic auth answers /health to anyone and 401 to the API without credentials."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class BasicAuthServer(BaseHTTPRequestHandler):
+        def do_GET(self):
+            status, body = (200, b"OK") if self.path == "/health" else (401, json.dumps(
+                {"error_code": "UNAUTHENTICATED", "message": "You are not authenticated."}).encode())
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BasicAuthServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    root = tmp_path / "runs"
+    try:
+        uri = f"http://127.0.0.1:{server.server_address[1]}"
+        assert run_main(["space=smoke", f"root={root}", f"tracking_uri={uri}"]) == 2
+    finally:
+        server.shutdown()
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: tracking_uri={uri} refuses us (HTTP 401 UNAUTHENTICATED); set MLFLOW_TRACKING_USERNAME "
+                   f"and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) to an account of that server")
+    assert not (root / "optuna.db").exists() and not (root / "ray").exists()
+
+
 FAULT_SPACE = """
 name: {name}
 description: fault injection
