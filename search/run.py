@@ -284,10 +284,11 @@ def finish(study: Study, results, started: float, report: bool) -> int:
     space, stores = study.space, study.stores
     errors = len(results.errors)
     optuna_study = stores.load_study(space.name)
-    if len(results) - results.num_terminated - errors or optuna_study.get_trials(
-            deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        # Ray returns normally after Ctrl-C, with the study short of its end
-        return stopped(study, KeyboardInterrupt())
+    unfinished = len(results) - results.num_terminated - errors
+    untold = optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+    if unfinished or untold:  # Ray returns normally after Ctrl-C, with the study short of its end
+        return stopped(study, KeyboardInterrupt(f"{unfinished} trial(s) unfinished, {len(untold)} "
+                                                f"configuration(s) not told to Optuna"))
     complete = optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     minutes = (time.time() - started) / 60
     print(f"\n# study '{space.name}' done in {minutes:.1f} min: {len(results)} trials "
@@ -329,7 +330,10 @@ def stopped(study: Study, error: BaseException) -> int:
 
     space, stores = study.space, study.stores
     interrupted = isinstance(error, KeyboardInterrupt)
-    what = "was interrupted" if interrupted else f"stopped on {cause(error)[:400]}"
+    if interrupted:
+        what = f"was interrupted ({error})" if str(error) else "was interrupted"
+    else:
+        what = f"stopped on {cause(error)[:400]}"
     log = stores.crash_log(space.name)
     try:
         log.parent.mkdir(parents=True, exist_ok=True)

@@ -462,7 +462,8 @@ def validate_space(raw: dict, source: str = "<space>", presets: tuple[str, ...] 
     for p in params:
         if p.name not in all_keys():
             close = _closest(p.name, all_keys())
-            hint = f"did you mean '{close}'?" if close else "see trainers/settings.py and trainers/methods/ for the keys"
+            hint = (f"did you mean '{close}'?" if close
+                    else "see trainers/settings.py and trainers/methods/ for the keys")
             raise _err(source, f"params.{p.name}", f"is not a trainer setting; {hint}")
         if p.name in fixed:
             raise _err(source, f"fixed.{p.name}", "is also a parameter of this space (params would override it); "

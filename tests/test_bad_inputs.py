@@ -71,9 +71,11 @@ BAD_SPACES = {
     "unreported_metric": (GOOD.format(name="bad").replace("metric: fid", "metric: fidd"),
                           "metric 'fidd' is not reported by this space's trials; did you mean 'fid'?"),
     "unreported_objective": (GOOD.format(name="bad").replace("metric: fid", "metric: [fid, fid_minorty]"),
-                             "metric 'fid_minorty' is not reported by this space's trials; did you mean 'fid_minority'?"),
+                             "metric 'fid_minorty' is not reported by this space's trials; "
+                             "did you mean 'fid_minority'?"),
     "class_beyond_the_dataset": (GOOD.format(name="bad").replace("metric: fid", "metric: fid_class/10"),
-                                 "metric 'fid_class/10' does not exist: digits has 10 classes, fid_class/0 .. fid_class/9"),
+                                 "metric 'fid_class/10' does not exist: digits has 10 classes, "
+                                 "fid_class/0 .. fid_class/9"),
     "metric_of_some_trials_only": (GOOD.format(name="bad").replace("metric: fid", "metric: prune/sparsity")
                                    .replace("[dcgan]", "[dcgan, damage]"),
                                    "metric 'prune/sparsity' is not reported by every trial of this space "

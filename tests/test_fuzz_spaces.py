@@ -109,7 +109,8 @@ plain_documents = st.fixed_dictionaries(
               "num_samples": st.integers(1, 6), "max_concurrent": st.integers(1, 3),
               "seeds": st.sampled_from([1, 2, [0, 7]]), "sampler_seed": st.integers(0, 100),
               "resources": st.sampled_from([{"cpu": 1}, {"cpu": 1, "gpu": 0.25}]),
-              "fixed": plain_fixed, "presets": st.sampled_from([{"gpu": "contrad_cifar10_gpu"}, {"gpu": ["short_check"]}])})
+              "fixed": plain_fixed,
+              "presets": st.sampled_from([{"gpu": "contrad_cifar10_gpu"}, {"gpu": ["short_check"]}])})
 TOP = ["name", "description", "metric", "mode", "sampler", "scheduler", "num_samples", "max_concurrent", "resources",
        "seeds", "fixed", "params", "presets", "sampler_seed", "shedular", 1, None]
 
@@ -196,7 +197,8 @@ cli_key = st.sampled_from([
     "ray_address", "space", "bogus", *(f"fixed.{k}" for k in TRAINER_VALUES), "fixed.seed", "fixed.nope", "fixed.eval",
     "params.prune_ratio.when", "params.imbalance.when.method"])
 PLAIN_ARGS = ["num_samples=1", "num_samples=3", "max_concurrent=2", "seeds=2", "seeds=[0,7]", "sampler=tpe",
-              "sampler=random", "sampler=qmc", "sampler=nsga2", "scheduler=asha", "scheduler=fifo", "metric=fid_minority",
+              "sampler=random", "sampler=qmc", "sampler=nsga2", "scheduler=asha", "scheduler=fifo",
+              "metric=fid_minority",
               "metric=[fid,fid_minority]", "mode=max", "resources.cpu=0.5", "sampler_seed=3", "preset=cifar10_gpu",
               "preset=short_check", "report=false", "description=x", "fixed.steps=8", "fixed.imbalance=100",
               "fixed.eval.num_samples=100", "fixed.batch_size=16", "fixed.eval_every=4", "fixed.ch=8"]

@@ -277,3 +277,33 @@ def test_every_shared_preset_sets_trainer_keys_only():
         assert set(entry) <= set(PRESET_KEYS), name
         for key in entry.get("fixed", {}):
             assert key in all_keys(), (name, key)
+
+
+def test_a_tell_that_fails_stops_the_run_and_the_resumed_searcher_tells_it(smoke_study, tmp_path, monkeypatch):
+    """A full disk when Optuna is told: Ray swallows what on_trial_complete raises, so the searcher keeps
+    the configuration untold, raises at its next result or suggestion, and a searcher resumed from the
+    state Ray saved tells it (the configuration is never left RUNNING, nor told twice)."""
+    from search.searcher import ReplicateSearcher
+
+    space, stores = smoke_study([0])
+    searcher = ReplicateSearcher(space, stores)
+    searcher.suggest("t0")
+    searcher.suggest("t1")
+    real_tell = searcher._tell
+
+    def full_disk(number, config):
+        raise OSError(28, "database or disk is full")
+
+    monkeypatch.setattr(searcher, "_tell", full_disk)
+    searcher.on_trial_complete("t0", {"fid": 12.0})  # does not raise into Ray
+    for call in (lambda: searcher.on_trial_result("t1", {"fid": 3.0}), lambda: searcher.suggest("t2")):
+        with pytest.raises(RuntimeError, match="could not be told a configuration's value .*disk is full"):
+            call()
+    assert stores.load_study("smoke").trials[0].state == optuna.trial.TrialState.RUNNING
+    monkeypatch.setattr(searcher, "_tell", real_tell)
+    searcher.save(str(tmp_path / "saved.pkl"))  # what Ray saved before the run ended
+    resumed = ReplicateSearcher(space, stores)
+    resumed.restore(str(tmp_path / "saved.pkl"))
+    resumed.on_trial_complete("t1", {"fid": 3.0})  # reconciles first: the untold configuration is told
+    trials = stores.load_study("smoke").trials
+    assert [(t.state.name, t.value) for t in trials[:2]] == [("COMPLETE", 12.0), ("COMPLETE", 3.0)]
