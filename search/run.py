@@ -334,16 +334,17 @@ def stopped(study: Study, error: BaseException) -> int:
         what = f"was interrupted ({error})" if str(error) else "was interrupted"
     else:
         what = f"stopped on {cause(error)[:400]}"
-    log = stores.crash_log(space.name)
-    try:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text("".join(traceback.format_exception(error)))
-        where = f"traceback in {log}"
-    except OSError as e:  # a full disk
-        where = f"no traceback written: {e.strerror or e}"
+    if error.__traceback__ is not None:  # raised, not Ray's run ending short after Ctrl-C
+        log = stores.crash_log(space.name)
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text("".join(traceback.format_exception(error)))
+            what += f" (traceback in {log})"
+        except OSError as e:  # a full disk
+            what += f" (no traceback written: {e.strerror or e})"
     marked = tracking.mark_stopped(stores.tracking_uri, study.experiment_id, study.parent_run_id,
                                    "KILLED" if interrupted else "FAILED")
-    print(f"error: study '{space.name}' {what} ({where}); {marked}; resume it with: {study.resume_cmd}",
+    print(f"error: study '{space.name}' {what}; {marked}; resume it with: {study.resume_cmd}",
           file=sys.stderr, flush=True)
     return 130 if interrupted else 1
 
