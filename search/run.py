@@ -287,8 +287,8 @@ def finish(study: Study, results, started: float, report: bool) -> int:
     unfinished = len(results) - results.num_terminated - errors
     untold = optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
     if unfinished or untold:  # Ray returns normally after Ctrl-C, with the study short of its end
-        return stopped(study, KeyboardInterrupt(f"{unfinished} trial(s) unfinished, {len(untold)} "
-                                                f"configuration(s) not told to Optuna"))
+        short = f"{len(untold)} configuration(s) unfinished" if untold else f"{unfinished} trial(s) unfinished"
+        return stopped(study, KeyboardInterrupt(short))
     complete = optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     minutes = (time.time() - started) / 60
     print(f"\n# study '{space.name}' done in {minutes:.1f} min: {len(results)} trials "
