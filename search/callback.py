@@ -2,11 +2,21 @@
 
 It runs in the driver: trials never open the store (on a cluster they could not reach the driver's
 SQLite file); their checkpoints reach the driver through Ray's trial storage.
+
+When the store fails (a tracking server down for longer than the MLflow client's own retries, a full
+disk under a local store) the study stops instead of going on without its records: the failure is
+raised where Ray lets it end the run, before Ray saves an experiment state that counts the event as
+done, so ``resume=true`` replays what was not recorded. Ray swallows what ``on_checkpoint``,
+``on_trial_complete`` and ``on_trial_error`` raise (it would drop the checkpoint or fail the trial),
+so a failure there is kept and raised at the next step of Ray's loop. A resumed trial reports again
+from its last checkpoint: the steps its run already holds are not logged twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +26,7 @@ from ray import tune
 from search import tracking
 from search.trainable import GPU_IDS
 from trainers.checkpoint import DATA_FILE
+from trainers.cli import one_line
 from trainers.config import flat_dict, make_config
 
 RAY_RESULT_KEYS = {
@@ -24,6 +35,12 @@ RAY_RESULT_KEYS = {
     "iterations_since_restore", "experiment_tag", "should_checkpoint",
 }
 BATCH = {"params": 100, "metrics": 500}  # MLflow's log_batch limits
+EVAL_DIR = "eval"  # eval/step_<9 digits>/: the PNGs of one evaluation
+CRASH_ENV = "LTGAN_TEST_DRIVER_CRASH_AFTER"  # test-only, see InjectedCrash
+
+
+class TrackingError(RuntimeError):
+    """The MLflow store did not take what the study sent it (after the client's own retries)."""
 
 
 def _numeric(value: Any) -> float | None:
@@ -40,18 +57,37 @@ class MLflowTrialCallback(tune.Callback):
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.space = space
-        self._runs: dict[str, str] = {}
-        self._client = None
-        self._orphans_closed = False
-        self._data_logged: set[str] = set()
-        self._gpus_tagged: set[str] = set()
         self._commit = tracking.git_commit()
+        self.__dict__.update(self._driver_state())
+
+    @staticmethod
+    def _driver_state() -> dict[str, Any]:
+        """What one driver process learns while it runs (empty in a resumed driver)."""
+        return {"_runs": {}, "_client": None, "_runs_settled": False, "_data_logged": set(), "_gpus_tagged": set(),
+                "_logged_step": {"metrics": {}, "images": {}},  # run id -> the last step sent
+                "_failure": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Ray pickles the callback when the study starts; one pickled by an older version lacks newer fields
+        self.__dict__.update({**self._driver_state(), **state})
 
     @property
     def client(self):
         if self._client is None:
             self._client = tracking.client_for(self.tracking_uri)
         return self._client
+
+    @contextlib.contextmanager
+    def _sending(self, what: str):
+        """The MLflow calls of one event; a failure becomes the study's TrackingError, raised now and at
+        every later event, so nothing more is sent (or waited for) once the store failed."""
+        if self._failure is not None:
+            raise self._failure
+        try:
+            yield
+        except Exception as e:
+            self._failure = TrackingError(f"MLflow did not take {what} ({type(e).__name__}: {one_line(e)[:300]})")
+            raise self._failure from e
 
     def run_id(self, trial) -> str:
         tid = trial.trial_id
@@ -63,14 +99,28 @@ class MLflowTrialCallback(tune.Callback):
         if found:
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
+            if not found[0].data.params:  # the store failed between creating the run and describing it
+                self._describe(run_id, trial)
+            self._recall_steps(found[0])
         else:
             run_id = self._create(trial)
         self._runs[tid] = run_id
         return run_id
 
-    def _create(self, trial) -> str:
-        from mlflow.entities import Param
+    def _recall_steps(self, run) -> None:
+        """The last step whose metrics and images a resumed trial's run already holds."""
+        run_id = run.info.run_id
+        if "step" in run.data.metrics:
+            self._logged_step["metrics"][run_id] = int(run.data.metrics["step"])
+        steps = [int(a.path.rsplit("_", 1)[1]) for a in self.client.list_artifacts(run_id, EVAL_DIR)
+                 if a.is_dir and a.path.rsplit("_", 1)[-1].isdigit()]
+        if steps:
+            self._logged_step["images"][run_id] = max(steps)
 
+    def _already_sent(self, kind: str, run_id: str, step: int) -> bool:
+        return step <= self._logged_step[kind].get(run_id, -1)
+
+    def _create(self, trial) -> str:
         config = dict(trial.config)  # the resolved trial dict: shared keys and this method's knobs only
         cfg = make_config(config)
         sampled = self.space.sampled(config)
@@ -78,35 +128,64 @@ class MLflowTrialCallback(tune.Callback):
             "mlflow.parentRunId": self.parent_run_id, tracking.TAG_TRIAL: trial.trial_id,
             tracking.TAG_SPACE: self.space.name, tracking.TAG_ROLE: "trial", "method": cfg.method,
             "seed": str(cfg.seed), "git_commit": self._commit, tracking.TAG_SAMPLED: json.dumps(sampled, default=str)})
-        params = [Param(k, str(v)) for k, v in flat_dict(cfg).items()]
-        for start in range(0, len(params), BATCH["params"]):
-            self.client.log_batch(run.info.run_id, params=params[start:start + BATCH["params"]])
-        self.client.log_dict(run.info.run_id, {"sampled": sampled, "config": flat_dict(cfg)}, "trial_config.json")
+        self._describe(run.info.run_id, trial)
         return run.info.run_id
 
-    def on_step_begin(self, iteration, trials, **info):
-        if not self._orphans_closed:  # once per driver: runs a killed driver left behind
-            self._orphans_closed = True
-            tracking.close_orphans(self.client, self.experiment_id, self.parent_run_id, {t.trial_id for t in trials})
+    def _describe(self, run_id: str, trial) -> None:
+        """The trial's config as params and as trial_config.json (the params last: they say it is done)."""
+        from mlflow.entities import Param
 
+        cfg = make_config(dict(trial.config))
+        self.client.log_dict(run_id, {"sampled": self.space.sampled(trial.config), "config": flat_dict(cfg)},
+                             "trial_config.json")
+        params = [Param(k, str(v)) for k, v in flat_dict(cfg).items()]
+        for start in range(0, len(params), BATCH["params"]):
+            self.client.log_batch(run_id, params=params[start:start + BATCH["params"]])
+
+    # -- Ray's loop: a failure kept from a hook whose exceptions Ray swallows ends the run here ---------
+    def on_step_begin(self, iteration, trials, **info):
+        if self._failure is not None:
+            raise self._failure
+        if not self._runs_settled:  # once per driver: runs a stopped driver left open
+            with self._sending("the status of the runs a stopped driver left open"):
+                tracking.close_runs(self.client, self.experiment_id, self.parent_run_id,
+                                    {t.trial_id: t.status for t in trials})
+            self._runs_settled = True
+
+    def on_step_end(self, iteration, trials, **info):
+        if self._failure is not None:
+            raise self._failure
+
+    # -- trial events --------------------------------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.run_id(trial)
+        with self._sending(f"the run of trial {trial.trial_id}"):
+            self.run_id(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from mlflow.entities import Metric
 
-        run_id = self.run_id(trial)
-        if GPU_IDS in result and run_id not in self._gpus_tagged:
-            self.client.set_tag(run_id, "ray.gpu_ids", str(result[GPU_IDS]))
-            self._gpus_tagged.add(run_id)
         step = int(result.get("step", result.get("training_iteration", 0)))
-        now = int(time.time() * 1000)
-        metrics = [Metric(key, _numeric(value), now, step) for key, value in result.items()
-                   if key not in RAY_RESULT_KEYS and _numeric(value) is not None]
-        for start in range(0, len(metrics), BATCH["metrics"]):
-            self.client.log_batch(run_id, metrics=metrics[start:start + BATCH["metrics"]])
+        with self._sending(f"the step-{step} metrics of trial {trial.trial_id}"):
+            run_id = self.run_id(trial)
+            if GPU_IDS in result and run_id not in self._gpus_tagged:
+                self.client.set_tag(run_id, "ray.gpu_ids", str(result[GPU_IDS]))
+                self._gpus_tagged.add(run_id)
+            if self._already_sent("metrics", run_id, step):
+                return
+            now = int(time.time() * 1000)
+            metrics = [Metric(key, _numeric(value), now, step) for key, value in result.items()
+                       if key not in RAY_RESULT_KEYS and _numeric(value) is not None]
+            for start in range(0, len(metrics), BATCH["metrics"]):
+                self.client.log_batch(run_id, metrics=metrics[start:start + BATCH["metrics"]])
+            self._logged_step["metrics"][run_id] = step
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        # raised here, Ray drops this checkpoint (the trial goes on); the kept failure then ends the run
+        # at the end of this step, and a resumed trial evaluates this step again from the one before
+        with self._sending(f"the evaluation artifacts of trial {trial.trial_id}"):
+            self._log_checkpoint(trial, checkpoint)
+
+    def _log_checkpoint(self, trial, checkpoint) -> None:
         run_id = self.run_id(trial)
         with checkpoint.as_directory() as directory:
             directory = Path(directory)
@@ -119,18 +198,50 @@ class MLflowTrialCallback(tune.Callback):
                                                 json.loads(data_file.read_text()))
                 self._data_logged.add(run_id)
             artifacts = directory / "artifacts"
-            if artifacts.is_dir() and any(artifacts.iterdir()):
-                self.client.log_artifacts(run_id, str(artifacts), artifact_path=f"eval/step_{step:09d}")
+            if artifacts.is_dir() and any(artifacts.iterdir()) and not self._already_sent("images", run_id, step):
+                # the eval/step_<k> folder last: a resumed trial finds it only when the images went too
                 tracking.log_evaluation_images(self.client, run_id, artifacts, step)
+                self.client.log_artifacts(run_id, str(artifacts), artifact_path=f"{EVAL_DIR}/step_{step:09d}")
+                self._logged_step["images"][run_id] = step
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.client.set_terminated(self.run_id(trial), status="FINISHED")
+        # not raised to Ray, which would fail a finished trial; the run is settled when the study resumes
+        with contextlib.suppress(TrackingError), self._sending(f"the end of trial {trial.trial_id}"):
+            self.client.set_terminated(self.run_id(trial), status="FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        run_id = self.run_id(trial)
-        error = getattr(trial, "error_file", None)
-        message = ""
-        if error and Path(error).exists():
-            message = Path(error).read_text()[-2000:]
-        self.client.set_tag(run_id, "error", message or "trial failed")
-        self.client.set_terminated(run_id, status="FAILED")
+        with contextlib.suppress(TrackingError), self._sending(f"the failure of trial {trial.trial_id}"):
+            run_id = self.run_id(trial)
+            error = getattr(trial, "error_file", None)
+            message = ""
+            if error and Path(error).exists():
+                message = Path(error).read_text()[-2000:]
+            self.client.set_tag(run_id, "error", message or "trial failed")
+            self.client.set_terminated(run_id, status="FAILED")
+
+
+class InjectedDriverCrash(RuntimeError):
+    """The test-only crash of ``InjectedCrash``."""
+
+
+class InjectedCrash(tune.Callback):
+    """Test-only (tests/test_faults.py): with ``LTGAN_TEST_DRIVER_CRASH_AFTER=N`` in the driver's
+    environment, the driver raises at the first trial result after N trials completed in this process,
+    as a bug or a full disk in the driver would. ``search.run`` adds it only when the variable is set;
+    the variable is read at each event, so the study resumed without it runs normally."""
+
+    def __init__(self):
+        self.completed = 0
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.completed += 1
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        after = os.environ.get(CRASH_ENV)
+        if after is not None and self.completed >= int(after):
+            raise InjectedDriverCrash(f"injected by {CRASH_ENV}={after} after {self.completed} completed trials")
+
+
+def fault_callbacks() -> list[tune.Callback]:
+    """The callbacks of the test-only faults the environment asks for."""
+    return [InjectedCrash()] if os.environ.get(CRASH_ENV) is not None else []

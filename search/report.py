@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,15 +205,17 @@ def search_efficiency(space, runs: list[TrialRun], parent) -> dict[str, float] |
     study's start to its first trial) and shutdown (its last trial to its end) seconds. From MLflow's
     run times; a resumed study's wall time includes the interruption."""
     ended = [r for r in runs if r.end_ms]
-    if parent is None or not ended or not parent.info.end_time:
+    if parent is None or not ended:
         return None
-    wall = (parent.info.end_time - parent.info.start_time) / 1000
+    # written at the end of a study, before its parent run is closed: the study's end is now
+    end_ms = parent.info.end_time or int(time.time() * 1000)
+    wall = (end_ms - parent.info.start_time) / 1000
     in_trial = sum((r.end_ms - r.start_ms) / 1000 for r in ended)
     concurrent = max(1, min(space.max_concurrent, len(runs)))
     return {"search_efficiency": in_trial / (wall * concurrent) if wall > 0 else math.nan, "wall_s": wall,
             "in_trial_s": in_trial, "concurrent": concurrent,
             "startup_s": (min(r.start_ms for r in runs) - parent.info.start_time) / 1000,
-            "shutdown_s": (parent.info.end_time - max(r.end_ms for r in ended)) / 1000}
+            "shutdown_s": (end_ms - max(r.end_ms for r in ended)) / 1000}
 
 
 def sample_grids(client, runs: list[TrialRun], out: Path) -> list[tuple[str, str]]:

@@ -9,20 +9,27 @@ Keys of this command:
   tracking_uri=URI      MLflow server instead of <root>/mlflow.db
   report=false          skip the report at the end
 Any other key overrides the space: num_samples=, max_concurrent=, seeds=, sampler=, fixed.steps=, ...
+
+Exit codes: 0 the study ended; 2 a bad input, refused before any store is written; 1 the study stopped
+on an error after its stores existed (its MLflow runs marked FAILED/KILLED, a traceback under
+<root>/logs/, the line printed says how to resume); 130 interrupted (Ctrl-C), resumable the same way.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from search.stores import Stores
-from trainers.cli import run_command
+from trainers.cli import directory_arg, one_line, run_command
 from trainers.config import ConfigError, make_config, parse_overrides
 
 # Ray starts its worker processes while the driver sets up the stores; they import the trainer
@@ -46,7 +53,20 @@ def parse_args(argv: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     for flag in ("resume", "report"):
         if flag in run and not isinstance(run[flag], bool):
             raise StudyError(f"{flag}={run[flag]!r} must be true or false")
+    for key in ("space", "ray_address", "tracking_uri"):
+        if key in run and not (isinstance(run[key], str) and run[key]):
+            raise StudyError(f"{key}={run[key]!r} must be a name, path or address")
+    uri = run.get("tracking_uri")
+    if uri is not None and "://" not in uri:
+        raise StudyError(f"tracking_uri={uri} is not a URI; give a server (http://127.0.0.1:5000) or a database "
+                         f"(sqlite:////abs/path/mlflow.db), or drop it to use <root>/mlflow.db")
     return run, overrides
+
+
+def resume_command(argv: list[str], root: Path) -> str:
+    """The command that resumes this study: the same arguments with root= absolute and resume=true."""
+    kept = [a for a in argv if a.split("=", 1)[0] not in ("root", "resume")]
+    return shlex.join(["python", "-m", "search.run", *kept, f"root={root}", "resume=true"])
 
 
 def make_scheduler(space):
@@ -128,16 +148,30 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(__doc__, run_study, argv)
 
 
-def run_study(argv: list[str]) -> int:
-    from filelock import Timeout
-
+def prepare(argv: list[str]):
+    """The command line checked, the space it names loaded and validated, its stores located: every
+    refusal that needs no store and no cluster, with nothing written. Returns (run keys, space, stores)."""
     from search.spaces import load_space
 
     run, overrides = parse_args(argv)
-    space = load_space(str(run["space"]), overrides, preset=run.get("preset"))
-    stores = Stores.at(run.get("root", "runs"), run.get("tracking_uri"))
-    space = space.with_fixed(stores.trainer_paths(space.fixed))
-    stores.root.mkdir(parents=True, exist_ok=True)
+    space = load_space(run["space"], overrides, preset=run.get("preset"))
+    stores = Stores.at(directory_arg("root", run.get("root", "runs")), run.get("tracking_uri"))
+    try:
+        paths = stores.trainer_paths(space.fixed)
+    except ValueError as e:  # a NUL byte in a path
+        raise StudyError(f"{space.source}: fixed.cache_dir or fixed.data_root is not a path ({e})") from None
+    directory_arg("fixed.cache_dir", paths["cache_dir"])  # every trial writes there
+    return run, space.with_fixed(paths), stores
+
+
+def run_study(argv: list[str]) -> int:
+    from filelock import Timeout
+
+    run, space, stores = prepare(argv)
+    try:
+        stores.root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StudyError(f"root={stores.root} cannot be made ({e.strerror or e}); give another root=") from None
     lock = stores.study_lock(space.name)
     try:
         lock.acquire(timeout=0)
@@ -145,19 +179,28 @@ def run_study(argv: list[str]) -> int:
         raise StudyError(f"study '{space.name}' is already running on root={stores.root} (lock {lock.lock_file}); "
                          f"wait for it, or use another root=") from None
     try:
-        return _run_locked(space, stores, bool(run.get("resume", False)), run)
+        return _run_locked(space, stores, bool(run.get("resume", False)), run, resume_command(argv, stores.root))
     finally:
         lock.release()
 
 
-def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any]) -> int:
+@dataclass
+class Study:
+    """A study being run: its space and stores, how to resume it, and its MLflow experiment and parent
+    run once they exist."""
+
+    space: Any
+    stores: Stores
+    resume_cmd: str
+    experiment_id: str | None = None
+    parent_run_id: str | None = None
+
+
+def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any], resume_cmd: str) -> int:
     from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
 
     from search import tracking
-    from search.callback import MLflowTrialCallback
-    from search.searcher import ReplicateSearcher, open_study
-    from search.trainable import run_trial
+    from search.searcher import open_study
 
     experiment_dir = stores.ray_experiment_dir(space.name)
     has_study = stores.has_study(space.name)
@@ -174,71 +217,133 @@ def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any]) -> int
     # every refusal (cluster, resources) comes before the first write to a store
     init_ray(run.get("ray_address"))
     resources = trial_resources(space)
-    # studies of other spaces may share this root: creating the SQLite schemas is not safe to race
-    with stores.schema_lock():
-        open_study(space, stores)
-        client = tracking.client_for(stores.tracking_uri)
-        experiment_id = tracking.ensure_experiment(client, space.name, stores.experiment_artifact_location(space.name))
-        parent = tracking.find_parent_run(client, experiment_id, space.name) if resume else None
-        if parent is None:
-            space_yaml = Path(space.source).read_text() if Path(space.source).is_file() else ""
-            parent_run_id = tracking.start_parent_run(client, experiment_id, space, space_yaml)
-        else:
-            parent_run_id = parent.info.run_id
-            client.update_run(parent_run_id, status="RUNNING")
+    study = Study(space, stores, resume_cmd)
+    # from the first write on, whatever ends the driver leaves the stores resumable and says so
+    try:
+        # studies of other spaces may share this root: creating the SQLite schemas is not safe to race
+        with stores.schema_lock():
+            open_study(space, stores)
+            client = tracking.client_for(stores.tracking_uri)
+            study.experiment_id = tracking.ensure_experiment(client, space.name,
+                                                             stores.experiment_artifact_location(space.name))
+            parent = tracking.find_parent_run(client, study.experiment_id, space.name) if resume else None
+            if parent is None:
+                source = Path(space.source)
+                space_yaml = source.read_text(encoding="utf-8-sig") if source.is_file() else ""
+                study.parent_run_id = tracking.start_parent_run(client, study.experiment_id, space, space_yaml)
+            else:
+                study.parent_run_id = parent.info.run_id
+                client.update_run(study.parent_run_id, status="RUNNING")
+        started = time.time()
+        results = make_tuner(study, resume and has_ray, resources).fit()
+        return finish(study, results, started, run.get("report", True))
+    except BaseException as e:  # noqa: BLE001 - Ray's, ours, a full disk, Ctrl-C: the study stops cleanly
+        return stopped(study, e)
 
+
+def make_tuner(study: Study, restore: bool, resources: dict[str, float]):
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from search.callback import MLflowTrialCallback, fault_callbacks
+    from search.searcher import ReplicateSearcher
+    from search.trainable import run_trial
+
+    space, stores = study.space, study.stores
     trainable = tune.with_resources(run_trial, {"cpu": resources["cpu"], "gpu": resources["gpu"]})
-    started = time.time()
-    if resume and has_ray:
+    if restore:
         # the saved state brings back the searcher (reconciled with the study before it proposes or
         # tells anything), the reporter and the MLflow callback (same experiment and parent run)
-        tuner = tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True,
-                                   resume_errored=False, restart_errored=False)
-    else:
-        searcher = ReplicateSearcher(space, stores)
-        # a resume with only Optuna stored (the driver died before Ray's first experiment checkpoint)
-        # runs what the study still lacks; a new study runs every configuration
-        configurations = searcher.remaining()
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent),
-                                        scheduler=make_scheduler(space), reuse_actors=True,
-                                        num_samples=configurations * len(space.seeds),
-                                        trial_dirname_creator=trial_dirname),
-            run_config=tune.RunConfig(
-                name=space.name, storage_path=str(stores.ray_dir),
-                failure_config=tune.FailureConfig(max_failures=2),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[MLflowTrialCallback(stores.tracking_uri, experiment_id, parent_run_id, space)],
-                progress_reporter=progress_reporter(space), verbose=1),
-        )
-    results = tuner.fit()
-    return finish(space, stores, results, client, parent_run_id, started, run)
+        return tune.Tuner.restore(str(stores.ray_experiment_dir(space.name)), trainable, resume_unfinished=True,
+                                  resume_errored=False, restart_errored=False)
+    searcher = ReplicateSearcher(space, stores)
+    # a resume with only Optuna stored (the driver died before Ray's first experiment checkpoint)
+    # runs what the study still lacks; a new study runs every configuration
+    configurations = searcher.remaining()
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent),
+                                    scheduler=make_scheduler(space), reuse_actors=True,
+                                    num_samples=configurations * len(space.seeds),
+                                    trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=space.name, storage_path=str(stores.ray_dir),
+            failure_config=tune.FailureConfig(max_failures=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=[MLflowTrialCallback(stores.tracking_uri, study.experiment_id, study.parent_run_id, space),
+                       *fault_callbacks()],
+            progress_reporter=progress_reporter(space), verbose=1),
+    )
 
 
-def finish(space, stores: Stores, results, client, parent_run_id: str, started: float, run: dict[str, Any]) -> int:
-    import optuna
+def finish(study: Study, results, started: float, report: bool) -> int:
+    from optuna.trial import TrialState
 
     from search import tracking
 
+    space, stores = study.space, study.stores
     errors = len(results.errors)
-    study = stores.load_study(space.name)
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    client.set_terminated(parent_run_id, status="FINISHED")
+    optuna_study = stores.load_study(space.name)
+    unfinished = len(results) - results.num_terminated - errors
+    untold = optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+    if unfinished or untold:  # Ray returns normally after Ctrl-C, with the study short of its end
+        short = f"{len(untold)} configuration(s) unfinished" if untold else f"{unfinished} trial(s) unfinished"
+        return stopped(study, KeyboardInterrupt(short))
+    complete = optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     minutes = (time.time() - started) / 60
     print(f"\n# study '{space.name}' done in {minutes:.1f} min: {len(results)} trials "
           f"({errors} failed), {len(complete)} Optuna configurations complete")
     if complete and not space.multi_objective:
-        best = study.best_trial
+        best = optuna_study.best_trial
         print(f"# best {space.metric[0]} = {best.value:.4g} (mean over seeds) with {best.params}")
-    if run.get("report", True):
+    if report:
         from search.report import write_report
 
         print(f"# report: {write_report(space, stores)}")
-    experiment = client.get_run(parent_run_id).info.experiment_id
-    print(f"# MLflow UI: {tracking.where_to_look(stores, experiment)}")
+    # after the report: a report that fails stops the study like any other error, and resume writes it
+    tracking.client_for(stores.tracking_uri).set_terminated(study.parent_run_id, status="FINISHED")
+    print(f"# MLflow UI: {tracking.where_to_look(stores, study.experiment_id)}")
     print(f"# resume or extend: python -m search.run space={space.name} root={stores.root} resume=true")
     return 0
+
+
+def cause(error: BaseException) -> str:
+    """``Type: message`` of what ended the study; Ray's TuneError carries its cause as traceback text."""
+    kind, message = type(error).__name__, one_line(error)
+    lines = str(error).strip().splitlines()
+    if lines and lines[0].startswith("Traceback (most recent call last)"):
+        kind, _, message = lines[-1].partition(":")
+        kind, message = kind.rsplit(".", 1)[-1], one_line(message)
+    return f"{kind}: {message}" if message else kind
+
+
+def stopped(study: Study, error: BaseException) -> int:
+    """The study ended early after its stores existed: mark its MLflow runs (the parent FAILED, or KILLED
+    when interrupted; the runs of unfinished trials KILLED), keep the traceback in a file, and say in
+    one line what happened and how to resume. Optuna's unfinished trials stay RUNNING: the resumed
+    searcher still tracks them (telling them FAIL now would leave a configuration whose replicates all
+    finished marked FAIL); those it does not track it tells FAIL, and it runs their configurations again."""
+    from search import tracking
+
+    space, stores = study.space, study.stores
+    interrupted = isinstance(error, KeyboardInterrupt)
+    if interrupted:
+        what = f"was interrupted ({error})" if str(error) else "was interrupted"
+    else:
+        what = f"stopped on {cause(error)[:400]}"
+    if error.__traceback__ is not None:  # raised, not Ray's run ending short after Ctrl-C
+        log = stores.crash_log(space.name)
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text("".join(traceback.format_exception(error)))
+            what += f" (traceback in {log})"
+        except OSError as e:  # a full disk
+            what += f" (no traceback written: {e.strerror or e})"
+    marked = tracking.mark_stopped(stores.tracking_uri, study.experiment_id, study.parent_run_id,
+                                   "KILLED" if interrupted else "FAILED")
+    print(f"error: study '{space.name}' {what}; {marked}; resume it with: {study.resume_cmd}",
+          file=sys.stderr, flush=True)
+    return 130 if interrupted else 1
 
 
 if __name__ == "__main__":

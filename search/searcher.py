@@ -13,6 +13,10 @@ saved with Ray's experiment state; the sampler is pickled beside it, as Optuna r
 a sampler. Before it proposes or tells anything in a driver, it reconciles with the study: a trial left
 RUNNING that it does not track (asked by a driver killed after Ray's last save) is told FAIL, and its
 grid cell is enqueued again; a configuration Optuna already holds a result for is never told again.
+
+A tell that fails (a full disk under the study's SQLite file) cannot be raised where Ray calls it (Ray
+would fail a finished trial); the configuration stays untold, so a resumed searcher tells it, and the
+failure is raised at the searcher's next call that can end the run (a result, a suggestion).
 """
 
 from __future__ import annotations
@@ -52,10 +56,11 @@ class ReplicateSearcher(Searcher):
         self._db = None  # the study's storage, opened in the driver and never pickled
         self._study: optuna.Study | None = None
         self._reconciled = False  # once per driver process
+        self._failure: Exception | None = None  # a tell that failed, raised at the next call Ray lets end the run
 
     # -- pickling (Ray keeps the searcher in its tuner state): a database handle does not travel ----
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_db": None, "_study": None, "_reconciled": False}
+        return {**self.__dict__, "_db": None, "_study": None, "_reconciled": False, "_failure": None}
 
     @property
     def study(self) -> optuna.Study:
@@ -69,6 +74,7 @@ class ReplicateSearcher(Searcher):
         return True  # the space, metric and mode came with the constructor
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        self._raise_failure()
         self.reconcile()
         state = self.state
         if trial_id not in state["trials"]:
@@ -94,14 +100,29 @@ class ReplicateSearcher(Searcher):
         number, seed = self.state["trials"][trial_id]
         config = self.state["configs"][number]
         config["values"][seed] = None if error else self._values(result)
+        try:
+            self._settle(number)
+        except Exception as e:  # noqa: BLE001 - Ray swallows what this hook raises
+            self._failure = e
+
+    def _settle(self, number: int) -> None:
+        """Tell the study about configuration ``number`` once every replicate has ended."""
+        config = self.state["configs"][number]
         if len(config["values"]) < len(self.space.seeds) or config["told"]:
             return
+        if not self._finished(number):
+            # (finished already: a driver killed after telling Optuna but before Ray saved its state; the
+            # resumed replicate ended again from its last checkpoint, and Optuna's value came from the same)
+            self._tell(number, config)
         config["told"] = True
-        if self._finished(number):
-            # a driver killed after telling Optuna but before Ray saved its state: the resumed replicate
-            # ended again from its last checkpoint; the value Optuna holds came from the same replicates
-            return
-        self._tell(number, config)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise RuntimeError(f"the Optuna study could not be told a configuration's value "
+                               f"({type(self._failure).__name__}: {self._failure})") from self._failure
 
     def _values(self, result: dict | None) -> list[float] | None:
         values = [(result or {}).get(m) for m in self.space.metric]
@@ -141,6 +162,8 @@ class ReplicateSearcher(Searcher):
         if self._reconciled:
             return
         self._reconciled = True
+        for number in list(self.state["configs"]):  # replicates all ended, the tell failed (a full disk)
+            self._settle(number)
         tracked = {number for number, config in self.state["configs"].items() if not config["told"]}
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if trial.number in tracked:
@@ -166,7 +189,7 @@ class ReplicateSearcher(Searcher):
         with open(checkpoint_path, "rb") as f:
             saved = pickle.load(f)
         self.state, self.sampler = saved["state"], saved["sampler"]
-        self._db, self._study, self._reconciled = None, None, False
+        self._db, self._study, self._reconciled, self._failure = None, None, False, None
 
 
 def _empty_state() -> dict[str, Any]:

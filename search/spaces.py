@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import difflib
 import functools
+from collections import Counter
+import math
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -30,8 +33,10 @@ from typing import Any, Callable, Mapping
 import optuna
 import yaml
 
+from trainers.cli import one_line
 from trainers.config import ConfigError, all_keys, make_config, methods_reading, shared_keys, unflatten
-from trainers.methods import get_method
+from trainers.methods import METHODS, get_method
+from trainers.metrics.names import reported_metrics
 from trainers.settings import TrainConfig
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
@@ -52,6 +57,11 @@ TOP_KEYS = ("name", "description", "metric", "mode", "sampler", "scheduler", "nu
 PRESET_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "params", "presets"))
 DEFAULT_NUM_SAMPLES = 10  # configurations sampled when a non-grid space does not say
 MAX_CHECKED_CONFIGS = 512  # corners of a space whose trainer configs are validated up front
+MAX_GRID_CELLS = 100_000  # a bigger grid is a typo (int: [0, 1e9]) more often than a study
+MAX_SEEDS = 1000  # replicates per configuration
+SEED_RANGE = 2 ** 32  # seeds and sampler_seed seed NumPy, which takes [0, 2**32)
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,100}")  # names folders, locks, the MLflow experiment
+CHOICE_TYPES = (str, int, float, bool, type(None))  # what Optuna stores as a categorical value
 DEFAULT_METHOD = TrainConfig.method  # the trainer's, when a space neither fixes nor searches one
 
 
@@ -96,10 +106,15 @@ class Param:
         raise SpaceError(f"parameter '{self.name}' is {self.kind}: the grid sampler needs choice or int")
 
     def extremes(self) -> list:
-        """Every choice, or the two ends of a range: the values a space's validity is checked at."""
+        """Every choice, or the two ends of a range: the values a space's validity is checked at (and,
+        for a float range, a value inside it that is no integer: a float range on an integer setting
+        must fail the check, not the trials)."""
         if self.kind == "choice":
             return list(self.values)
-        return [int(self.low), int(self.high)] if self.kind == "int" else [self.low, self.high]
+        if self.kind == "int":
+            return [int(self.low), int(self.high)]
+        inside = self.low + (self.high - self.low) / math.pi
+        return [self.low, self.high] + ([inside] if not float(inside).is_integer() else [])
 
     @property
     def varies(self) -> bool:
@@ -224,10 +239,15 @@ def available_spaces() -> list[str]:
 
 def resolve_space_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise SpaceError(f"space file {path} does not exist; available spaces: {', '.join(available_spaces())}")
+    if path.is_file():
         return path
+    if path.is_dir() and name_or_path not in available_spaces():
+        raise SpaceError(f"space={path} is a directory; give a .yaml file or a space name "
+                         f"({', '.join(available_spaces())})")
+    if path.exists() and name_or_path not in available_spaces():
+        raise SpaceError(f"space={path} is not a regular file; give a .yaml file or a space name")
+    if path.suffix in (".yaml", ".yml"):
+        raise SpaceError(f"space file {path} does not exist; available spaces: {', '.join(available_spaces())}")
     if name_or_path not in available_spaces():
         close = difflib.get_close_matches(name_or_path, available_spaces(), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
@@ -238,11 +258,19 @@ def resolve_space_path(name_or_path: str) -> Path:
 
 def read_yaml(path: Path) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise SpaceError(f"{path}: is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                         f"save it as UTF-8") from None
+    except OSError as e:
+        raise SpaceError(f"{path}: cannot be read ({e.strerror or e}); check the path and its permissions") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise SpaceError(f"{path}{where}: malformed YAML ({getattr(e, 'problem', e)}); fix the file's syntax") from None
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise SpaceError(f"{path}{where}: malformed YAML ({problem}); fix the file's syntax") from None
+    except RecursionError:
+        raise SpaceError(f"{path}: nested too deeply; a space is a few levels of keys") from None
     if not isinstance(raw, dict):
         raise SpaceError(f"{path}: must be a mapping of keys (a space: name, metric, params, ...)")
     return raw
@@ -274,8 +302,10 @@ def merge(layers: list[Mapping[str, Any]], source: str) -> dict:
 
     try:
         return OmegaConf.to_container(OmegaConf.merge(*(OmegaConf.create(nested(layer)) for layer in layers)))
-    except (OmegaConfBaseException, ConfigError) as e:
-        raise SpaceError(f"{source}: cannot merge its presets and overrides ({e})") from None
+    except (OmegaConfBaseException, ConfigError, TypeError) as e:  # TypeError: a mapping over a list, ...
+        raise SpaceError(f"{source}: cannot merge its presets and overrides ({one_line(e)})") from None
+    except RecursionError:  # a YAML alias that contains itself
+        raise SpaceError(f"{source}: a value contains itself (a YAML alias to its own anchor); spell it out") from None
 
 
 def dotted(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -312,6 +342,8 @@ def preset_layers(path: Path, own: Any, chosen: str | list[str] | None) -> list[
         return []
     layers: list[tuple[str, dict]] = []
     for name in chosen if isinstance(chosen, list) else [chosen]:
+        if not isinstance(name, str):
+            raise SpaceError(f"preset={name!r} must be a preset's name or a list of names, e.g. preset=cifar10_gpu")
         if name in own:
             names = own[name]
         elif name in shared_presets():
@@ -352,16 +384,36 @@ def _expand_preset(name: str, where: str, seen: tuple[str, ...]) -> list[tuple[s
 # Validation
 
 
-def _err(source: str, key: str, message: str) -> SpaceError:
+def _err(source: str, key: Any, message: str) -> SpaceError:
     return SpaceError(f"{source}: '{key}' {message}")
+
+
+def _closest(key: Any, valid) -> str | None:
+    close = difflib.get_close_matches(str(key), list(valid), n=1)
+    return close[0] if close else None
 
 
 def _number(source, key, value, kind=float):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _err(source, key, f"must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise _err(source, key, f"must be a finite number, got {value!r}")
     if kind is int and not float(value).is_integer():
         raise _err(source, key, f"must be an integer, got {value!r}")
     return kind(value)
+
+
+def _word(source: str, key: str, value: Any, valid) -> str:
+    """``value`` must be one of the names ``valid``."""
+    if not isinstance(value, str) or value not in valid:
+        raise _err(source, key, f"= {value!r} is not one of {', '.join(valid)}")
+    return value
+
+
+def _mapping(source: str, key: str, value: Any, example: str) -> dict:
+    if not isinstance(value, Mapping):
+        raise _err(source, key, f"must be a mapping such as {example}, got {value!r}")
+    return dict(value)
 
 
 def validate_space(raw: dict, source: str = "<space>", presets: tuple[str, ...] = (),
@@ -369,31 +421,34 @@ def validate_space(raw: dict, source: str = "<space>", presets: tuple[str, ...] 
     """A validated Space from a merged space dict; ``origins`` names the preset that set a fixed key."""
     for key in raw:
         if key not in TOP_KEYS:
-            close = difflib.get_close_matches(key, TOP_KEYS, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(TOP_KEYS)}"
+            close = _closest(key, TOP_KEYS)
+            hint = f"did you mean '{close}'?" if close else f"valid keys: {', '.join(TOP_KEYS)}"
             raise _err(source, key, f"is not a space key; {hint}")
     for key in ("name", "metric", "params"):
         if key not in raw:
             raise _err(source, key, "is missing; every space needs name, metric and params")
     name = raw["name"]
-    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
-        raise _err(source, "name", f"must be a plain word (letters, digits, _ or -), got {name!r}")
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise _err(source, "name", f"must be a plain word (letters, digits, _ or -; at most 100), got {name!r}")
 
     metric = raw["metric"]
     metric = (metric,) if isinstance(metric, str) else tuple(metric) if isinstance(metric, list) else None
     if not metric or not all(isinstance(m, str) and m for m in metric):
         raise _err(source, "metric", "must be a metric name or a list of them, e.g. fid or [fid, fid_minority]")
+    if len(set(metric)) != len(metric):
+        raise _err(source, "metric", f"names a metric twice: {list(metric)}")
     mode = raw.get("mode", "min")
     mode = (mode,) * len(metric) if isinstance(mode, str) else tuple(mode) if isinstance(mode, list) else ()
     if len(mode) != len(metric) or any(m not in ("min", "max") for m in mode):
         raise _err(source, "mode", f"must be min or max (one per metric: {len(metric)}), got {raw.get('mode')!r}")
 
-    sampler = raw.get("sampler", "tpe")
-    if sampler not in SAMPLERS:
-        raise _err(source, "sampler", f"= {sampler!r} is not one of {', '.join(SAMPLERS)}")
+    sampler = _word(source, "sampler", raw.get("sampler", "tpe"), list(SAMPLERS))
     scheduler = _scheduler(raw.get("scheduler", "fifo"), metric, source)
     seeds = _seeds(raw.get("seeds", 1), source)
-    resources = dict(raw.get("resources") or {"cpu": 1})
+    sampler_seed = _number(source, "sampler_seed", raw.get("sampler_seed", 0), int)
+    if not 0 <= sampler_seed < SEED_RANGE:
+        raise _err(source, "sampler_seed", f"= {sampler_seed} must be in [0, 2**32)")
+    resources = _mapping(source, "resources", raw.get("resources") or {"cpu": 1}, "{cpu: 1, gpu: 0.25}")
     for k in resources:
         if k not in ("cpu", "gpu"):
             raise _err(source, f"resources.{k}", "is not a resource; valid: cpu, gpu")
@@ -402,15 +457,13 @@ def validate_space(raw: dict, source: str = "<space>", presets: tuple[str, ...] 
     if resources["cpu"] <= 0 or resources["gpu"] < 0:
         raise _err(source, "resources", f"needs cpu > 0 and gpu >= 0, got {resources}")
 
-    fixed = raw.get("fixed") or {}
-    if not isinstance(fixed, dict):
-        raise _err(source, "fixed", "must be a mapping of trainer settings")
-    fixed = dotted(fixed)
+    fixed = dotted(_mapping(source, "fixed", raw.get("fixed") or {}, "{dataset: digits, steps: 200}"))
     params = _parse_params(raw["params"], source)
     for p in params:
         if p.name not in all_keys():
-            close = difflib.get_close_matches(p.name, all_keys(), n=1)
-            hint = f"did you mean '{close[0]}'?" if close else "see trainers/settings.py and trainers/methods/ for the keys"
+            close = _closest(p.name, all_keys())
+            hint = (f"did you mean '{close}'?" if close
+                    else "see trainers/settings.py and trainers/methods/ for the keys")
             raise _err(source, f"params.{p.name}", f"is not a trainer setting; {hint}")
         if p.name in fixed:
             raise _err(source, f"fixed.{p.name}", "is also a parameter of this space (params would override it); "
@@ -420,14 +473,10 @@ def validate_space(raw: dict, source: str = "<space>", presets: tuple[str, ...] 
 
     space = Space(name=name, description=str(raw.get("description", "")), metric=metric, mode=mode,
                   sampler=sampler, scheduler=scheduler, num_samples=1, max_concurrent=1, resources=resources,
-                  seeds=seeds, fixed=fixed, params=params, source=source,
-                  sampler_seed=int(raw.get("sampler_seed", 0)), presets=presets)
+                  seeds=seeds, fixed=fixed, params=params, source=source, sampler_seed=sampler_seed, presets=presets)
     cells = None
     if sampler == "grid":
-        try:
-            cells = space.grid()
-        except SpaceError as e:
-            raise SpaceError(f"{source}: {e}") from None
+        cells = _grid(space)
     _check_methods_and_knobs(space, origins or {})
     num_samples = _number(source, "num_samples", raw.get("num_samples", len(cells) if cells else DEFAULT_NUM_SAMPLES),
                           int)
@@ -444,11 +493,25 @@ def validate_space(raw: dict, source: str = "<space>", presets: tuple[str, ...] 
     return space
 
 
+def _grid(space: Space) -> list[dict[str, Any]]:
+    """The grid's cells, refused when the grid cannot be enumerated (a range, or too many cells)."""
+    size = 1
+    for p in space.params:
+        if p.kind not in ("choice", "int"):
+            raise SpaceError(f"{space.source}: parameter '{p.name}' is {p.kind}: the grid sampler needs choice or int")
+        size *= len(p.values) if p.kind == "choice" else (int(p.high) - int(p.low)) // p.step + 1
+        if size > MAX_GRID_CELLS:
+            raise SpaceError(f"{space.source}: the grid has more than {MAX_GRID_CELLS:,} cells; use fewer values "
+                             f"or another sampler (tpe, random, qmc)")
+    return space.grid()
+
+
 def _scheduler(raw: Any, metric: tuple[str, ...], source: str) -> dict:
-    scheduler = {"type": raw} if isinstance(raw, str) else dict(raw or {})
-    stype = scheduler.get("type", "fifo")
-    if stype not in SCHEDULERS:
-        raise _err(source, "scheduler", f"type {stype!r} is not one of {', '.join(SCHEDULERS)}")
+    if not isinstance(raw, (str, Mapping)):
+        raise _err(source, "scheduler", f"must be fifo, asha or a mapping such as {{type: asha, grace_period: 1}}, "
+                                        f"got {raw!r}")
+    scheduler = {"type": raw} if isinstance(raw, str) else dict(raw)
+    stype = _word(source, "scheduler.type", scheduler.get("type", "fifo"), SCHEDULERS)
     allowed = {"fifo": {"type"}, "asha": {"type", "grace_period", "reduction_factor"}}[stype]
     for k in scheduler:
         if k not in allowed:
@@ -469,12 +532,15 @@ def _scheduler(raw: Any, metric: tuple[str, ...], source: str) -> dict:
 
 def _seeds(seeds: Any, source: str) -> tuple[int, ...]:
     if isinstance(seeds, int) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise _err(source, "seeds", f"= {seeds} must be >= 1 (replicates per sampled configuration)")
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise _err(source, "seeds", f"= {seeds} must be a count in 1..{MAX_SEEDS} (replicates per sampled "
+                                        f"configuration)")
         return tuple(range(seeds))
     if isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         if len(set(seeds)) != len(seeds):
             raise _err(source, "seeds", f"has duplicates: {seeds}")
+        if len(seeds) > MAX_SEEDS or not all(0 <= s < SEED_RANGE for s in seeds):
+            raise _err(source, "seeds", f"must list at most {MAX_SEEDS} seeds, each in [0, 2**32)")
         return tuple(seeds)
     raise _err(source, "seeds", f"must be a count >= 1 or a list of integer seeds, got {seeds!r}")
 
@@ -486,6 +552,8 @@ def _parse_params(raw_params: Any, source: str) -> tuple[Param, ...]:
     seen: dict[str, Param] = {}
     for name, spec in raw_params.items():
         key = f"params.{name}"
+        if not isinstance(name, str):
+            raise _err(source, key, "must be named by a trainer setting (a word such as prune_ratio)")
         if not isinstance(spec, dict):
             raise _err(source, key, f"must be a mapping such as {{choice: [a, b]}}, got {spec!r}")
         kinds = [k for k in spec if k in DISTRIBUTIONS]
@@ -499,6 +567,8 @@ def _parse_params(raw_params: Any, source: str) -> tuple[Param, ...]:
         if kind == "choice":
             if not isinstance(value, list) or not value:
                 raise _err(source, key, "choice needs a non-empty list of values")
+            if not all(isinstance(v, CHOICE_TYPES) and v == v for v in value):  # v != v: NaN
+                raise _err(source, key, f"choice values must be plain numbers, words, true/false or null, got {value}")
             if len({repr(v) for v in value}) != len(value):
                 raise _err(source, key, f"choice has duplicate values: {value}")
             kwargs["values"] = tuple(value)
@@ -512,10 +582,12 @@ def _parse_params(raw_params: Any, source: str) -> tuple[Param, ...]:
             if kind == "loguniform" and low <= 0:
                 raise _err(source, key, f"loguniform needs low > 0, got {low}")
             kwargs.update(low=low, high=high)
-            if "step" in spec:
-                if kind != "int":
-                    raise _err(source, key, "step only applies to int")
-                kwargs["step"] = _number(source, key + ".step", spec["step"], int)
+        if "step" in spec:
+            if kind != "int":
+                raise _err(source, key, "step only applies to int")
+            kwargs["step"] = _number(source, key + ".step", spec["step"], int)
+            if kwargs["step"] < 1:
+                raise _err(source, key + ".step", f"= {kwargs['step']} must be >= 1")
         when = spec.get("when") or {}
         if not isinstance(when, dict):
             raise _err(source, key + ".when", "must be a mapping such as {method: damage}")
@@ -544,6 +616,9 @@ def _check_methods_and_knobs(space: Space, origins: Mapping[str, str]) -> None:
     preset) is read by at least one of them."""
     methods = space.methods()
     for method in methods:
+        if not isinstance(method, str):
+            raise SpaceError(f"{space.source}: method {method!r} is not a method's name; valid: "
+                             f"{', '.join(sorted(METHODS))}")
         try:
             get_method(method)
         except ConfigError as e:
@@ -557,9 +632,43 @@ def _check_methods_and_knobs(space: Space, origins: Mapping[str, str]) -> None:
 
 
 def _check_trainer_configs(space: Space) -> None:
-    """Every corner of the space must make a valid trainer config (bad keys/values fail here, early)."""
+    """Every corner of the space must make a valid trainer config (bad keys/values fail here, early),
+    and every trial must report the space's metric(s): a name no trial reports would end the study at
+    the first evaluation, after the stores were written."""
+    lacking: dict[str, tuple[dict, str]] = {}  # metric -> a corner whose trials do not report it, its dataset
+    reported: dict[str, None] = {}  # every name some corner reports, in order
     for cell in expand(space.params, Param.extremes, limit=MAX_CHECKED_CONFIGS):
         try:
-            make_config(space.trial_config(cell, space.seeds[0]))
+            cfg = make_config(space.trial_config(cell, space.seeds[0]))
         except ConfigError as e:
-            raise SpaceError(f"{space.source}: {e} (in fixed/params)") from None
+            raise SpaceError(f"{space.source}: {one_line(e)} (in fixed/params)") from None
+        names = reported_metrics(cfg)
+        reported.update(dict.fromkeys(names))
+        for metric in space.metric:
+            if metric not in names:
+                lacking.setdefault(metric, (cell, cfg.dataset))
+    for metric, (cell, dataset) in lacking.items():
+        raise SpaceError(f"{space.source}: metric '{metric}' {_unreported(metric, cell, dataset, list(reported))}")
+
+
+def _per_class(name: str) -> str | None:
+    """The family of a per-class name (``fid_class`` of ``fid_class/3``), else None."""
+    family, _, index = name.rpartition("/")
+    return family if family and index.isdigit() else None
+
+
+def _unreported(metric: str, cell: Mapping[str, Any], dataset: str, reported: list[str]) -> str:
+    """Why no trial (or not every trial) of a space reports ``metric``, and what it could be instead."""
+    if metric in reported:
+        where = ", ".join(f"{k}={v}" for k, v in cell.items()) or "its fixed settings"
+        return (f"is not reported by every trial of this space (not with {where}); choose one every trial "
+                f"reports, such as fid")
+    classes = Counter(family for family in map(_per_class, reported) if family)
+    family = _per_class(metric)
+    if family in classes:
+        return f"does not exist: {dataset} has {classes[family]} classes, {family}/0 .. {family}/{classes[family] - 1}"
+    close = _closest(metric, reported)
+    hint = f"did you mean '{close}'? " if close else ""
+    summary = dict.fromkeys(f"{_per_class(n)}/0..{classes[_per_class(n)] - 1}" if _per_class(n) else n
+                            for n in reported)
+    return f"is not reported by this space's trials; {hint}they report {', '.join(summary)}"

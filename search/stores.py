@@ -7,6 +7,7 @@
       ray/<space>/                Ray Tune's experiment: its state, trial dirs and their checkpoints
       reports/<space>/            report.md and its figures (search.report)
       cache/                      the trainer's judge classifier and reference statistics (``cache_dir``)
+      logs/<space>-crash-<time>.txt  the traceback of a study that stopped on an error
       .<space>.lock               held while a study of that space runs (one driver per space)
       .stores.lock                held while a driver creates the SQLite schemas (studies may share a root)
 
@@ -16,6 +17,7 @@ Trials run in other processes, perhaps on other nodes: every path handed to the 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -61,6 +63,10 @@ class Stores:
     @property
     def cache_dir(self) -> Path:
         return self.root / "cache"
+
+    def crash_log(self, space: str) -> Path:
+        """Where the traceback of a study that stopped on an error goes (one file per stop)."""
+        return self.root / "logs" / f"{space}-crash-{time.strftime('%Y%m%d-%H%M%S')}.txt"
 
     def trainer_paths(self, fixed: Mapping[str, Any]) -> dict[str, str]:
         """The paths a trial reads and writes, absolute so that every worker sees the same ones: the

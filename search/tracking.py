@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Mapping
 
+from trainers.cli import one_line
 from trainers.config import ConfigError
 
 TAG_SPACE = "ltgan.space"
@@ -46,20 +47,42 @@ def client_for(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def check_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
-    """Fail before any trial starts when a remote tracking server cannot be reached."""
+def unreachable(tracking_uri: str, timeout_s: float = 10.0) -> str | None:
+    """Why a remote tracking server does not answer its health check (one try, no retries), or None
+    when it does (and for a local store)."""
     if not tracking_uri.startswith(("http://", "https://")):
-        return
+        return None
     import urllib.error
     import urllib.request
     url = tracking_uri.rstrip("/") + "/health"
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
             if response.status >= 400:
-                raise OSError(f"HTTP {response.status}")
+                return f"HTTP {response.status}"
     except (OSError, urllib.error.URLError) as e:
-        raise ConfigError(f"tracking_uri={tracking_uri} is unreachable ({e}); start the server, fix the URI, "
-                          f"or drop tracking_uri= to use the local store under root=") from None
+        return str(e)
+    return None
+
+
+def check_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
+    """Fail before any store is written when a remote tracking server cannot be reached or refuses our
+    credentials (a server behind ``--app-name basic-auth`` answers /health to anyone)."""
+    why = unreachable(tracking_uri, timeout_s)
+    if why is not None:
+        raise ConfigError(f"tracking_uri={tracking_uri} is unreachable ({why}); start the server, fix the URI, "
+                          f"or drop tracking_uri= to use the local store under root=")
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client_for(tracking_uri).search_experiments(max_results=1)
+    except MlflowException as e:
+        if e.get_http_status_code() not in (401, 403):
+            raise
+        raise ConfigError(f"tracking_uri={tracking_uri} refuses us (HTTP {e.get_http_status_code()} "
+                          f"{e.error_code}); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                          f"(or MLFLOW_TRACKING_TOKEN) to an account of that server") from None
 
 
 def ensure_experiment(client, name: str, artifact_location: str | None) -> str:
@@ -152,11 +175,12 @@ def training_split_input(cfg, info: Mapping[str, Any]):
 
 
 def log_training_split(client, run_id: str, cfg, info: Mapping[str, Any]) -> None:
-    """The split as a dataset input (the UI's Dataset column and filter), as tags and as data.json."""
-    client.log_inputs(run_id, datasets=[training_split_input(cfg, info)])
+    """The split as tags, as data.json and as a dataset input (the UI's Dataset column and filter); the
+    input last, as a resumed trial takes it to mean the rest was logged."""
     for key in ("minority_classes", "majority_classes", "train_counts"):
         client.set_tag(run_id, key, json.dumps(info.get(key)))
     client.log_dict(run_id, dict(info), "data.json")
+    client.log_inputs(run_id, datasets=[training_split_input(cfg, info)])
 
 
 def log_evaluation_images(client, run_id: str, folder: Path, step: int) -> None:
@@ -169,13 +193,40 @@ def log_evaluation_images(client, run_id: str, folder: Path, step: int) -> None:
         client.log_image(run_id, mlflow.Image(str(path)), key=key, step=step)
 
 
-def close_orphans(client, experiment_id: str, parent_run_id: str, live_trial_ids: set[str]) -> int:
-    """Mark child runs left RUNNING by a killed driver whose trial Ray no longer knows as KILLED."""
-    runs = client.search_runs([experiment_id], filter_string=(
-        f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'"), max_results=10000)
-    closed = 0
+# a trial's run status from the status Ray restored it with; other trials run again and reopen theirs
+RUN_STATUS_OF_TRIAL = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}
+
+
+def close_runs(client, experiment_id: str, parent_run_id: str, trial_status: Mapping[str, str]) -> int:
+    """Settle the child runs a stopped driver left open (its crash handler marks the runs of unfinished
+    trials KILLED, ``kill -9`` leaves them RUNNING): a run whose trial Ray no longer knows is KILLED,
+    a run whose trial Ray restored as finished or errored gets FINISHED or FAILED (the driver stopped
+    before it could say so). ``trial_status``: Ray trial id -> Ray's status. Returns the runs changed."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                              max_results=10000)
+    changed = 0
     for run in runs:
-        if run.data.tags.get(TAG_TRIAL) not in live_trial_ids:
-            client.set_terminated(run.info.run_id, status="KILLED")
-            closed += 1
-    return closed
+        status = trial_status.get(run.data.tags.get(TAG_TRIAL))
+        wanted = RUN_STATUS_OF_TRIAL.get(status) if status else "KILLED"
+        if wanted and run.info.status in ("RUNNING", "KILLED") and run.info.status != wanted:
+            client.set_terminated(run.info.run_id, status=wanted)
+            changed += 1
+    return changed
+
+
+def mark_stopped(tracking_uri: str, experiment_id: str | None, parent_run_id: str | None, status: str) -> str:
+    """After a study stopped before its end: its parent run gets ``status`` (FAILED, KILLED) and the runs
+    of its unfinished trials KILLED. Says what was done; never raises, never waits on a server that
+    does not answer its health check."""
+    if parent_run_id is None:
+        return "no MLflow run was started"
+    why = unreachable(tracking_uri, timeout_s=5)
+    if why is not None:
+        return f"the MLflow runs stay as they were (tracking server unreachable: {why}); resume=true settles them"
+    try:
+        client = client_for(tracking_uri)
+        killed = close_runs(client, experiment_id, parent_run_id, {})
+        client.set_terminated(parent_run_id, status=status)
+    except Exception as e:  # a store that fails now (a full disk) must not hide why the study stopped
+        return f"the MLflow runs could not be marked ({one_line(e)[:200]}); resume=true settles them"
+    return f"MLflow: study run {status}, {killed} unfinished trial run(s) KILLED"

@@ -67,6 +67,19 @@ BAD_SPACES = {
     "knob_no_method_reads": (GOOD.format(name="bad").replace("steps: 4", "steps: 4, prune_ratio: 0.9"),
                              "prune_ratio is read by none of this space's methods (dcgan); drop it"),
     "unknown_preset": (GOOD.format(name="bad") + "presets: {cifar10_gpu: cifar10_cpu}\n", "is not a preset of"),
+    # a metric no trial reports would end the study at the first evaluation, after the stores exist
+    "unreported_metric": (GOOD.format(name="bad").replace("metric: fid", "metric: fidd"),
+                          "metric 'fidd' is not reported by this space's trials; did you mean 'fid'?"),
+    "unreported_objective": (GOOD.format(name="bad").replace("metric: fid", "metric: [fid, fid_minorty]"),
+                             "metric 'fid_minorty' is not reported by this space's trials; "
+                             "did you mean 'fid_minority'?"),
+    "class_beyond_the_dataset": (GOOD.format(name="bad").replace("metric: fid", "metric: fid_class/10"),
+                                 "metric 'fid_class/10' does not exist: digits has 10 classes, "
+                                 "fid_class/0 .. fid_class/9"),
+    "metric_of_some_trials_only": (GOOD.format(name="bad").replace("metric: fid", "metric: prune/sparsity")
+                                   .replace("[dcgan]", "[dcgan, damage]"),
+                                   "metric 'prune/sparsity' is not reported by every trial of this space "
+                                   "(not with method=dcgan"),
 }
 
 
@@ -79,6 +92,38 @@ def test_bad_space_files(case, tmp_path, stores, capsys):
     err = capsys.readouterr().err.strip()
     assert expected in err and path in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert row_counts(stores) == before
+
+
+def test_space_file_that_is_not_utf8(tmp_path, stores, capsys):
+    before = row_counts(stores)
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(GOOD.format(name="caf\u00e9").encode("latin-1"))
+    assert run_main([f"space={path}", f"root={stores}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {path}: is not UTF-8 text (byte 0xe9 at offset 9); save it as UTF-8"
+    assert row_counts(stores) == before
+
+
+def test_root_that_is_a_file_and_space_that_is_a_directory(tmp_path, stores, capsys):
+    before = row_counts(stores)
+    file = tmp_path / "a_file"
+    file.write_text("not a folder")
+    for args, expected in (
+            ([f"root={file}"], f"error: root={file} exists and is not a directory; give a folder (new or existing)"),
+            ([f"root={file}/runs"], f"error: root={file}/runs cannot be made: {file} is a file, not a directory; "
+                                    f"give another folder"),
+            ([f"space={tmp_path}", f"root={stores}"], f"error: space={tmp_path} is a directory; give a .yaml file or "
+                                                      f"a space name")):
+        assert run_main(["space=smoke", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(expected) and len(err.splitlines()) == 1, err
+    assert train_main([f"root={file}", "steps=2"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: root={file} exists and is not a directory; "
+                                               f"give a folder (new or existing)")
+    assert train_main([f"workdir={file}", f"root={tmp_path / 'r'}", "steps=2"]) == 2
+    assert "workdir=" in capsys.readouterr().err
+    assert file.read_text() == "not a folder" and not (tmp_path / "r").exists()
     assert row_counts(stores) == before
 
 

@@ -17,6 +17,8 @@ import pytest
 import torch
 from filelock import FileLock
 
+from search import tracking
+from search.callback import CRASH_ENV
 from search.run import main as run_main
 from trainers import checkpoint as ckpt
 from trainers.loop import DivergedError, train
@@ -85,6 +87,40 @@ def test_unreachable_tracking_uri_fails_before_any_trial(tmp_path, capsys):
     assert run_main(["space=smoke", f"root={root}", f"tracking_uri=http://127.0.0.1:{port}"]) == 2
     err = capsys.readouterr().err
     assert "unreachable" in err and "tracking_uri" in err
+    assert not (root / "optuna.db").exists() and not (root / "ray").exists()
+
+
+def test_tracking_server_that_refuses_our_credentials_fails_before_any_store(tmp_path, capsys):
+    """A server behind basic auth answers /health to anyone and 401 to the API without credentials."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class BasicAuthServer(BaseHTTPRequestHandler):
+        def do_GET(self):
+            status, body = (200, b"OK") if self.path == "/health" else (401, json.dumps(
+                {"error_code": "UNAUTHENTICATED", "message": "You are not authenticated."}).encode())
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BasicAuthServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    root = tmp_path / "runs"
+    try:
+        uri = f"http://127.0.0.1:{server.server_address[1]}"
+        assert run_main(["space=smoke", f"root={root}", f"tracking_uri={uri}"]) == 2
+    finally:
+        server.shutdown()
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: tracking_uri={uri} refuses us (HTTP 401 UNAUTHENTICATED); set MLFLOW_TRACKING_USERNAME "
+                   f"and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) to an account of that server")
     assert not (root / "optuna.db").exists() and not (root / "ray").exists()
 
 
@@ -181,6 +217,86 @@ def test_two_spaces_share_a_root_without_interfering(tmp_path):
         assert optuna_states(root, name) == {"COMPLETE": 2}
         _, parents, children = mlflow_runs(root, name)
         assert len(parents) == 1 and len(children) == 2
+
+
+def optuna_trials(root: Path, study: str) -> list:
+    import optuna
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{root / 'optuna.db'}")
+    return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+
+
+@pytest.mark.slow
+def test_driver_crash_stops_cleanly_and_resume_finishes_the_study(tmp_path):
+    """An exception in the driver after the stores exist (raised from a Tune callback by the test-only
+    LTGAN_TEST_DRIVER_CRASH_AFTER): exit 1, one line saying what happened and how to resume, the MLflow
+    parent FAILED and the runs of unfinished trials KILLED; resume=true then finishes the study with one
+    COMPLETE Optuna trial per configuration (the one told before the crash untouched), one MLflow run
+    per trial and every evaluation logged once."""
+    root = tmp_path / "runs"
+    args = ["space=smoke", "num_samples=2", "seeds=2", "max_concurrent=2"]  # 2 configurations x 2 seeds
+    crashed = run_cli([*args, f"root={root}"], env={**ENV, CRASH_ENV: "2"}, timeout=900)
+    assert crashed.returncode == 1, crashed.stderr[-3000:]
+    last = crashed.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: study 'smoke' stopped on InjectedDriverCrash: injected by "
+                           f"{CRASH_ENV}=2 after 2 completed trials (traceback in {root}/logs/smoke-crash-"), last
+    resume = f"python -m search.run {' '.join(args)} root={root} resume=true"
+    assert last.endswith(f"; MLflow: study run FAILED, {last.split('FAILED, ')[1].split(' ')[0]} unfinished trial "
+                         f"run(s) KILLED; resume it with: {resume}"), last
+    assert "Traceback" in next((root / "logs").glob("smoke-crash-*.txt")).read_text()
+    # the stores as the crash left them: the configuration whose replicates both finished is COMPLETE
+    # (never FAIL), the other one still RUNNING for the resumed searcher to finish
+    trials = optuna_trials(root, "smoke")
+    assert sorted(t.state.name for t in trials) == ["COMPLETE", "RUNNING"]
+    told = next(t for t in trials if t.state.name == "COMPLETE")
+    _, parents, children = mlflow_runs(root, "smoke")
+    assert [p.info.status for p in parents] == ["FAILED"]
+    statuses = sorted(c.info.status for c in children)
+    assert statuses.count("FINISHED") == 2 and "RUNNING" not in statuses and set(statuses) <= {"FINISHED", "KILLED"}
+
+    resumed = run_cli([*args, f"root={root}", "resume=true"], timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = optuna_trials(root, "smoke")
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 2 and not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+    assert sorted(t.params["imbalance"] for t in complete) == [1, 10]
+    again = next(t for t in complete if t.number == told.number)  # told once, before the crash
+    assert (again.values, again.user_attrs, again.datetime_complete) == (told.values, told.user_attrs,
+                                                                          told.datetime_complete)
+    client, parents, children = mlflow_runs(root, "smoke")
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    trial_ids = [c.data.tags["ray.trial_id"] for c in children]
+    assert len(trial_ids) == len(set(trial_ids)), "a trial was logged into two MLflow runs"
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert sorted((c.data.params["imbalance"], c.data.params["seed"]) for c in finished) == [
+        ("1.0", "0"), ("1.0", "1"), ("10.0", "0"), ("10.0", "1")]
+    assert not [c for c in children if c.info.status == "RUNNING"]
+    for run in finished:  # a trial resumed from its checkpoint does not log a step twice
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "fid")] == [10, 20]
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "eval")] == [
+            "eval/step_000000010", "eval/step_000000020"]
+
+
+def test_stopped_runs_are_settled_by_what_ray_restored(tmp_path):
+    """close_runs: the runs a stopped driver left open get the status of their restored trial."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("x", artifact_location=(tmp_path / "a").as_uri())
+    parent = client.create_run(experiment).info.run_id
+    runs = {}
+    for trial, status in (("done", "KILLED"), ("failed", "RUNNING"), ("resumed", "KILLED"), ("gone", "RUNNING"),
+                          ("finished", "FINISHED")):
+        runs[trial] = client.create_run(experiment, tags={"mlflow.parentRunId": parent, tracking.TAG_TRIAL: trial})
+        client.set_terminated(runs[trial].info.run_id, status=status) if status != "RUNNING" else None
+    restored = {"done": "TERMINATED", "failed": "ERROR", "resumed": "PENDING", "finished": "TERMINATED"}
+    assert tracking.close_runs(client, experiment, parent, restored) == 3
+    status = {trial: client.get_run(run.info.run_id).info.status for trial, run in runs.items()}
+    assert status == {"done": "FINISHED", "failed": "FAILED", "resumed": "KILLED", "gone": "KILLED",
+                      "finished": "FINISHED"}
+    assert tracking.mark_stopped(client.tracking_uri, experiment, parent, "FAILED") == (
+        "MLflow: study run FAILED, 0 unfinished trial run(s) KILLED")
+    assert client.get_run(parent).info.status == "FAILED"
 
 
 @pytest.mark.slow

@@ -119,7 +119,7 @@ def _trial(method, rho, seed, value, status="FINISHED", **sampled):
     from search.report import TrialRun
 
     sampled = {"method": method, **sampled, "imbalance": rho}
-    return TrialRun(f"{method}{rho}{seed}", status, {}, sampled, {"fid": value, "kid_minority": value / 10,
+    return TrialRun(f"{method}{rho}{seed}", status, {}, sampled, {"kid_minority": value, "fid": 10 * value,
                                                                   "recall_minority": 1 - value / 100},
                     tags={"seed": str(seed)}, start_ms=0, end_ms=1000)
 
@@ -133,7 +133,7 @@ def test_methods_are_compared_with_the_baseline_paired_by_seed():
     runs = [_trial("dcgan", 100, s, v) for s, v in base.items()]
     runs += [_trial("contrad", 100, s, v) for s, v in reversed(list(other.items()))]
     runs += [_trial("contrad", 1, 0, 99.0), _trial("dcgan", 1, 0, 1.0)]  # another imbalance: its own baseline
-    rows = [r for r in method_comparisons(space, runs) if r[2] == "fid"]
+    rows = [r for r in method_comparisons(space, runs) if r[2] == "kid_minority"]
     context = {row[0]: row[3] for row in rows}
     diff = context["imbalance=100"]
     half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, 2) * sd([2, 3, 1]) / sqrt(3)
@@ -142,7 +142,7 @@ def test_methods_are_compared_with_the_baseline_paired_by_seed():
     assert context["imbalance=1"].estimate == pytest.approx(98.0) and context["imbalance=1"].n == 1
     # a failed replicate drops its pair instead of being averaged in
     runs[0] = _trial("dcgan", 100, 0, 10.0, status="FAILED")
-    assert {row[0]: row[3] for row in method_comparisons(space, runs) if row[2] == "fid"}["imbalance=100"].n == 2
+    assert {row[0]: row[3] for row in method_comparisons(space, runs) if row[2] == "kid_minority"}["imbalance=100"].n == 2
 
 
 def test_imbalance_is_compared_unpaired_per_configuration_and_pooled():
@@ -156,8 +156,8 @@ def test_imbalance_is_compared_unpaired_per_configuration_and_pooled():
     runs += [_trial("contrad", 1, s, v + 1) for s, v in enumerate(low)]
     runs += [_trial("contrad", 100, s, v + 1) for s, v in enumerate(high)]
     rows = {(r[0], r[2]): r[3] for r in imbalance_comparisons(space, runs)}
-    dcgan = rows[("method=dcgan", "fid")]
+    dcgan = rows[("method=dcgan", "kid_minority")]
     ci = stats.ttest_ind(high, low, equal_var=False).confidence_interval(0.95)
     assert not dcgan.paired and (dcgan.low, dcgan.high) == pytest.approx((ci.low, ci.high))
-    pooled = rows[("all configurations pooled", "fid")]
+    pooled = rows[("all configurations pooled", "kid_minority")]
     assert pooled.n_a == pooled.n_b == 6 and pooled.resolved

@@ -41,12 +41,15 @@ def test_every_space_validates_and_samples_valid_configs(name):
 
 
 def test_main_job_space_is_the_ablation_grid():
+    """The main job: three methods at imbalance 1 and 100 on the embedded MNIST, seeds to pair by; the
+    fixed prune_ratio reaches Damage GAN's trials only."""
     space = load_space("sdclr_ablation")
     cells = space.grid()
-    assert {c["imbalance"] for c in cells} == {1, 10, 100}
-    assert all(("prune_ratio" in c) == (c["method"] == "damage") for c in cells)
-    assert len(cells) == len({tuple(sorted(c.items())) for c in cells}) == space.num_samples
-    assert len(space.seeds) >= 2
+    assert {c["imbalance"] for c in cells} == {1, 100} and {c["method"] for c in cells} == {"dcgan", "contrad", "damage"}
+    assert len(cells) == len({tuple(sorted(c.items())) for c in cells}) == space.num_samples == 6
+    assert len(space.seeds) >= 3 and space.fixed["dataset"] == "mnist"
+    for cell in cells:
+        assert ("prune_ratio" in space.trial_config(cell, 0)) == (cell["method"] == "damage")
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -169,10 +172,12 @@ def test_a_fixed_knob_reaches_only_the_methods_that_read_it():
             assert ("gsr_lambda" in config) == (method == "cgan" and "gsr_lambda" in space.fixed)
 
 
-def test_child_run_names_say_what_the_trial_is():
+def test_child_run_names_say_what_the_trial_is(tmp_path):
     from search.tracking import run_name
 
-    space = load_space("sdclr_ablation")
+    space = load_space(write(tmp_path, "name: t\nmetric: fid\nparams:\n  method: {choice: [dcgan, damage]}\n"
+                                       "  prune_ratio: {choice: [0.5, 0.9], when: {method: damage}}\n"
+                                       "  imbalance: {choice: [10, 100]}\n"))
     damage = space.trial_config({"method": "damage", "prune_ratio": 0.9, "imbalance": 100}, 1)
     assert run_name(space, damage) == "damage p=0.9 ρ=100 seed=1"
     assert run_name(space, space.trial_config({"method": "dcgan", "imbalance": 10}, 0)) == "dcgan ρ=10 seed=0"
@@ -277,3 +282,33 @@ def test_every_shared_preset_sets_trainer_keys_only():
         assert set(entry) <= set(PRESET_KEYS), name
         for key in entry.get("fixed", {}):
             assert key in all_keys(), (name, key)
+
+
+def test_a_tell_that_fails_stops_the_run_and_the_resumed_searcher_tells_it(smoke_study, tmp_path, monkeypatch):
+    """A full disk when Optuna is told: Ray swallows what on_trial_complete raises, so the searcher keeps
+    the configuration untold, raises at its next result or suggestion, and a searcher resumed from the
+    state Ray saved tells it (the configuration is never left RUNNING, nor told twice)."""
+    from search.searcher import ReplicateSearcher
+
+    space, stores = smoke_study([0])
+    searcher = ReplicateSearcher(space, stores)
+    searcher.suggest("t0")
+    searcher.suggest("t1")
+    real_tell = searcher._tell
+
+    def full_disk(number, config):
+        raise OSError(28, "database or disk is full")
+
+    monkeypatch.setattr(searcher, "_tell", full_disk)
+    searcher.on_trial_complete("t0", {"fid": 12.0})  # does not raise into Ray
+    for call in (lambda: searcher.on_trial_result("t1", {"fid": 3.0}), lambda: searcher.suggest("t2")):
+        with pytest.raises(RuntimeError, match="could not be told a configuration's value .*disk is full"):
+            call()
+    assert stores.load_study("smoke").trials[0].state == optuna.trial.TrialState.RUNNING
+    monkeypatch.setattr(searcher, "_tell", real_tell)
+    searcher.save(str(tmp_path / "saved.pkl"))  # what Ray saved before the run ended
+    resumed = ReplicateSearcher(space, stores)
+    resumed.restore(str(tmp_path / "saved.pkl"))
+    resumed.on_trial_complete("t1", {"fid": 3.0})  # reconciles first: the untold configuration is told
+    trials = stores.load_study("smoke").trials
+    assert [(t.state.name, t.value) for t in trials[:2]] == [("COMPLETE", 12.0), ("COMPLETE", 3.0)]

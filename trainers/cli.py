@@ -3,10 +3,33 @@ mistake) becomes one ``error:`` line on stderr and exit code 2, never a tracebac
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 from trainers.config import ConfigError
+
+
+def one_line(text: object) -> str:
+    """``text`` (an exception's message, which may span lines) on one line."""
+    return " ".join(str(text).split())
+
+
+def directory_arg(key: str, value: object) -> Path:
+    """The folder named by ``key=value``, which may not exist yet: refused with one line when it, or
+    the nearest of its parents that exists, is not a directory or cannot be written."""
+    path = Path(str(value)).expanduser().absolute()
+    if "\0" in str(path):
+        raise ConfigError(f"{key}={value!r} holds a NUL byte; give a folder's path")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if existing == path and not path.is_dir():
+        raise ConfigError(f"{key}={value} exists and is not a directory; give a folder (new or existing)")
+    if not existing.is_dir():
+        raise ConfigError(f"{key}={value} cannot be made: {existing} is a file, not a directory; give another folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={value}: {existing} is not writable; give a folder you can write to")
+    return path
 
 
 def run_command(doc: str | None, body: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
@@ -17,5 +40,5 @@ def run_command(doc: str | None, body: Callable[[list[str]], int], argv: list[st
     try:
         return body(argv)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2

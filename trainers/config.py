@@ -126,8 +126,9 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
     for arg in args:
         if "=" not in arg or arg.startswith("="):
             raise ConfigError(f"argument '{arg}' is not key=value; write it as e.g. steps=200")
+    import yaml
+
     try:
-        conf = OmegaConf.from_dotlist(list(args))
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"cannot parse overrides {args}: {e}") from None
-    return OmegaConf.to_container(conf, resolve=True)
+        return OmegaConf.to_container(OmegaConf.from_dotlist(list(args)), resolve=True)
+    except (OmegaConfBaseException, yaml.YAMLError) as e:  # a value's YAML is read by OmegaConf
+        raise ConfigError(f"cannot parse overrides {args}: {' '.join(str(e).split())}") from None

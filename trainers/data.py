@@ -344,6 +344,11 @@ def dataset_names() -> list[str]:
     return sorted(DATASETS)
 
 
+# classes of each dataset, known without loading it (a space's per-class metric names are checked
+# against it before anything runs; a test compares it with each loader's num_classes)
+NUM_CLASSES = {"mnist": 10, "digits": 10, "cifar10": 10, "cifar100": 100, "gtsrb": GTSRB_CLASSES}
+
+
 def load_data(cfg: TrainConfig) -> DataBundle:
     """Build the long-tailed training split, the full training split and the balanced test split."""
     if cfg.dataset not in DATASETS:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import types
 import typing
@@ -135,9 +136,16 @@ def fields_of(cls) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
+@functools.cache
+def type_hints(cls) -> dict[str, Any]:
+    """``typing.get_type_hints(cls)``, evaluated once per class (it compiles every string annotation:
+    ~30 ms of each ``make_config`` before)."""
+    return typing.get_type_hints(cls)
+
+
 def nested_dataclass(cls, name: str):
     """The dataclass type of field ``name`` of ``cls`` (eval, fault), or None."""
-    hint = typing.get_type_hints(cls)[name]
+    hint = type_hints(cls)[name]
     return hint if dataclasses.is_dataclass(hint) else None
 
 
@@ -209,7 +217,7 @@ def build(cls, data: Mapping[str, Any], prefix: str = "", valid_keys: list[str] 
     if not isinstance(data, Mapping):
         raise ConfigError(f"config key '{prefix.rstrip('.')}' must be a mapping of keys, got {data!r}")
     fields = fields_of(cls)
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls)
     kwargs = {}
     for key, value in data.items():
         if key not in fields:

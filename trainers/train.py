@@ -16,7 +16,7 @@ import math
 import sys
 from pathlib import Path
 
-from trainers.cli import run_command
+from trainers.cli import directory_arg, run_command
 from trainers.config import ConfigError, make_config, parse_overrides
 
 CLI_ONLY = ("root", "workdir", "resume")
@@ -42,7 +42,10 @@ def _train(argv: list[str]) -> int:
     try:
         overrides = parse_overrides(argv)
         root = Path(str(overrides.pop("root", "runs")))
+        directory_arg("root", root)
         workdir = overrides.pop("workdir", None)
+        if workdir is not None:
+            directory_arg("workdir", workdir)
         resume = overrides.pop("resume", False)
         if not isinstance(resume, bool):
             raise ConfigError(f"resume={resume!r} must be true or false")

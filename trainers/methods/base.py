@@ -95,6 +95,12 @@ class GANMethod:
         """Method-specific metrics added to every report (e.g. ``prune/sparsity``)."""
         return {}
 
+    @classmethod
+    def metric_names(cls, knobs: Any, num_classes: int) -> list[str]:
+        """The names this method adds to every report beyond the loop's ``loss/d`` and ``loss/g``: its
+        losses' logs and its ``diagnostics`` (``trainers.metrics.names`` gathers every reported name)."""
+        return []
+
     def extra_state(self) -> dict[str, Any]:
         """Method state beyond the nets (masks, EMA anchors, power-iteration vectors, ...)."""
         return {}

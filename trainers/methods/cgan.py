@@ -110,6 +110,11 @@ class ConditionalGAN(GANMethod):
         per_class = self.sigma_max_per_layer().amax(0).tolist()
         return {f"gsr/sigma_max/{k}": v for k, v in enumerate(per_class)}
 
+    @classmethod
+    def metric_names(cls, knobs, num_classes):
+        return ([f"gsr/sigma_max/{k}" for k in range(num_classes)] + ["loss/gsr"] * (knobs.gsr_lambda > 0)
+                + ["loss/lecam"] * (knobs.lecam_lambda > 0))
+
     def extra_state(self):
         return {"gsr_vectors": {k: v.clone() for k, v in self.gsr_vectors.items()},
                 "gsr_generator": self._gsr_generator.get_state(),

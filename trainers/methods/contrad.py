@@ -86,3 +86,7 @@ class ContraD(GANMethod):
 
     def g_loss(self, fake, fake_labels, step):
         return ns_g(self.D(simclr_augment(fake))), {}
+
+    @classmethod
+    def metric_names(cls, knobs, num_classes):
+        return ["loss/con_real", "loss/con_fake", "loss/dis"]

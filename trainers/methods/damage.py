@@ -67,6 +67,10 @@ class DamageGAN(ContraD):
         masks = self.masks if self.masks is not None else encoder_masks(self.D.encoder, self.knobs.prune_ratio)
         return {"prune/sparsity": sparsity(masks)}
 
+    @classmethod
+    def metric_names(cls, knobs, num_classes):
+        return [*super().metric_names(knobs, num_classes), "prune/sparsity"]
+
     def extra_state(self):
         if self.masks is None:
             return {}
