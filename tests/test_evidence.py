@@ -15,11 +15,12 @@ def test_evidence_spaces_cover_the_claims():
     cells = {(c["method"], c["imbalance"], c.get("imbalance_profile", "exp")) for c in damage.grid()}
     assert cells == {(m, rho, p) for m in ("dcgan", "contrad", "damage")
                      for rho, p in ((10, "exp"), (100, "exp"), (100, "balanced_partial"))}
-    assert len(damage.seeds) >= 3 and damage.fixed["prune_ratio"] == 0.9
+    assert len(damage.seeds) >= 6 and damage.fixed["prune_ratio"] == 0.9 and damage.fixed["dataset"] == "mnist"
     gsr = load_space("evidence_gsr")
-    assert {(c["gsr_lambda"], c["imbalance"]) for c in gsr.grid()} == {(lam, rho) for lam in (0.0, 0.5)
-                                                                       for rho in (10, 100)}
-    assert len(gsr.seeds) >= 3 and gsr.fixed["method"] == "cgan"
+    assert {(c["gsr_lambda"], c["lecam_lambda"], c.get("diffaugment"), c["imbalance"]) for c in gsr.grid()} == {
+        (lam, lecam, aug, rho) for lam in (0.0, 0.5) for lecam, aug in ((0.0, None), (0.3, "color,translation,cutout"))
+        for rho in (10, 100)}
+    assert len(gsr.seeds) >= 6 and gsr.fixed["method"] == "cgan" and gsr.fixed["dataset"] == "mnist"
 
 
 def ablation_table(report_text: str) -> list[str]:
