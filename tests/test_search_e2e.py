@@ -212,3 +212,29 @@ def test_study_runs_on_an_existing_ray_cluster(tmp_path):
         assert len(parents) == 1 and len([c for c in children if c.info.status == "FINISHED"]) == 2
     finally:
         subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_reduced_main_job_reports_every_cell_with_its_n_and_the_comparisons(tmp_path):
+    """The README's main job at a tiny size (2 seeds, 20 steps): the report has every cell with its n, the
+    paired method comparisons, the unpaired imbalance comparisons, the sample grids and the efficiency."""
+    root = tmp_path / "runs"
+    proc = run_cli(["space=sdclr_ablation", f"root={root}", "seeds=[0,1]", "fixed.steps=20", "fixed.eval_every=10",
+                    "fixed.ch=4", "fixed.eval.num_samples=200", "fixed.eval.per_class_n=20",
+                    "fixed.eval.judge_epochs=3"], timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert optuna_states(root, "sdclr_ablation") == {"COMPLETE": 6}
+    text = (root / "reports" / "sdclr_ablation" / "report.md").read_text()
+    table = text.split("## Ablation table", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| dcgan") or line.startswith("| contrad")
+            or line.startswith("| damage")]
+    assert len(rows) == 6
+    for row in rows:  # every metric cell of every configuration carries its n
+        cells = row.strip("|").split("|")[4:]
+        assert cells and all("(n=2)" in cell for cell in cells), row
+    for section in ("## Methods against the baseline, paired by seed", "## The effect of imbalance, unpaired",
+                    "## Sample grids", "## Search efficiency"):
+        assert section in text, section
+    assert "(paired, n=2)" in text and "(Welch, n=2/2)" in text and "per_class_n" in text
+    assert "kid_minority" in text and "recall_minority" in text
+    assert len(list((root / "reports" / "sdclr_ablation").glob("samples_*.png"))) == 6
