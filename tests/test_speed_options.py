@@ -39,28 +39,30 @@ def test_bf16_autocast_trains_finitely_and_close_to_fp32(method):
     assert fp32 != bf16  # autocast really ran some ops in bfloat16
 
 
+def same_training(method: str, option: dict, steps: int, tmp_path) -> None:
+    """``option`` trains as the plain run does (losses within float tolerance) and writes checkpoints with
+    the same state-dict keys, so the two are interchangeable."""
+    cfg = {**BASE, "method": method, "steps": steps, "eval_every": steps}
+    plain = losses(train(cfg, workdir=tmp_path / "plain", evaluator=None))
+    other = losses(train({**cfg, **option}, workdir=tmp_path / "other", evaluator=None))
+    for key in plain:
+        assert other[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-5), key
+    for net in ("G", "D"):
+        assert ckpt.load_latest(tmp_path / "other")[0][net].keys() == ckpt.load_latest(tmp_path / "plain")[0][net].keys()
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_channels_last_gives_the_same_training(method, tmp_path):
-    cfg = {**BASE, "method": method, "steps": 4, "eval_every": 4}
-    plain = losses(train(cfg, workdir=tmp_path / "plain", evaluator=None))
-    last = losses(train({**cfg, "channels_last": True}, workdir=tmp_path / "last", evaluator=None))
-    for key in plain:
-        assert last[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-5), key
-    # checkpoints are interchangeable: the same state-dict keys
-    assert ckpt.load_latest(tmp_path / "last")[0]["D"].keys() == ckpt.load_latest(tmp_path / "plain")[0]["D"].keys()
+    same_training(method, {"channels_last": True}, 4, tmp_path)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_compiled_nets_match_eager(method, tmp_path):
-    cfg = {**BASE, "method": method, "steps": 3, "eval_every": 3}
-    eager = losses(train(cfg, workdir=tmp_path / "eager", evaluator=None))
-    compiled = losses(train({**cfg, "compile": True}, workdir=tmp_path / "compiled", evaluator=None))
-    for key in eager:
-        assert compiled[key] == pytest.approx(eager[key], rel=1e-4, abs=1e-5), key
+    same_training(method, {"compile": True}, 3, tmp_path)
     # compiled in place: a compiled run's checkpoint resumes in an eager run
-    assert ckpt.load_latest(tmp_path / "compiled")[0]["G"].keys() == ckpt.load_latest(tmp_path / "eager")[0]["G"].keys()
-    train({**cfg, "steps": 4}, workdir=tmp_path / "compiled", resume_from=tmp_path / "compiled", evaluator=None)
+    train({**BASE, "method": method, "steps": 4, "eval_every": 4}, workdir=tmp_path / "other",
+          resume_from=tmp_path / "other", evaluator=None)
 
 
 def test_deferred_finiteness_check_names_the_exact_step(tmp_path):
