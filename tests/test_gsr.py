@@ -246,14 +246,17 @@ def tail_sigmas(seed: int, gsr_lambda: float) -> dict[int, float]:
 def test_seeded_digits_tail_sigma_max_with_and_without_gsr():
     """digits, imbalance=100: the tail classes' sigma_max after the same number of steps.
 
-    gSR keeping the tail classes' sigma_max below the unregularised run held for every seed tried
-    (see the figures printed with -s), so the direction is asserted.
+    Class by class, gSR kept each tail class's sigma_max below the same class's in the unregularised
+    run with the same seed, for every seed tried (see the figures printed with -s), so that direction
+    is asserted. (Across classes the ranges overlap: one tail class with gSR can exceed another's
+    without it, so comparing the max of one run to the min of the other is not a property of gSR.)
     """
     for seed in (0, 1, 2):
         plain, regularised = tail_sigmas(seed, 0.0), tail_sigmas(seed, 0.5)
         print(f"seed {seed} tail sigma_max without gSR {plain} with gSR {regularised}")
         assert all(math.isfinite(v) for v in [*plain.values(), *regularised.values()])
-        assert max(regularised.values()) < min(plain.values())
+        assert plain.keys() == regularised.keys()
+        assert all(regularised[k] < plain[k] for k in plain), seed
 
 
 def _cgan(**overrides):

@@ -1,4 +1,4 @@
-"""docs/build_results.py: the Welch interval and the mechanical verdict that RESULTS.md rests on."""
+"""docs/build_results.py: the paired-by-seed claims and the mechanical verdict that RESULTS.md rests on."""
 
 from __future__ import annotations
 
@@ -17,26 +17,35 @@ sys.modules["build_results"] = build_results  # its dataclass looks itself up th
 SPEC.loader.exec_module(build_results)
 
 
-def test_welch_interval_matches_scipy():
-    a, b = [9.1, 7.4, 12.0, 8.8], [6.9, 8.1, 7.7, 6.2, 9.0]
-    diff, low, high = build_results.welch(a, b)
-    ci = stats.ttest_ind(b, a, equal_var=False).confidence_interval(0.95)
-    assert diff == pytest.approx(sum(b) / 5 - sum(a) / 4)
-    assert (low, high) == pytest.approx((ci.low, ci.high))
+def diff(estimate, low, high, mde=1.5):
+    return build_results.Difference(estimate, low, high, 6, 6, True, mde)
 
 
-def test_welch_ignores_nan_and_needs_two_values_a_side():
-    assert build_results.welch([1.0, math.nan, 3.0], [2.0, 4.0])[0] == pytest.approx(1.0)
-    diff, low, high = build_results.welch([1.0], [2.0, 3.0])
-    assert diff == pytest.approx(1.5) and math.isnan(low) and math.isnan(high)
-
-
-@pytest.mark.parametrize("diff, sign, word", [
-    ((-2.0, -3.0, -1.0), -1, "holds here"),
-    ((-2.0, -3.0, -1.0), +1, "opposite here"),
-    ((1.0, 3.0, 5.0), +1, "holds here"),
-    ((1.0, -0.5, 2.5), -1, "not resolved"),
-    ((1.0, math.nan, math.nan), -1, "too few"),
+@pytest.mark.parametrize("d, sign, word", [
+    (diff(-2.0, -3.0, -1.0), -1, "holds here"),
+    (diff(-2.0, -3.0, -1.0), +1, "opposite here"),
+    (diff(1.0, 3.0, 5.0), +1, "holds here"),
+    (diff(1.0, 3.0, 5.0), 0, "resolved"),
+    (diff(1.0, -0.5, 2.5), -1, "not resolved: these seeds detect \\|Δ\\| ≥ 1.5"),
+    (diff(1.0, math.nan, math.nan), -1, "too few"),
 ])
-def test_verdict_is_mechanical(diff, sign, word):
-    assert word in build_results.verdict(diff, sign)
+def test_verdict_is_mechanical(d, sign, word):
+    assert word in build_results.verdict(d, sign)
+
+
+class Run:
+    """The two fields ``claim`` reads from a TrialRun."""
+
+    def __init__(self, seed, fid):
+        self.seed, self.metrics = seed, {"fid": fid}
+
+
+def test_claims_pair_by_seed_and_drop_unmatched_or_nan_seeds():
+    a = [Run(0, 10.0), Run(1, 12.0), Run(2, 11.0), Run(3, 9.0)]
+    b = [Run(0, 8.0), Run(1, 11.0), Run(2, math.nan), Run(4, 1.0)]
+    c = build_results.claim("text", "cond", "FID", "fid", "A", a, "B", b, -1)
+    assert c.diff.paired and c.diff.n == 2
+    assert c.diff.estimate == pytest.approx(((8 - 10) + (11 - 12)) / 2)
+    ci = stats.ttest_rel([8.0, 11.0], [10.0, 12.0]).confidence_interval(0.95)
+    assert (c.diff.low, c.diff.high) == pytest.approx((ci.low, ci.high))
+    assert c.a[2] == 4 and c.b[2] == 3  # each arm's own mean uses all its finite seeds

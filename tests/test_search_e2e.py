@@ -105,7 +105,8 @@ def test_smoke_study_end_to_end(tmp_path):
                            if p.startswith(f"images/{key}+step+") and p.endswith(".png"))
             assert steps == [10, 20], images
         assert [a.path for a in client.list_artifacts(child.info.run_id, "eval/step_000000020")] == [
-            "eval/step_000000020/class_hist_step20.png", "eval/step_000000020/samples_step20.png"]
+            "eval/step_000000020/class_hist_step20.png", "eval/step_000000020/samples.npz",
+            "eval/step_000000020/samples_step20.png"]  # samples.npz: what was scored, for trainers.evaluate
         # the shared keys and the trial's own method's knobs, never another method's
         assert ("prune_ratio" in child.data.params) == (method == "damage")
         assert ("contrastive_weight" in child.data.params) == (method == "damage")
