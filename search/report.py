@@ -524,8 +524,9 @@ def write_report(space, stores: Stores) -> Path:
                   f"shutdown {efficiency['shutdown_s']:.0f} s (from MLflow's run times; a resumed study's wall time "
                   f"includes the interruption).", ""]
     if exp is not None:
-        lines += ["## Open the runs", "", f"`{tracking.where_to_look(stores, exp.experiment_id)}` "
-                  f"(experiment `{space.name}`: expand the study's parent run to see its trials).", ""]
+        look = tracking.where_to_look(stores, exp.experiment_id, markdown=True)
+        lines += ["## Open the runs", "", f"{look} (experiment `{space.name}`: expand the study's parent run to "
+                  "see its trials).", ""]
     report = out / "report.md"
     tmp = report.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines))

@@ -107,13 +107,14 @@ def runs_view_url(base_url: str, experiment_id: str) -> str:
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
-def where_to_look(stores, experiment_id: str) -> str:
+def where_to_look(stores, experiment_id: str, markdown: bool = False) -> str:
     """How to open a study's runs: the link itself on a tracking server, else the command that serves
-    the local store and the link it will answer."""
+    the local store and the link it will answer (the command in backticks for a markdown report)."""
     if stores.tracking_uri.startswith(("http://", "https://")):
         return runs_view_url(stores.tracking_uri, experiment_id)
-    return (f"python -m mlflow_server root={stores.root}   then open "
-            f"{runs_view_url('http://127.0.0.1:5000', experiment_id)}")
+    command = f"python -m mlflow_server root={stores.root}"
+    url = runs_view_url("http://127.0.0.1:5000", experiment_id)
+    return f"`{command}`, then open {url}" if markdown else f"{command}   then open {url}"
 
 
 def find_parent_run(client, experiment_id: str, space_name: str):

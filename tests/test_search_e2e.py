@@ -120,6 +120,10 @@ def test_smoke_study_end_to_end(tmp_path):
                  "| damage | 0.5 | 10 | 1 | 0 |"):
         assert cell in text, text
     assert "(n=1)" in text and (report.parent / "per_class_fid.png").read_bytes()[:4] == b"\x89PNG"
+    # how to open the runs: the serve command as code, the deep link to the runs view as a bare URL
+    assert (f"`python -m mlflow_server root={root}`, then open http://127.0.0.1:5000/#/experiments/"
+            in text), text
+    assert f"# MLflow UI: python -m mlflow_server root={root}   then open http://127.0.0.1:5000/" in proc.stdout
     # a second start without resume=true is refused and touches nothing
     again = run_cli(["space=smoke", f"root={root}"], timeout=120)
     assert again.returncode == 2 and "resume=true" in again.stderr and "Traceback" not in again.stderr
