@@ -276,11 +276,22 @@ def make_tuner(study: Study, restore: bool, resources: dict[str, float]):
     )
 
 
+def quiet_ray() -> None:
+    """Shut Ray down before the driver's last lines: its log monitor otherwise goes on streaming the
+    workers' output (their exit messages) after them, and the line that says what happened is no
+    longer the last one the user sees."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def finish(study: Study, results, started: float, report: bool) -> int:
     from optuna.trial import TrialState
 
     from search import tracking
 
+    quiet_ray()
     space, stores = study.space, study.stores
     errors = len(results.errors)
     optuna_study = stores.load_study(space.name)
@@ -341,6 +352,10 @@ def stopped(study: Study, error: BaseException) -> int:
             what += f" (no traceback written: {e.strerror or e})"
     marked = tracking.mark_stopped(stores.tracking_uri, study.experiment_id, study.parent_run_id,
                                    "KILLED" if interrupted else "FAILED")
+    try:
+        quiet_ray()
+    except Exception:  # noqa: BLE001 - a Ray that cannot shut down cleanly must not hide the line below
+        pass
     print(f"error: study '{space.name}' {what}; {marked}; resume it with: {study.resume_cmd}",
           file=sys.stderr, flush=True)
     return 130 if interrupted else 1
