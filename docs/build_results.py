@@ -39,6 +39,7 @@ DATA_CONDITIONS = (("LT ρ=10", {"imbalance": 10, "imbalance_profile": "exp"}),
                    ("balanced partial (ρ=100 total)", {"imbalance": 100, "imbalance_profile": "balanced_partial"}))
 GSR_ARMS = (("cGAN", {"lecam_lambda": 0.0}), ("cGAN + LeCam + DiffAugment", {"lecam_lambda": 0.3}))
 Metric = str | Callable[[TrialRun], float]
+FIVE_PERCENT = "overall FID (paper: ~5% better)"  # the Damage GAN paper's headline claim
 
 
 @dataclass
@@ -88,6 +89,10 @@ def minority_of(run: TrialRun) -> list[int]:
     return list(json.loads(run.tags["minority_classes"]))
 
 
+def majority_of(run: TrialRun) -> list[int]:
+    return sorted(set(range(len(json.loads(run.tags["train_counts"])))) - set(minority_of(run)))
+
+
 def sigma_of(run: TrialRun, classes: list[int], history: bool = False):
     """Mean sigma_max (max over layers) of ``classes``' gamma matrices: at the last report, or per step."""
     if not history:
@@ -105,7 +110,7 @@ def tail_sigma(run: TrialRun) -> float:
 
 
 def head_sigma(run: TrialRun) -> float:
-    return sigma_of(run, sorted(set(range(len(json.loads(run.tags["train_counts"])))) - set(minority_of(run))))
+    return sigma_of(run, majority_of(run))
 
 
 def growth(run: TrialRun, classes: list[int]) -> float:
@@ -113,18 +118,12 @@ def growth(run: TrialRun, classes: list[int]) -> float:
     return list(curve.values())[-1] - list(curve.values())[0] if len(curve) > 1 else math.nan
 
 
-def tail_minus_head_growth(run: TrialRun) -> float:
-    """How much more the tail's sigma_max grew than the head's over training (first to last report)."""
-    head = sorted(set(range(len(json.loads(run.tags["train_counts"])))) - set(minority_of(run)))
-    return growth(run, minority_of(run)) - growth(run, head)
-
-
 def damage_claims(runs: list[TrialRun]) -> list[Claim]:
     rows = []
     for condition, wanted in DATA_CONDITIONS:
         dcgan, contrad, damage = (finished(runs, method=m, **wanted) for m in ("dcgan", "contrad", "damage"))
         imbalanced = wanted["imbalance_profile"] == "exp"
-        rows.append(claim("overall FID (paper: ~5% better)", condition, "fid", "fid", "ContraD", contrad,
+        rows.append(claim(FIVE_PERCENT, condition, "fid", "fid", "ContraD", contrad,
                           "Damage GAN", damage, -1))
         rows.append(claim("overall FID against the baseline (paper: better)", condition, "fid", "fid", "DCGAN",
                           dcgan, "Damage GAN", damage, -1))
@@ -139,22 +138,17 @@ def damage_claims(runs: list[TrialRun]) -> list[Claim]:
     return rows
 
 
-def paper_effect_seeds(runs: list[TrialRun]) -> list[str]:
+def paper_effect_seeds(rows: list[Claim]) -> list[str]:
     """How many paired seeds the Damage GAN paper's own effect (FID ~5% below ContraD's) would need here,
     at the spread of the per-seed differences these studies measured."""
     out = []
-    for condition, wanted in DATA_CONDITIONS:
-        contrad = {r.seed: r.metrics.get("fid", math.nan) for r in finished(runs, method="contrad", **wanted)}
-        damage = {r.seed: r.metrics.get("fid", math.nan) for r in finished(runs, method="damage", **wanted)}
-        diffs = [damage[s] - contrad[s] for s in contrad if s in damage and math.isfinite(damage[s] - contrad[s])]
-        if len(diffs) < 2:
+    for c in rows:
+        if c.claim != FIVE_PERCENT or not math.isfinite(c.diff.sd):
             continue
-        mean = sum(diffs) / len(diffs)
-        sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
-        effect = 0.05 * mean_ci(list(contrad.values()))[0]
-        n = seeds_needed(effect, sd, paired=True)
-        out.append(f"- {condition}: 5% of ContraD's FID is {effect:.2g}; the per-seed differences spread by "
-                   f"sd {sd:.2g}, so detecting it with 80% power takes "
+        effect = 0.05 * c.a[0]
+        n = seeds_needed(effect, c.diff.sd, paired=True)
+        out.append(f"- {c.condition}: 5% of ContraD's FID is {effect:.2g}; the per-seed differences spread by "
+                   f"sd {c.diff.sd:.2g}, so detecting it with 80% power takes "
                    f"{f'{n} paired seeds' if n else f'more than {MAX_SEEDS} paired seeds'}.")
     return out
 
@@ -194,8 +188,7 @@ def explosion_claims(runs: list[TrialRun]) -> list[Claim]:
             off = finished(runs, gsr_lambda=0.0, imbalance=rho, **arm_keys)
             if not off:
                 continue
-            head = {r.seed: growth(r, sorted(set(range(len(json.loads(r.tags["train_counts"])))) - set(minority_of(r))))
-                    for r in off}
+            head = {r.seed: growth(r, majority_of(r)) for r in off}
             tail = {r.seed: growth(r, minority_of(r)) for r in off}
             rows.append(Claim("without gSR the tail's sigma_max grows faster than the head's", f"{arm}, LT ρ={rho}",
                               "growth of sigma_max over training", "head", mean_ci(list(head.values())), "tail",
@@ -260,10 +253,8 @@ def plot_sigma_curves(runs: list[TrialRun], path: Path) -> bool:
         for lam, style in ((0.0, "-"), (0.5, "--")):
             group = [r for r in members if float(r.sampled.get("gsr_lambda", 0.0)) == lam]
             for part, colour in (("tail", "tab:red"), ("head", "tab:blue")):
-                curves = []
-                for r in group:
-                    head = sorted(set(range(len(json.loads(r.tags["train_counts"])))) - set(minority_of(r)))
-                    curves.append(sigma_of(r, minority_of(r) if part == "tail" else head, history=True))
+                curves = [sigma_of(r, minority_of(r) if part == "tail" else majority_of(r), history=True)
+                          for r in group]
                 steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
                 if not steps:
                     continue
@@ -370,7 +361,7 @@ def main(argv: list[str]) -> int:
         *hand_written("RESULTS.reading.md"),
         "## Damage GAN vs ContraD (Damage GAN paper)", "", *claims_table(damage), "",
         "The paper's own effect size against what six seeds resolve (`search.stats.seeds_needed`):", "",
-        *paper_effect_seeds(damage_runs), "",
+        *paper_effect_seeds(damage), "",
         "## The cGAN with and without gSR (gSR paper)", "", *claims_table(explosion), "", *claims_table(gsr), "",
     ]
     if curves:

@@ -53,6 +53,7 @@ class Difference:
     paired: bool
     min_detectable: float = math.nan  # smallest |difference| these seeds detect with 80% power
     seeds_needed: int | None = None  # seeds (per arm) that would resolve the observed one, None if > MAX_SEEDS
+    sd: float = math.nan  # the spread behind them: sd of the paired differences, or the pooled sd (Welch)
 
     @property
     def resolved(self) -> bool:
@@ -78,10 +79,10 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float], level: flo
         return Difference(estimate, math.nan, math.nan, n, n, True)
     sd = math.sqrt(sum((d - estimate) ** 2 for d in diffs) / (n - 1))
     if sd == 0:
-        return Difference(estimate, estimate, estimate, n, n, True, 0.0, n)
+        return Difference(estimate, estimate, estimate, n, n, True, 0.0, n, sd=0.0)
     ci = stats.ttest_rel([b[s] for s in seeds], [a[s] for s in seeds]).confidence_interval(level)
     return Difference(estimate, float(ci.low), float(ci.high), n, n, True,
-                      min_detectable_effect(sd, n, paired=True), seeds_needed(estimate, sd, paired=True))
+                      min_detectable_effect(sd, n, paired=True), seeds_needed(estimate, sd, paired=True), sd=sd)
 
 
 def welch_difference(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Difference:
@@ -97,12 +98,13 @@ def welch_difference(a: Sequence[float], b: Sequence[float], level: float = LEVE
         return Difference(estimate, math.nan, math.nan, len(a), len(b), False)
     var_a, var_b = stats.tvar(a), stats.tvar(b)
     if var_a == 0 and var_b == 0:
-        return Difference(estimate, estimate, estimate, len(a), len(b), False, 0.0, min(len(a), len(b)))
+        return Difference(estimate, estimate, estimate, len(a), len(b), False, 0.0, min(len(a), len(b)), sd=0.0)
     ci = stats.ttest_ind(b, a, equal_var=False).confidence_interval(level)
     pooled_sd = math.sqrt((var_a + var_b) / 2)
     n = min(len(a), len(b))
     return Difference(estimate, float(ci.low), float(ci.high), len(a), len(b), False,
-                      min_detectable_effect(pooled_sd, n, paired=False), seeds_needed(estimate, pooled_sd, paired=False))
+                      min_detectable_effect(pooled_sd, n, paired=False), seeds_needed(estimate, pooled_sd, paired=False),
+                      sd=pooled_sd)
 
 
 def power(effect: float, sd: float, n: int, paired: bool, alpha: float = 1 - LEVEL) -> float:
