@@ -29,41 +29,36 @@ import sys
 import time
 from pathlib import Path
 
-CONFIDENT = 0.9
-DEFAULTS = {"method": "dcgan", "dataset": "mnist", "device": "cpu", "root": "runs/pilot",
-            "keep_checkpoints": 100}
+DEFAULTS = {"method": "dcgan", "dataset": "mnist", "device": "cpu", "keep_checkpoints": 100}
 
 
 class ConfidentRate:
-    """The loop's evaluator plus the judge's confident-classification rate and the time it spends."""
+    """The loop's evaluator, timed, plus ``confident_classes`` counted on the overall set it scored (the
+    evaluator reports ``judge/confident_rate`` itself, with the same threshold)."""
 
     def __init__(self, inner):
-        import torch
-
-        from trainers.metrics.judge import JudgeNet
-
         self.inner = inner
-        payload = torch.load(inner.judge_path, map_location="cpu", weights_only=True)
-        self.judge = JudgeNet(payload["channels"], payload["num_classes"], payload["width"], payload["resolution"])
-        self.judge.load_state_dict(payload["state_dict"])
-        self.judge.eval()
         self.wall = self.cpu = 0.0
+        self.scored: dict = {}
+        sample = inner.sample
+
+        def remember(method):  # the evaluator's own draw, kept for the count below
+            self.scored = sample(method)
+            return self.scored
+
+        inner.sample = remember
 
     def evaluate(self, method, step, out_dir=None):
         import torch
 
-        from trainers.data import to_float
+        from trainers.metrics.evaluator import CONFIDENT
 
         wall, cpu = time.perf_counter(), time.process_time()
         metrics = self.inner.evaluate(method, step, out_dir)
-        with torch.no_grad():
-            probs = torch.cat([self.judge(to_float(images))[1].softmax(1)
-                               for images, _ in self.inner.sample_batches(method)])
-        confidence, judged = probs.max(1)
+        confidence, judged = self.scored["judge_logits"].softmax(1).max(1)
+        k = self.inner.data.num_classes
         confident = judged[confidence >= CONFIDENT]
-        k = probs.shape[1]
-        metrics["judge/confident_rate"] = float((confidence >= CONFIDENT).float().mean())
-        metrics["confident_classes"] = int((torch.bincount(confident, minlength=k) >= len(probs) / (4 * k)).sum())
+        metrics["confident_classes"] = int((torch.bincount(confident, minlength=k) >= len(judged) / (4 * k)).sum())
         self.wall += time.perf_counter() - wall
         self.cpu += time.process_time() - cpu
         return metrics
@@ -77,8 +72,11 @@ def run(name: str, out: Path, overrides: dict, resume: bool = False) -> None:
     from trainers.loop import build_evaluator, resolve_device, train
 
     torch.set_num_threads(1)
+    overrides = dict(overrides)
+    root = Path(overrides.pop("root", "runs/pilot"))  # as trainers.train's root=: the cache goes under it
+    overrides.setdefault("cache_dir", str(root / "cache"))
     cfg = make_config({**DEFAULTS, **parse_overrides([f"{k}={v}" for k, v in overrides.items()])})
-    workdir = Path(cfg.root) / "work" / name
+    workdir = root / "work" / name
     offset = {"train_s": 0.0, "train_cpu_s": 0.0}
     if resume:  # the same run continued: its seconds so far come from its last row
         earlier = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
