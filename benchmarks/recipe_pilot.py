@@ -67,6 +67,7 @@ class ConfidentRate:
 def run(name: str, out: Path, overrides: dict, resume: bool = False) -> None:
     import torch
 
+    from trainers.cli import nan_as_null
     from trainers.config import make_config, parse_overrides
     from trainers.data import load_data
     from trainers.loop import build_evaluator, resolve_device, train
@@ -108,7 +109,7 @@ def run(name: str, out: Path, overrides: dict, resume: bool = False) -> None:
                "judge_train_s": evaluator.inner.judge_train_seconds,
                "samples_png": str(pngs[0]) if pngs else None, "overrides": overrides}
         row["s_per_step"] = row["train_s"] / row["step"]
-        line = json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()})
+        line = json.dumps(nan_as_null(row))
         print(line, flush=True)
         with open(out, "a") as f:
             f.write(line + "\n")

@@ -3,17 +3,19 @@ mistake) becomes one ``error:`` line on stderr and exit code 2, never a tracebac
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
 from typing import Callable
 
 from trainers.config import ConfigError
+from trainers.settings import one_line  # noqa: F401 - the commands' one-line errors
 
 
-def one_line(text: object) -> str:
-    """``text`` (an exception's message, which may span lines) on one line."""
-    return " ".join(str(text).split())
+def nan_as_null(metrics: dict) -> dict:
+    """``metrics`` ready for one JSON line: JSON has no NaN, so a non-finite float is written as null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
 
 
 def directory_arg(key: str, value: object) -> Path:

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from trainers.data import DATASETS, PROFILES
 from trainers.methods import METHODS, get_method
-from trainers.settings import ConfigError, TrainConfig, build, dotted_keys, fields_of, suggest
+from trainers.settings import ConfigError, TrainConfig, build, dotted_keys, fields_of, one_line, suggest
 
 __all__ = ["ConfigError", "TrainConfig", "make_config", "to_dict", "flat_dict", "parse_overrides",
            "unflatten", "all_keys", "knob_keys", "shared_keys", "methods_reading"]
@@ -131,4 +131,4 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
     try:
         return OmegaConf.to_container(OmegaConf.from_dotlist(list(args)), resolve=True)
     except (OmegaConfBaseException, yaml.YAMLError) as e:  # a value's YAML is read by OmegaConf
-        raise ConfigError(f"cannot parse overrides {args}: {' '.join(str(e).split())}") from None
+        raise ConfigError(f"cannot parse overrides {args}: {one_line(e)}") from None

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainers.settings import ConfigError, TrainConfig
+from trainers.settings import ConfigError, TrainConfig, one_line
 
 
 class DatasetMissingError(ConfigError):
@@ -240,7 +240,7 @@ def load_mnist_raw(cfg: TrainConfig) -> RawDataset:
 
 
 def _one_line(e: BaseException) -> str:
-    return " ".join(f"{type(e).__name__}: {e}".split())
+    return one_line(f"{type(e).__name__}: {e}")
 
 
 def _dataset_error(cfg: TrainConfig, folder: Path, what: str, e: BaseException | None) -> DatasetMissingError:

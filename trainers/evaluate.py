@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainers.cli import run_command
+from trainers.cli import nan_as_null, one_line, run_command
 from trainers.config import ConfigError, make_config, parse_overrides
 
 ACCEPTED = ("dataset", "data_root", "download", "resolution", "imbalance", "imbalance_profile", "n_max",
@@ -67,7 +67,7 @@ def _evaluate(argv: list[str]) -> int:
     evaluator = make_evaluator(cfg, data, resolve_device(cfg.device))
     metrics = evaluator.metrics_for(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
                                     torch.from_numpy(labels) if labels is not None else None, draws)
-    print(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}))
+    print(json.dumps(nan_as_null(metrics)))
     return 0
 
 
@@ -81,7 +81,7 @@ def read_samples(path: Path, data, num_samples: int) -> tuple[np.ndarray, np.nda
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        reason = " ".join(str(e).split())[:120]
+        reason = one_line(e)[:120]
         raise ConfigError(f"{where} cannot be read as an .npz of plain arrays ({type(e).__name__}: {reason}); "
                           f"save it with np.savez(path, images=..., labels=...)") from None
     if "images" not in arrays:

@@ -24,6 +24,11 @@ from typing import Any, Mapping
 INF = math.inf
 
 
+def one_line(text: object) -> str:
+    """``text`` (an exception's message, which may span lines) on one line."""
+    return " ".join(str(text).split())
+
+
 class ConfigError(ValueError):
     """A configuration a person wrote is wrong; the message names the key and the fix."""
 

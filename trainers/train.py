@@ -16,7 +16,7 @@ import math
 import sys
 from pathlib import Path
 
-from trainers.cli import directory_arg, run_command
+from trainers.cli import directory_arg, nan_as_null, run_command
 from trainers.config import ConfigError, make_config, parse_overrides
 
 CLI_ONLY = ("root", "workdir", "resume")
@@ -24,11 +24,6 @@ CLI_ONLY = ("root", "workdir", "resume")
 
 def _json_default(value):
     return float(value)
-
-
-def _clean(metrics: dict) -> dict:
-    # JSON has no NaN: per-class FID below the sample floor is written as null
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +53,7 @@ def _train(argv: list[str]) -> int:
         from trainers.loop import train
 
         def report(metrics, checkpoint_dir):
-            print(json.dumps(_clean({**metrics, "checkpoint": checkpoint_dir}), default=_json_default), flush=True)
+            print(json.dumps(nan_as_null({**metrics, "checkpoint": checkpoint_dir}), default=_json_default), flush=True)
 
         train(cfg, report, workdir=workdir, resume_from=workdir if resume else None, progress=True)
     except CheckpointError as e:

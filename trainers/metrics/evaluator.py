@@ -240,7 +240,7 @@ class Evaluator:
         n = min(self.ecfg.num_samples, len(images))
         head = overall if overall is not None else self.features_of(images[:n])
         feats, judge_logits = head[0], head[1]
-        if len(images) > n:  # the rest in its own batches, as the top-up was extracted
+        if len(images) > n:  # the top-up in batches of its own after the overall set, as a rescored samples.npz is
             rest = self.features_of(images[n:])
             feats, judge_logits = torch.cat([feats, rest[0]]), torch.cat([judge_logits, rest[1]])
         judged = judge_logits.argmax(1).numpy()

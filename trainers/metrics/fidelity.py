@@ -25,6 +25,7 @@ from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metri
 from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
 from trainers.config import ConfigError
+from trainers.settings import one_line
 from trainers.metrics.judge import JudgeNet
 
 JUDGE_NAME = "ltgan-judge"  # the judge as a torch-fidelity feature extractor
@@ -122,7 +123,7 @@ def create_inception(device: torch.device, weights: str | None):
         return extractor
     except Exception as e:  # noqa: BLE001 - any failure here means: no usable weights
         where = f"from eval.inception_weights={weights}" if weights else "by download (offline?)"
-        reason = " ".join(str(e).split())[:160]
+        reason = one_line(e)[:160]
         raise ConfigError(f"eval.features=inception: the {INCEPTION_NAME} weights cannot be loaded {where} "
                           f"({type(e).__name__}: {reason}); set eval.inception_weights=/path/to/"
                           f"weights-inception-2015-12-05-6726825d.pth or use eval.features=judge") from None
@@ -209,8 +210,7 @@ def fid_between(features: torch.Tensor | np.ndarray, reference: torch.Tensor | n
     if min(len(x), len(y)) < 2:
         return math.nan
     if min(len(x), len(y)) > x.shape[1]:
-        return fid(fid_features_to_statistics(torch.from_numpy(x)),
-                   reference_stats or fid_features_to_statistics(torch.from_numpy(y)))
+        return fid(statistics(torch.from_numpy(x)), reference_stats or statistics(torch.from_numpy(y)))
     a = (x - x.mean(0)) / math.sqrt(len(x) - 1)
     b = (y - y.mean(0)) / math.sqrt(len(y) - 1)
     # rows are samples: S1 = a^T a, S2 = b^T b, and the non-zero eigenvalues of S1 S2 are the squared

@@ -92,7 +92,7 @@ def resolve_max_draws(requested: int | None, per_class_n: int, num_samples: int,
             raise ConfigError(f"eval.max_draws = {requested} is below eval.num_samples = {num_samples}: the "
                               f"overall set alone draws that many; raise eval.max_draws or leave it unset")
         return requested
-    counts = np.where(np.asarray(train_counts) > 0, train_counts, 0.5)  # as in training_prior
+    counts = smoothed_counts(train_counts)
     faithful = DRAWS_MARGIN * per_class_n * float(counts.sum()) / float(counts.min())  # = margin * N / p_min
     return max(num_samples, len(train_counts) * per_class_n, math.ceil(faithful))
 
@@ -186,9 +186,14 @@ def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
 
 
-def training_prior(train_counts: Sequence[int]) -> np.ndarray:
+def smoothed_counts(train_counts: Sequence[int]) -> np.ndarray:
+    """The training class counts with an empty class counted as half an image (so its prior is not 0)."""
     counts = np.asarray(train_counts, dtype=np.float64)
-    counts = np.where(counts > 0, counts, 0.5)
+    return np.where(counts > 0, counts, 0.5)
+
+
+def training_prior(train_counts: Sequence[int]) -> np.ndarray:
+    counts = smoothed_counts(train_counts)
     return counts / counts.sum()
 
 
