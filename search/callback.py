@@ -100,7 +100,8 @@ class MLflowTrialCallback(tune.Callback):
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
             if not found[0].data.params:  # the store failed between creating the run and describing it
-                self._describe(run_id, trial)
+                config = dict(trial.config)
+                self._describe(run_id, make_config(config), self.space.sampled(config))
             self._recall_steps(found[0])
         else:
             run_id = self._create(trial)
@@ -128,17 +129,16 @@ class MLflowTrialCallback(tune.Callback):
             "mlflow.parentRunId": self.parent_run_id, tracking.TAG_TRIAL: trial.trial_id,
             tracking.TAG_SPACE: self.space.name, tracking.TAG_ROLE: "trial", "method": cfg.method,
             "seed": str(cfg.seed), "git_commit": self._commit, tracking.TAG_SAMPLED: json.dumps(sampled, default=str)})
-        self._describe(run.info.run_id, trial)
+        self._describe(run.info.run_id, cfg, sampled)
         return run.info.run_id
 
-    def _describe(self, run_id: str, trial) -> None:
+    def _describe(self, run_id: str, cfg, sampled: dict) -> None:
         """The trial's config as params and as trial_config.json (the params last: they say it is done)."""
         from mlflow.entities import Param
 
-        cfg = make_config(dict(trial.config))
-        self.client.log_dict(run_id, {"sampled": self.space.sampled(trial.config), "config": flat_dict(cfg)},
-                             "trial_config.json")
-        params = [Param(k, str(v)) for k, v in flat_dict(cfg).items()]
+        flat = flat_dict(cfg)
+        self.client.log_dict(run_id, {"sampled": sampled, "config": flat}, "trial_config.json")
+        params = [Param(k, str(v)) for k, v in flat.items()]
         for start in range(0, len(params), BATCH["params"]):
             self.client.log_batch(run_id, params=params[start:start + BATCH["params"]])
 

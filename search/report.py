@@ -102,7 +102,7 @@ def ablation_rows(space, runs: list[TrialRun]) -> list[dict[str, Any]]:
         groups.setdefault(group, []).append(run)
     rows = []
     for group, members in sorted(groups.items(), key=lambda g: [str(v) for _, v in g[0]]):
-        finished = [r for r in members if r.status == "FINISHED"]
+        finished = [r for r in members if r.finished]
         row: dict[str, Any] = dict(group)
         row["trials"] = len(members)
         row["failed"] = len(members) - len(finished)
@@ -196,7 +196,7 @@ def comparison_lines(title: str, note: str, rows: list[tuple[str, str, str, Diff
              "|---|---|---|---|"]
     lines += [f"| {context} | {what} | {metric} | {describe(diff)} |" for context, what, metric, diff in rows]
     resolved = [r for r in rows if r[3].resolved]
-    lines += ["", f"{len(resolved)} of {len(rows)} comparisons resolved (interval excludes 0)." if rows else "", ""]
+    lines += ["", f"{len(resolved)} of {len(rows)} comparisons resolved (interval excludes 0).", ""]
     return lines
 
 
@@ -291,9 +291,8 @@ def plot_class_histograms(space, runs: list[TrialRun], path: Path) -> bool:
     keys = [k for k in group_keys(space) if k != "seed"]
     groups: dict[str, list[TrialRun]] = {}
     for run in runs:
-        if run.status == "FINISHED" and any(k.startswith("count_class/") for k in run.metrics):
-            label = ", ".join(f"{k}={run.sampled.get(k, '—')}" for k in keys) or "all"
-            groups.setdefault(label, []).append(run)
+        if run.finished and any(k.startswith("count_class/") for k in run.metrics):
+            groups.setdefault(label_of({k: run.sampled.get(k, "—") for k in keys}), []).append(run)
     if not groups:
         return False
     n = len(groups)

@@ -33,15 +33,21 @@ from search.spaces import Space
 from search.stores import Stores
 
 
-def open_study(space: Space, stores: Stores, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+def open_study(space: Space, stores: Stores) -> optuna.Study:
     """The study of ``space`` (created if new, its grid enqueued: the queue is the cells left to run)."""
     new = not stores.has_study(space.name)
-    study = optuna.create_study(study_name=space.name, storage=stores.optuna_storage(), sampler=sampler,
+    study = optuna.create_study(study_name=space.name, storage=stores.optuna_storage(),
                                 directions=space.directions, load_if_exists=True)
     if new and space.sampler == "grid":
         for cell in space.grid()[: space.num_samples]:
             study.enqueue_trial(cell)
     return study
+
+
+# what one driver process holds and no pickle carries: the study's storage (``_db``) and the study opened
+# on it, whether this process has reconciled with the study yet (once per driver), and a tell that failed
+# (``_failure``, raised at the next call Ray lets end the run)
+_DRIVER_STATE: dict[str, Any] = {"_db": None, "_study": None, "_reconciled": False, "_failure": None}
 
 
 class ReplicateSearcher(Searcher):
@@ -53,14 +59,11 @@ class ReplicateSearcher(Searcher):
         self.stores = stores
         self.sampler = space.make_sampler()
         self.state = _empty_state()
-        self._db = None  # the study's storage, opened in the driver and never pickled
-        self._study: optuna.Study | None = None
-        self._reconciled = False  # once per driver process
-        self._failure: Exception | None = None  # a tell that failed, raised at the next call Ray lets end the run
+        self.__dict__.update(_DRIVER_STATE)
 
     # -- pickling (Ray keeps the searcher in its tuner state): a database handle does not travel ----
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_db": None, "_study": None, "_reconciled": False, "_failure": None}
+        return {**self.__dict__, **_DRIVER_STATE}
 
     @property
     def study(self) -> optuna.Study:
@@ -189,7 +192,7 @@ class ReplicateSearcher(Searcher):
         with open(checkpoint_path, "rb") as f:
             saved = pickle.load(f)
         self.state, self.sampler = saved["state"], saved["sampler"]
-        self._db, self._study, self._reconciled, self._failure = None, None, False, None
+        self.__dict__.update(_DRIVER_STATE)
 
 
 def _empty_state() -> dict[str, Any]:

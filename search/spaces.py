@@ -34,7 +34,8 @@ import optuna
 import yaml
 
 from trainers.cli import one_line
-from trainers.config import ConfigError, all_keys, make_config, methods_reading, shared_keys, unflatten
+from trainers.config import (ConfigError, all_keys, dotted, make_config, methods_reading, shared_keys,
+                             unflatten)
 from trainers.methods import METHODS, get_method
 from trainers.metrics.names import reported_metrics
 from trainers.settings import TrainConfig
@@ -249,8 +250,8 @@ def resolve_space_path(name_or_path: str) -> Path:
     if path.suffix in (".yaml", ".yml"):
         raise SpaceError(f"space file {path} does not exist; available spaces: {', '.join(available_spaces())}")
     if name_or_path not in available_spaces():
-        close = difflib.get_close_matches(name_or_path, available_spaces(), n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
+        close = _closest(name_or_path, available_spaces())
+        hint = f"did you mean '{close}'? " if close else ""
         raise SpaceError(f"unknown space '{name_or_path}'; {hint}available: {', '.join(available_spaces())} "
                          f"(or pass a path to a YAML file)")
     return SPACES_DIR / f"{name_or_path}.yaml"
@@ -308,17 +309,6 @@ def merge(layers: list[Mapping[str, Any]], source: str) -> dict:
         raise SpaceError(f"{source}: a value contains itself (a YAML alias to its own anchor); spell it out") from None
 
 
-def dotted(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"eval": {"num_samples": 5}}`` -> ``{"eval.num_samples": 5}``."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping) and value:
-            out.update(dotted(value, f"{prefix}{key}."))
-        else:
-            out[prefix + str(key)] = value
-    return out
-
-
 @functools.cache
 def shared_presets() -> dict[str, Any]:
     return read_yaml(PRESETS_FILE) if PRESETS_FILE.is_file() else {}
@@ -358,8 +348,8 @@ def preset_layers(path: Path, own: Any, chosen: str | list[str] | None) -> list[
 
 def _shared_preset(name: Any, where: str) -> Any:
     if not isinstance(name, str) or name not in shared_presets():
-        close = difflib.get_close_matches(str(name), list(shared_presets()), n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
+        close = _closest(name, shared_presets())
+        hint = f"did you mean '{close}'? " if close else ""
         raise SpaceError(f"{where}: {name!r} is not a preset of {PRESETS_FILE}; {hint}"
                          f"shared presets: {', '.join(shared_presets())}")
     return shared_presets()[name]

@@ -102,9 +102,9 @@ class Stores:
         import optuna
         return space in optuna.study.get_all_study_names(self.optuna_storage())
 
-    def load_study(self, space: str, sampler=None):
+    def load_study(self, space: str):
         import optuna
-        return optuna.load_study(study_name=space, storage=self.optuna_storage(), sampler=sampler)
+        return optuna.load_study(study_name=space, storage=self.optuna_storage())
 
     # -- MLflow ---------------------------------------------------------------------------------
     @property

@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Mapping
 
+from trainers.checkpoint import DATA_FILE
 from trainers.cli import one_line
 from trainers.config import ConfigError
 
@@ -180,7 +181,7 @@ def log_training_split(client, run_id: str, cfg, info: Mapping[str, Any]) -> Non
     input last, as a resumed trial takes it to mean the rest was logged."""
     for key in ("minority_classes", "majority_classes", "train_counts"):
         client.set_tag(run_id, key, json.dumps(info.get(key)))
-    client.log_dict(run_id, dict(info), "data.json")
+    client.log_dict(run_id, dict(info), DATA_FILE)
     client.log_inputs(run_id, datasets=[training_split_input(cfg, info)])
 
 

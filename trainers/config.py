@@ -103,19 +103,21 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
     return out
 
 
+def dotted(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"eval": {"num_samples": 5}}`` -> ``{"eval.num_samples": 5}``."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            out.update(dotted(value, f"{prefix}{key}."))
+        else:
+            out[prefix + str(key)] = value
+    return out
+
+
 def flat_dict(cfg: TrainConfig) -> dict[str, Any]:
     """The config as ``{"eval.num_samples": ..., "prune_ratio": ...}`` (MLflow params): the shared keys
     and this method's knobs, never another method's."""
-    out = {}
-
-    def walk(d, prefix):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            else:
-                out[prefix + k] = v
-    walk(to_dict(cfg), "")
-    return out
+    return dotted(to_dict(cfg))
 
 
 def parse_overrides(args: list[str]) -> dict[str, Any]:
