@@ -32,9 +32,8 @@ sys.path.insert(0, str(PROJECT))
 
 
 def main() -> None:
-    from search import tracking
-    from search.spaces import load_space
-    from search.stores import Stores
+    from search.report import efficiency_between, load_runs
+    from search.run import prepare
 
     args = [a for a in sys.argv[1:] if "=" in a]
     space_name = next((a.split("=", 1)[1] for a in args if a.startswith("space=")), "sdclr_ablation")
@@ -42,27 +41,24 @@ def main() -> None:
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0"}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "runs"
+        command = [f"space={space_name}", f"root={root}", *extra]
         start = time.time()
-        proc = subprocess.run([sys.executable, "-m", "search.run", f"space={space_name}", f"root={root}", *extra],
-                              cwd=PROJECT, env=env, capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "search.run", *command], cwd=PROJECT, env=env,
+                              capture_output=True, text=True)
         end = time.time()
         if proc.returncode != 0:
             sys.exit(f"search.run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-        space = load_space(space_name)
-        client = tracking.client_for(Stores.at(root).tracking_uri)
-        exp = client.get_experiment_by_name(space.name)
-        runs = [r for r in client.search_runs([exp.experiment_id], max_results=10000)
-                if r.data.tags.get(tracking.TAG_ROLE) == "trial"]
-        in_trial = sum((r.info.end_time - r.info.start_time) / 1000 for r in runs)
-        concurrent = min(space.max_concurrent, len(runs))
-        wall = end - start
-        print(f"{len(runs)} trials, {concurrent} at once: {in_trial:.0f} s inside trials in {wall:.0f} s of wall time",
-              file=sys.stderr)
+        _, space, stores = prepare(command)  # the space as search.run saw it, overrides and preset included
+        runs = load_runs(space, stores.tracking_uri)
+        # the shell's span, not the parent run's: imports, Ray's start and shutdown count as overhead
+        figures = efficiency_between(runs, int(start * 1000), int(end * 1000), space.max_concurrent)
+        print(f"{len(runs)} trials, {figures['concurrent']} at once: {figures['in_trial_s']:.0f} s inside trials "
+              f"in {figures['wall_s']:.0f} s of wall time", file=sys.stderr)
         print(json.dumps({
-            "search_efficiency": round(in_trial / (wall * concurrent), 4), "wall_s": round(wall, 1),
-            "in_trial_s": round(in_trial, 1), "startup_s": round(min(r.info.start_time for r in runs) / 1000 - start, 1),
-            "shutdown_s": round(end - max(r.info.end_time for r in runs) / 1000, 1), "trials": len(runs),
-            "concurrent": concurrent, "space": space_name, "overrides": extra, "target": 0.90}))
+            "search_efficiency": round(figures["search_efficiency"], 4), "wall_s": round(figures["wall_s"], 1),
+            "in_trial_s": round(figures["in_trial_s"], 1), "startup_s": round(figures["startup_s"], 1),
+            "shutdown_s": round(figures["shutdown_s"], 1), "trials": len(runs),
+            "concurrent": figures["concurrent"], "space": space_name, "overrides": extra, "target": 0.90}))
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def minority_of(run: TrialRun) -> list[int]:
 
 
 def majority_of(run: TrialRun) -> list[int]:
-    return sorted(set(range(len(json.loads(run.tags["train_counts"])))) - set(minority_of(run)))
+    return list(json.loads(run.tags["majority_classes"]))
 
 
 def sigma_of(run: TrialRun, classes: list[int], history: bool = False):
@@ -277,8 +277,8 @@ def plot_sigma_curves(runs: list[TrialRun], path: Path) -> bool:
 def study_section(space_name: str, stores: Stores) -> tuple[list[str], list[TrialRun]]:
     """Regenerate the study's report and copy it (tables, sample grids, figures) under docs/evidence/."""
     space = load_space(space_name)
-    report_path = write_report(space, stores)
     runs = load_runs(space, stores.tracking_uri)
+    report_path = write_report(space, stores, runs)
     target = DOCS / "evidence" / space_name
     if target.exists():
         shutil.rmtree(target)

@@ -72,13 +72,20 @@ def group_keys(space) -> list[str]:
     return [p.name for p in space.params if p.kind in ("choice", "int")]
 
 
+def study_of(client, space) -> tuple[Any, Any]:
+    """(the MLflow experiment of ``space``, its study's parent run); None for what does not exist."""
+    exp = client.get_experiment_by_name(space.name)
+    return exp, tracking.find_parent_run(client, exp.experiment_id, space.name) if exp else None
+
+
 def load_runs(space, tracking_uri: str) -> list[TrialRun]:
     client = tracking.client_for(tracking_uri)
-    exp = client.get_experiment_by_name(space.name)
-    if exp is None:
-        return []
-    parent = tracking.find_parent_run(client, exp.experiment_id, space.name)
-    if parent is None:
+    return trial_runs(client, *study_of(client, space))
+
+
+def trial_runs(client, exp, parent) -> list[TrialRun]:
+    """The study's trials (the parent run's children), with the fid and sigma_max histories."""
+    if exp is None or parent is None:
         return []
     runs = client.search_runs([exp.experiment_id], filter_string=(
         f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"), max_results=10000)
@@ -201,20 +208,27 @@ def comparison_lines(title: str, note: str, rows: list[tuple[str, str, str, Diff
 
 
 def search_efficiency(space, runs: list[TrialRun], parent) -> dict[str, float] | None:
-    """Summed in-trial time / (the study's wall time x concurrent trials), with the fixed start-up (the
-    study's start to its first trial) and shutdown (its last trial to its end) seconds. From MLflow's
-    run times; a resumed study's wall time includes the interruption."""
-    ended = [r for r in runs if r.end_ms]
-    if parent is None or not ended:
+    """``efficiency`` over the study's own span: from MLflow's run times (a resumed study's wall time
+    includes the interruption)."""
+    if parent is None:
         return None
     # written at the end of a study, before its parent run is closed: the study's end is now
-    end_ms = parent.info.end_time or int(time.time() * 1000)
-    wall = (end_ms - parent.info.start_time) / 1000
+    return efficiency_between(runs, parent.info.start_time, parent.info.end_time or int(time.time() * 1000),
+                      space.max_concurrent)
+
+
+def efficiency_between(runs: list[TrialRun], start_ms: int, end_ms: int, max_concurrent: int) -> dict[str, float] | None:
+    """Summed in-trial time / (the wall time from ``start_ms`` to ``end_ms`` x concurrent trials), with the
+    fixed start-up (the start to the first trial) and shutdown (the last trial to the end) seconds."""
+    ended = [r for r in runs if r.end_ms]
+    if not ended:
+        return None
+    wall = (end_ms - start_ms) / 1000
     in_trial = sum((r.end_ms - r.start_ms) / 1000 for r in ended)
-    concurrent = max(1, min(space.max_concurrent, len(runs)))
+    concurrent = max(1, min(max_concurrent, len(runs)))
     return {"search_efficiency": in_trial / (wall * concurrent) if wall > 0 else math.nan, "wall_s": wall,
             "in_trial_s": in_trial, "concurrent": concurrent,
-            "startup_s": (min(r.start_ms for r in runs) - parent.info.start_time) / 1000,
+            "startup_s": (min(r.start_ms for r in runs) - start_ms) / 1000,
             "shutdown_s": (end_ms - max(r.end_ms for r in ended)) / 1000}
 
 
@@ -415,14 +429,17 @@ def importances(study, space) -> dict[str, float] | str:
         return f"not computed: {e}"
 
 
-def write_report(space, stores: Stores) -> Path:
-    """Write the report of ``space`` from ``stores`` beside them and log it to the parent MLflow run."""
+def write_report(space, stores: Stores, runs: list[TrialRun] | None = None) -> Path:
+    """Write the report of ``space`` from ``stores`` beside them and log it to the parent MLflow run
+    (``runs``: the study's trials, when the caller has loaded them already)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = stores.report_dir(space.name)
     out.mkdir(parents=True, exist_ok=True)
-    runs = load_runs(space, stores.tracking_uri)
+    client = tracking.client_for(stores.tracking_uri)
+    exp, parent = study_of(client, space)
+    runs = trial_runs(client, exp, parent) if runs is None else runs
     study = stores.load_study(space.name)
     states: dict[str, int] = {}
     for t in study.trials:
@@ -506,9 +523,6 @@ def write_report(space, stores: Stores) -> Path:
         lines += [imp, ""]
     else:
         lines += [f"- {k}: {v:.3f}" for k, v in imp.items()] + [""]
-    client = tracking.client_for(stores.tracking_uri)
-    exp = client.get_experiment_by_name(space.name)
-    parent = tracking.find_parent_run(client, exp.experiment_id, space.name) if exp else None
     grids = sample_grids(client, runs, out)
     if grids:
         lines += ["## Sample grids", "", "The last evaluation of each configuration (its lowest seed): one row per "
