@@ -423,8 +423,10 @@ def importances(study, space) -> dict[str, float] | str:
     if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
         return f"not computed: {len(complete)} complete configurations, {MIN_TRIALS_FOR_IMPORTANCE} needed"
     try:
-        return optuna.importance.get_param_importances(study, target=(lambda t: t.values[0])
-                                                       if space.multi_objective else None)
+        # a seeded forest: the same study gives the same figures (and order of ties) in every rebuild
+        return optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
+            target=(lambda t: t.values[0]) if space.multi_objective else None)
     except (ValueError, RuntimeError) as e:  # e.g. a single varying parameter, conditional spaces
         return f"not computed: {e}"
 

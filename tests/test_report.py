@@ -161,3 +161,29 @@ def test_imbalance_is_compared_unpaired_per_configuration_and_pooled():
     assert not dcgan.paired and (dcgan.low, dcgan.high) == pytest.approx((ci.low, ci.high))
     pooled = rows[("all configurations pooled", "kid_minority")]
     assert pooled.n_a == pooled.n_b == 6 and pooled.resolved
+
+
+def test_importances_are_fanova_and_the_same_in_every_rebuild():
+    """The report's heading says fANOVA (Optuna 5's default evaluator is PED-ANOVA) and a rebuilt report must
+    not reorder or change them: the forest is seeded."""
+    from types import SimpleNamespace
+
+    from search.report import importances
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    rng = __import__("random").Random(0)
+    for _ in range(12):
+        a, b, c = rng.choice([0.0, 0.5]), rng.choice([1, 10, 100]), rng.uniform(0, 1)
+        study.add_trial(optuna.trial.create_trial(
+            params={"a": a, "b": b, "c": c}, value=3 * a + math.log10(b) + 0.1 * c,
+            distributions={"a": optuna.distributions.CategoricalDistribution([0.0, 0.5]),
+                           "b": optuna.distributions.CategoricalDistribution([1, 10, 100]),
+                           "c": optuna.distributions.FloatDistribution(0, 1)}))
+    space = SimpleNamespace(multi_objective=False)
+    first = list(importances(study, space).items())
+    assert [list(importances(study, space).items()) for _ in range(3)] == [first] * 3
+    fanova = optuna.importance.get_param_importances(
+        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    assert first == list(fanova.items())
+    assert first[-1][0] == "c"  # the parameter that barely moves the value ranks last
