@@ -314,7 +314,7 @@ def finish(study: Study, results, started: float, report: bool) -> int:
     # after the report: a report that fails stops the study like any other error, and resume writes it
     tracking.client_for(stores.tracking_uri).set_terminated(study.parent_run_id, status="FINISHED")
     print(f"# MLflow UI: {tracking.where_to_look(stores, study.experiment_id)}")
-    print(f"# resume or extend: python -m search.run space={space.name} root={stores.root} resume=true")
+    print(f"# resume or extend: {study.resume_cmd}")  # the same arguments: a preset or override kept
     return 0
 
 

@@ -12,8 +12,10 @@ The scoring is a trial's: the same cached judge, reference statistics and metric
 ``eval.num_samples`` images are the overall set (fid, kid, class histogram); every class is scored on
 its first ``eval.per_class_n`` images, and a class with fewer is missing (there is no generator to
 ask for more: give more images). The keys that define the training split (``imbalance``,
-``imbalance_profile``, ``n_max``, ``class_order_seed``, ``num_minority``, ``data_seed``) set the prior
-and the minority/majority classes exactly as in a trial with those settings; ``eval.*``,
+``imbalance_profile``, ``n_max``, ``class_order_seed``, ``num_minority``) set the prior and the
+minority/majority classes exactly as in a trial with those settings (``data_seed`` is accepted so that
+a trial's keys can be pasted as they are: it picks which images a trial trains on, not how many, so
+it changes neither); ``eval.*``,
 ``resolution``, ``data_root``, ``download``, ``root`` (the store root: the judge cache is
 ``<root>/cache``, default ``runs``, as for a study), ``cache_dir`` (the cache itself) and ``device`` are
 accepted too. One JSON object goes to stdout (NaN as null); a bad file or key is one ``error:``
