@@ -14,6 +14,7 @@ from mlflow_server.__main__ import main as server_main
 from search.report import main as report_main
 from search.run import main as run_main
 from search.spaces import load_space
+from trainers.evaluate import main as evaluate_main
 from trainers.train import main as train_main
 
 from test_report import make_study
@@ -144,6 +145,24 @@ def test_bad_search_run_arguments(args, expected, tmp_path, stores, capsys):
     err = capsys.readouterr().err.strip()
     assert expected in err and len(err.splitlines()) == 1
     assert row_counts(stores) == before
+
+
+def test_a_cache_or_root_that_cannot_be_a_folder_is_one_line_for_both_trainer_commands(tmp_path, capsys):
+    """trainers.train and trainers.evaluate write the judge and reference statistics under cache_dir
+    (default <root>/cache): a file there is refused in one line, not a traceback from mkdir."""
+    file = tmp_path / "a_file"
+    file.write_text("not a folder")
+    samples = tmp_path / "s.npz"
+    samples.write_bytes(b"")  # never read: the folders are checked first
+    for command, args in ((train_main, ["steps=2"]), (evaluate_main, ["dataset=digits", f"images={samples}"])):
+        for bad, expected in ((f"cache_dir={file}", f"error: cache_dir={file} exists and is not a directory"),
+                              (f"root={file}", f"error: root={file} exists and is not a directory"),
+                              (f"root={tmp_path}/r cache_dir={file}/c".split(),
+                               f"error: cache_dir={file}/c cannot be made: {file} is a file")):
+            assert command([*args, *([bad] if isinstance(bad, str) else bad)]) == 2
+            err = capsys.readouterr().err.strip()
+            assert err.startswith(expected) and len(err.splitlines()) == 1, err
+    assert file.read_text() == "not a folder"
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -34,6 +34,17 @@ def directory_arg(key: str, value: object) -> Path:
     return path
 
 
+def root_and_cache(overrides: dict) -> Path:
+    """A command's ``root=`` (the store root, default ``runs``), popped from its overrides, with
+    ``cache_dir`` defaulting to ``<root>/cache`` as for a study's trials; either refused in one line
+    when it cannot be a folder (the judge and reference statistics are written there)."""
+    root = Path(str(overrides.pop("root", "runs")))
+    directory_arg("root", root)
+    overrides.setdefault("cache_dir", str(root / "cache"))
+    directory_arg("cache_dir", overrides["cache_dir"])
+    return root
+
+
 def run_command(doc: str | None, body: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):

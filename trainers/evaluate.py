@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainers.cli import nan_as_null, one_line, run_command
+from trainers.cli import nan_as_null, one_line, root_and_cache, run_command
 from trainers.config import ConfigError, make_config, parse_overrides
 
 ACCEPTED = ("dataset", "data_root", "download", "resolution", "imbalance", "imbalance_profile", "n_max",
@@ -47,10 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 def _evaluate(argv: list[str]) -> int:
     overrides = parse_overrides(argv)
     path = overrides.pop("images", None)
-    root = overrides.pop("root", "runs")
-    overrides.setdefault("cache_dir", f"{root}/cache")
     if path is None:
         raise ConfigError("give the samples to score as images=PATH.npz (see --help for its layout)")
+    root_and_cache(overrides)  # root= leaves the overrides here; cache_dir= stays, checked
     for key in overrides:
         if key not in ACCEPTED:
             raise ConfigError(f"key '{key}' does not apply to trainers.evaluate (it scores samples, it trains "

@@ -16,7 +16,7 @@ import math
 import sys
 from pathlib import Path
 
-from trainers.cli import directory_arg, nan_as_null, run_command
+from trainers.cli import directory_arg, nan_as_null, root_and_cache, run_command
 from trainers.config import ConfigError, make_config, parse_overrides
 
 CLI_ONLY = ("root", "workdir", "resume")
@@ -36,15 +36,13 @@ def _train(argv: list[str]) -> int:
 
     try:
         overrides = parse_overrides(argv)
-        root = Path(str(overrides.pop("root", "runs")))
-        directory_arg("root", root)
+        root = root_and_cache(overrides)
         workdir = overrides.pop("workdir", None)
         if workdir is not None:
             directory_arg("workdir", workdir)
         resume = overrides.pop("resume", False)
         if not isinstance(resume, bool):
             raise ConfigError(f"resume={resume!r} must be true or false")
-        overrides.setdefault("cache_dir", str(root / "cache"))
         cfg = make_config(overrides)
         workdir = Path(workdir or root / "train" / f"{cfg.method}-{cfg.dataset}-seed{cfg.seed}")
         if resume and not (workdir / "checkpoints").is_dir():
