@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 MODES = {"eager": {}, "bf16": {"amp": "bf16"}, "compiled": {"compile": True}}
 # the papers' networks (the cifar10_gpu presets): SNDCGAN width 64 at 32 x 32; each method's n_dis
 PAPER = {"ch": 64, "batches": (64, 512), "n_dis": {"dcgan": 1, "contrad": 1, "damage": 1, "cgan": 5}}
-TINY = {"ch": 4, "batches": (8,), "n_dis": {"dcgan": 1, "contrad": 1, "damage": 1, "cgan": 2}}
+TINY = {"ch": 4, "batches": (8,)}  # each method's own default n_dis (the CPU's), read when run
 
 
 def child(method: str, batch: int, mode: str, steps: int, warmup: int, ch: int, n_dis: int) -> None:
@@ -97,6 +97,9 @@ def main() -> None:
     args = {"steps": int(given.get("steps", 30 if cuda else 5)), "warmup": int(given.get("warmup", 5 if cuda else 2))}
     methods = given.get("methods", "dcgan,contrad,damage,cgan").split(",")
     if not cuda:
+        from trainers.methods import get_method
+
+        scale = {**scale, "n_dis": {m: get_method(m).default_n_dis for m in dict.fromkeys([*methods, "dcgan"])}}
         print("no CUDA device here: measuring on the CPU at a tiny scale (width 4, batch 8); the figures "
               "only show that the instrument works", file=sys.stderr, flush=True)
     rates = {}
