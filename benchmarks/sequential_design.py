@@ -72,6 +72,38 @@ def run_sequences(x: np.ndarray, *, alpha: float, margin: float | None, spending
     return codes, closed_at, estimate
 
 
+def run_family_holm(diffs: np.ndarray, *, alpha: float, margin: float | None,
+                    spending: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``run_sequences`` for a family (sequences x comparisons x seeds) under decide_family's "holm" rule:
+    at each look the open comparisons of a sequence are tested at alpha / (comparisons not yet resolved),
+    again after each round that resolves some, as decide_family does."""
+    from search import sequential as sq
+
+    sequences, size_of_family = diffs.shape[:2]
+    codes = np.zeros((sequences, size_of_family), dtype=int)
+    closed_at = np.full(codes.shape, LOOKS[-1])
+    estimate = np.full(codes.shape, np.nan)
+    for size in LOOKS:
+        mean, sd = diffs[..., :size].mean(-1), diffs[..., :size].std(-1, ddof=1)
+        last = size == LOOKS[-1]
+        still_open = codes == 0
+        while True:
+            remaining = size_of_family - (codes == 1).sum(1)
+            verdicts = np.zeros(codes.shape, dtype=int)
+            for count in np.unique(remaining[still_open.any(1)]):
+                chosen = (remaining == count)[:, None] & still_open
+                level = sq.nominal_level(size, LOOKS, alpha / count, spending)
+                verdicts[chosen] = sq.assess(mean[chosen], sd[chosen], size, level, margin=margin, last=last)[0]
+            newly = still_open & (verdicts == 1)
+            if not newly.any():
+                break
+            codes[newly], closed_at[newly], estimate[newly] = 1, size, mean[newly]
+            still_open &= ~newly
+        closing = still_open & (verdicts != 0)
+        codes[closing], closed_at[closing], estimate[closing] = verdicts[closing], size, mean[closing]
+    return codes, closed_at, estimate
+
+
 def draw(kind: str, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     if kind == "normal":
         return rng.standard_normal(shape)
@@ -99,10 +131,13 @@ def family_arms(rng: np.random.Generator, sequences: int) -> tuple[np.ndarray, n
     return baseline, methods + np.asarray(EFFECTS)[None, :, None]
 
 
-def family(baseline: np.ndarray, methods: np.ndarray, *, alpha_each: float, margin: float | None,
-           spending: str) -> dict:
+def family(baseline: np.ndarray, methods: np.ndarray, *, rule: str, margin: float | None, spending: str) -> dict:
     diffs = methods - baseline[:, None, :]
-    codes, closed_at, estimate = run_sequences(diffs, alpha=alpha_each, margin=margin, spending=spending)
+    if rule == "holm":
+        codes, closed_at, estimate = run_family_holm(diffs, alpha=ALPHA, margin=margin, spending=spending)
+    else:
+        alpha_each = ALPHA / len(EFFECTS) if rule == "bonferroni" else ALPHA
+        codes, closed_at, estimate = run_sequences(diffs, alpha=alpha_each, margin=margin, spending=spending)
     # a method runs until its comparison closes; the baseline until the last of them closes
     trials = closed_at.sum(1) + closed_at.max(1)
     effects = np.asarray(EFFECTS)
@@ -115,6 +150,24 @@ def family(baseline: np.ndarray, methods: np.ndarray, *, alpha_each: float, marg
         "null_futile": round(float((codes[:, nulls] == 2).mean()), 4),
         "mean_seeds_per_comparison": {f"{e:g}#{i}": round(float(closed_at[:, i].mean()), 2) for i, e in enumerate(EFFECTS)},
     }
+
+
+def fixed12_holm_power(baseline: np.ndarray, methods: np.ndarray) -> dict[str, float]:
+    """A fixed 12-seed design under Holm's step-down at ALPHA, on the same draws: each non-null comparison's
+    probability of being resolved with its effect's sign."""
+    from scipy import stats
+
+    diffs = methods - baseline[:, None, :]
+    n = diffs.shape[-1]
+    mean, sd = diffs.mean(-1), diffs.std(-1, ddof=1)
+    p = 2 * stats.t.sf(np.abs(mean) * math.sqrt(n) / sd, n - 1)
+    order = np.argsort(p, axis=1)
+    ranked = np.take_along_axis(p, order, axis=1)
+    passes = np.cumprod(ranked <= ALPHA / (len(EFFECTS) - np.arange(len(EFFECTS))), axis=1).astype(bool)
+    rejected = np.zeros(p.shape, dtype=bool)
+    np.put_along_axis(rejected, order, passes, axis=1)
+    right = rejected & (np.sign(mean) == np.sign(EFFECTS))
+    return {f"{e:g}": round(float(right[:, i].mean()), 4) for i, e in enumerate(EFFECTS) if e != 0}
 
 
 def replay_single(x: np.ndarray, codes: np.ndarray, spending: str) -> bool:
@@ -131,7 +184,7 @@ def replay_single(x: np.ndarray, codes: np.ndarray, spending: str) -> bool:
     return True
 
 
-def replay_family(baseline: np.ndarray, methods: np.ndarray, *, alpha: float, margin: float | None, spending: str,
+def replay_family(baseline: np.ndarray, methods: np.ndarray, *, rule: str, margin: float | None, spending: str,
                   expected_trials: np.ndarray) -> bool:
     """decide_family + configurations_to_run, one sequence and one block at a time, as a study would."""
     from search import sequential as sq
@@ -148,8 +201,10 @@ def replay_family(baseline: np.ndarray, methods: np.ndarray, *, alpha: float, ma
             still_open = [name for name in names if name not in decisions or decisions[name].verdict == "continue"]
             if not still_open:
                 break
+            resolved = sum(decision.verdict == "resolved" for decision in decisions.values())
             decided = sq.decide_family({name: (m[int(name[1:]), :size] - b[:size]).tolist() for name in still_open},
-                                       looks=LOOKS, alpha=alpha, margins=margin, family_size=len(names), spending=spending)
+                                       looks=LOOKS, alpha=ALPHA, margins=margin, family_size=len(names),
+                                       resolved_before=resolved, rule=rule, spending=spending)
             decisions.update(decided)
         if trials != expected:
             return False
@@ -188,11 +243,10 @@ def main() -> None:
         and replay_single(x[:replay], codes[:replay], spending)
 
     baseline, methods = family_arms(rng, family_sequences)
-    rules = {"bonferroni": ALPHA / len(EFFECTS), "unadjusted": ALPHA}
     scenarios = {}
     for margin in MARGINS:
-        for rule, alpha_each in rules.items():
-            scenarios[f"{rule}_margin_{margin}"] = family(baseline, methods, alpha_each=alpha_each, margin=margin,
+        for rule in ("bonferroni", "holm", "unadjusted"):
+            scenarios[f"{rule}_margin_{margin}"] = family(baseline, methods, rule=rule, margin=margin,
                                                            spending=spending)
     headline = scenarios[f"bonferroni_margin_{HEADLINE_MARGIN}"]
     result["trials_ratio"] = headline["trials_ratio"]
@@ -202,20 +256,27 @@ def main() -> None:
                                           for e in EFFECTS if e != 0}
     result["fixed12_power_unadjusted"] = {f"{e:g}": round(power(e, 1.0, LOOKS[-1], True, ALPHA), 4)
                                           for e in EFFECTS if e != 0}
+    holm = scenarios[f"holm_margin_{HEADLINE_MARGIN}"]
+    result["trials_ratio_holm"], result["family_power_holm"] = holm["trials_ratio"], holm["power"]
+    result["fixed12_power_holm"] = fixed12_holm_power(baseline, methods)
     result["family"] = scenarios
     # all six comparisons null (still correlated through the shared baseline): Bonferroni's family-wise error
     null_baseline, null_methods = family_arms(rng, family_sequences)
-    null_codes = run_sequences(null_methods - np.asarray(EFFECTS)[None, :, None] - null_baseline[:, None, :],
-                               alpha=ALPHA / len(EFFECTS), margin=HEADLINE_MARGIN, spending=spending)[0]
-    fwer = float((null_codes == 1).any(1).mean())
-    result["familywise_type1_all_null"] = round(fwer, 5)
-    result["familywise_type1_all_null_se"] = round(math.sqrt(fwer * (1 - fwer) / family_sequences), 5)
+    null_diffs = null_methods - np.asarray(EFFECTS)[None, :, None] - null_baseline[:, None, :]
+    for rule, codes in (("bonferroni", run_sequences(null_diffs, alpha=ALPHA / len(EFFECTS), margin=HEADLINE_MARGIN,
+                                                     spending=spending)[0]),
+                        ("holm", run_family_holm(null_diffs, alpha=ALPHA, margin=HEADLINE_MARGIN, spending=spending)[0])):
+        fwer = float((codes == 1).any(1).mean())
+        result[f"familywise_type1_all_null_{rule}"] = round(fwer, 5)
+        result[f"familywise_type1_all_null_{rule}_se"] = round(math.sqrt(fwer * (1 - fwer) / family_sequences), 5)
     result["family_sequences"] = family_sequences
-    expected = (lambda c: c.sum(1) + c.max(1))(run_sequences(
-        methods[:replay] - baseline[:replay, None, :], alpha=ALPHA / len(EFFECTS), margin=HEADLINE_MARGIN,
-        spending=spending)[1])
-    family_agree = replay_family(baseline[:replay], methods[:replay], alpha=ALPHA, margin=HEADLINE_MARGIN,
-                                 spending=spending, expected_trials=expected)
+    family_agree = True
+    for rule, run in (("bonferroni", lambda d: run_sequences(d, alpha=ALPHA / len(EFFECTS), margin=HEADLINE_MARGIN,
+                                                              spending=spending)),
+                      ("holm", lambda d: run_family_holm(d, alpha=ALPHA, margin=HEADLINE_MARGIN, spending=spending))):
+        closed_at = run(methods[:replay] - baseline[:replay, None, :])[1]
+        family_agree &= replay_family(baseline[:replay], methods[:replay], rule=rule, margin=HEADLINE_MARGIN,
+                                      spending=spending, expected_trials=closed_at.sum(1) + closed_at.max(1))
     result["replayed"], result["replayed_agree"] = replay, bool(single_agree and family_agree)
 
     # the spending functions side by side: the choice of DEFAULT_SPENDING
@@ -226,7 +287,7 @@ def main() -> None:
     for name in sq.SPENDING:
         c_null = run_sequences(null_x, alpha=ALPHA, margin=None, spending=name)[0]
         c_mde, at, est = run_sequences(mde_x, alpha=ALPHA, margin=None, spending=name)
-        fam = family(*arms, alpha_each=ALPHA / len(EFFECTS), margin=HEADLINE_MARGIN, spending=name)
+        fam = family(*arms, rule="bonferroni", margin=HEADLINE_MARGIN, spending=name)
         comparison[name] = {
             "levels": [float(f"{sq.nominal_level(n, LOOKS, ALPHA, name):.4g}") for n in LOOKS],
             "type1_normal": round(float((c_null == 1).mean()), 4),

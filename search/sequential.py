@@ -233,26 +233,57 @@ def decide(diffs: Sequence[float], *, looks: Sequence[int], alpha: float = 0.05,
     return Decision(VERDICTS[int(codes[0])], float(low[0]), float(high[0]), float(mean), n, index + 1, level)
 
 
+FAMILY_RULES = ("bonferroni", "holm")
+
+
 def decide_family(diffs_by_comparison: Mapping[str, Sequence[float]], *, looks: Sequence[int], alpha: float = 0.05,
                   margins: float | Mapping[str, float | None] | None = None, family_size: int | None = None,
+                  resolved_before: int = 0, rule: str = "bonferroni",
                   spending: str = DEFAULT_SPENDING) -> dict[str, Decision]:
-    """Each comparison of a family decided at alpha / m (Bonferroni), m = ``family_size`` or the number of
-    comparisons passed; the family-wise probability of any false "resolved" is then ≤ alpha whatever the
-    comparisons' correlation (a shared baseline makes them correlated). A caller that passes only the
-    comparisons still open passes the whole family's size as ``family_size``. ``margins``: one margin for
-    all, or a margin (or None) per comparison."""
+    """The comparisons of a family still open, decided at one look so that the family-wise probability of
+    any false "resolved" is ≤ alpha whatever the comparisons' correlation (a shared baseline correlates them).
+
+    ``family_size`` is the whole family's m (default: the comparisons passed), so a caller passes only the
+    comparisons still open. ``margins``: one margin for all, or a margin (or None) per comparison.
+
+    - "bonferroni": each comparison at alpha / m, whatever happened before.
+    - "holm": the sequentially rejective (Holm) version for group-sequential tests of Maurer & Bretz
+      (2013): with r comparisons of the family resolved at earlier looks (``resolved_before``) each open
+      one is tested at alpha / (m - r); when some resolve, the rest are tested again at this look at
+      alpha / (m - r - those), until none resolves. A comparison closed as futile or inconclusive keeps
+      its share (it was not rejected). It is a shortcut of closed testing with Bonferroni intersection
+      tests, valid because a boundary at a higher level is never stricter (tests/test_sequential.py
+      checks the nominal levels rise with alpha); past looks are not re-tested at the raised level,
+      which only forgoes rejections."""
     size = len(diffs_by_comparison) if family_size is None else family_size
     if not isinstance(size, int) or size < max(1, len(diffs_by_comparison)):
         raise ValueError(f"family_size={family_size!r} must be a whole number ≥ the {len(diffs_by_comparison)} "
                          "comparisons passed")
+    if rule not in FAMILY_RULES:
+        raise ValueError(f"unknown family rule={rule!r}: use one of {', '.join(FAMILY_RULES)}")
+    remaining = size - resolved_before if rule == "holm" else size
+    if not isinstance(resolved_before, int) or resolved_before < 0 or remaining < len(diffs_by_comparison):
+        raise ValueError(f"resolved_before={resolved_before!r} must be a whole number ≥ 0 that leaves the "
+                         f"{len(diffs_by_comparison)} open comparisons in a family of {size}")
     _check_alpha(alpha)
     if isinstance(margins, Mapping):
         unknown = sorted(set(margins) - set(diffs_by_comparison))
         if unknown:
             raise ValueError(f"margins name comparisons not in the family: {', '.join(map(str, unknown))}")
-    return {name: decide(diffs, looks=looks, alpha=alpha / size, spending=spending,
-                         margin=margins.get(name) if isinstance(margins, Mapping) else margins)
-            for name, diffs in diffs_by_comparison.items()}
+    decisions: dict[str, Decision] = {}
+    pending = dict(diffs_by_comparison)
+    while pending:
+        decided = {name: decide(diffs, looks=looks, alpha=alpha / remaining, spending=spending,
+                                margin=margins.get(name) if isinstance(margins, Mapping) else margins)
+                   for name, diffs in pending.items()}
+        decisions.update(decided)
+        newly = [name for name, decision in decided.items() if decision.verdict == "resolved"]
+        if rule == "bonferroni" or not newly:
+            break
+        remaining -= len(newly)
+        for name in newly:
+            del pending[name]
+    return {name: decisions[name] for name in diffs_by_comparison}
 
 
 def configurations_to_run(needs: Mapping[str, Iterable[str]], decisions: Mapping[str, Decision | str]) -> list[str]:

@@ -173,3 +173,30 @@ def test_the_baseline_runs_while_any_of_its_comparisons_is_open():
         sq.configurations_to_run(needs, {"dcgan": closed})
     with pytest.raises(ValueError, match="verdict"):
         sq.configurations_to_run(needs, {"gsr": "done"})
+
+
+def test_levels_never_get_stricter_as_alpha_rises():
+    """Holm's shortcut needs it: crossing at alpha / k implies crossing at alpha / (k - 1)."""
+    for n in (6, 10, 12):  # the level at 3 is the spending function's, exact
+        levels = [sq.nominal_level(n, LOOKS, 0.05 / m) for m in range(6, 0, -1)]
+        assert all(a < b for a, b in zip(levels, levels[1:])), (n, levels)
+
+
+def test_holm_tests_again_at_the_raised_level_after_a_resolution():
+    n = 6
+    crit = {m: stats.t.isf(sq.nominal_level(n, LOOKS, 0.05 / m) / 2, n - 1) for m in (1, 2, 3)}
+    diffs = {"clear": with_t(2 * crit[3], n), "between": with_t((crit[3] + crit[2]) / 2, n),
+             "none": with_t(0.1, n)}
+    bonferroni = sq.decide_family(diffs, looks=LOOKS, alpha=0.05)
+    holm = sq.decide_family(diffs, looks=LOOKS, alpha=0.05, rule="holm")
+    assert [bonferroni[k].verdict for k in diffs] == ["resolved", "continue", "continue"]
+    assert [holm[k].verdict for k in diffs] == ["resolved", "resolved", "continue"]
+    assert holm["between"] == sq.decide(diffs["between"], looks=LOOKS, alpha=0.05 / 2)
+    assert holm["none"] == sq.decide(diffs["none"], looks=LOOKS, alpha=0.05 / 1)  # the last one left gets all
+    # two resolved at earlier looks: the open one starts at alpha / (3 - 2)
+    later = sq.decide_family({"none": diffs["none"]}, looks=LOOKS, family_size=3, resolved_before=2, rule="holm")
+    assert later["none"].level == sq.nominal_level(n, LOOKS, 0.05)
+    with pytest.raises(ValueError, match="resolved_before"):
+        sq.decide_family(diffs, looks=LOOKS, resolved_before=1, rule="holm")
+    with pytest.raises(ValueError, match="unknown family rule"):
+        sq.decide_family(diffs, looks=LOOKS, rule="hochberg")
