@@ -116,7 +116,9 @@ def nominal_level(n: int, looks: Sequence[int], alpha: float = 0.05, spending: s
     if n < 2:
         raise ValueError(f"n={n}: a t-test needs at least 2 differences")
     index = look_of(n, looks)
-    return _calibrate(tuple(looks[:index]) + (n,), looks[-1], alpha, spending, index == len(looks) - 1)[-1]
+    if n == looks[index]:  # a planned look: one calibration of the whole design serves all of them
+        return _calibrate(looks, looks[-1], alpha, spending, True)[index]
+    return _calibrate(looks[:index] + (n,), looks[-1], alpha, spending, index == len(looks) - 1)[-1]
 
 
 @functools.lru_cache(maxsize=256)
