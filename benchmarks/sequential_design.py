@@ -112,7 +112,8 @@ def draw(kind: str, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
     return rng.lognormal(0.0, 1.0, shape) - rng.lognormal(0.0, 1.0, shape)  # two identical skewed arms
 
 
-def type1(kind: str, sequences: int, rng: np.random.Generator, spending: str, failures: bool = False) -> tuple[float, float]:
+def type1(kind: str, sequences: int, rng: np.random.Generator, spending: str,
+          failures: bool = False) -> tuple[float, float]:
     resolved = 0
     for start in range(0, sequences, 50_000):
         chunk = min(50_000, sequences - start)
@@ -148,7 +149,8 @@ def family(baseline: np.ndarray, methods: np.ndarray, *, rule: str, margin: floa
         "power": {f"{e:g}": round(float(right[:, i].mean()), 4) for i, e in enumerate(EFFECTS) if e != 0},
         "familywise_false_resolved": round(float((codes[:, nulls] == 1).any(1).mean()), 4),
         "null_futile": round(float((codes[:, nulls] == 2).mean()), 4),
-        "mean_seeds_per_comparison": {f"{e:g}#{i}": round(float(closed_at[:, i].mean()), 2) for i, e in enumerate(EFFECTS)},
+        "mean_seeds_per_comparison": {f"{e:g}#{i}": round(float(closed_at[:, i].mean()), 2)
+                                      for i, e in enumerate(EFFECTS)},
     }
 
 
@@ -170,13 +172,15 @@ def fixed12_holm_power(baseline: np.ndarray, methods: np.ndarray) -> dict[str, f
     return {f"{e:g}": round(float(right[:, i].mean()), 4) for i, e in enumerate(EFFECTS) if e != 0}
 
 
-def replay_single(x: np.ndarray, codes: np.ndarray, spending: str) -> bool:
+def replay_single(x: np.ndarray, codes: np.ndarray, spending: str, present: np.ndarray | None = None) -> bool:
+    """decide, one sequence and one look at a time (failed replicates left out), gives run_sequences' verdicts."""
     from search import sequential as sq
 
-    for row, code in zip(x, codes):
+    present = np.ones(x.shape, dtype=bool) if present is None else present
+    for row, kept, code in zip(x, present, codes):
         verdict = "continue"
         for size in LOOKS:
-            verdict = sq.decide(row[:size].tolist(), looks=LOOKS, alpha=ALPHA, spending=spending).verdict
+            verdict = sq.decide(row[:size][kept[:size]].tolist(), looks=LOOKS, alpha=ALPHA, spending=spending).verdict
             if verdict != "continue":
                 break
         if verdict != sq.VERDICTS[code]:
@@ -239,8 +243,12 @@ def main() -> None:
     result["fixed12_power_at_mde"] = round(power(mde, 1.0, LOOKS[-1], paired=True, alpha=ALPHA), 4)
     result["mean_seeds_at_mde"] = round(float(closed_at.mean()), 3)
     null = rng.standard_normal((replay, LOOKS[-1]))
-    single_agree = replay_single(null, run_sequences(null, alpha=ALPHA, margin=None, spending=spending)[0], spending) \
+    kept = rng.random(null.shape) >= FAILURE_RATE
+    single_agree = (
+        replay_single(null, run_sequences(null, alpha=ALPHA, margin=None, spending=spending)[0], spending)
         and replay_single(x[:replay], codes[:replay], spending)
+        and replay_single(null, run_sequences(null, alpha=ALPHA, margin=None, spending=spending, present=kept)[0],
+                          spending, present=kept))
 
     baseline, methods = family_arms(rng, family_sequences)
     scenarios = {}
@@ -250,7 +258,8 @@ def main() -> None:
                                                            spending=spending)
     headline = scenarios[f"bonferroni_margin_{HEADLINE_MARGIN}"]
     result["trials_ratio"] = headline["trials_ratio"]
-    result["trials_ratio_rule"] = f"bonferroni alpha/{len(EFFECTS)} = {ALPHA / len(EFFECTS):.5f} each, margin {HEADLINE_MARGIN} sd"
+    result["trials_ratio_rule"] = (f"bonferroni alpha/{len(EFFECTS)} = {ALPHA / len(EFFECTS):.5f} each, "
+                                   f"margin {HEADLINE_MARGIN} sd")
     result["family_power"] = headline["power"]
     result["fixed12_power_bonferroni"] = {f"{e:g}": round(power(e, 1.0, LOOKS[-1], True, ALPHA / len(EFFECTS)), 4)
                                           for e in EFFECTS if e != 0}
@@ -262,10 +271,11 @@ def main() -> None:
     result["family"] = scenarios
     # all six comparisons null (still correlated through the shared baseline): Bonferroni's family-wise error
     null_baseline, null_methods = family_arms(rng, family_sequences)
-    null_diffs = null_methods - np.asarray(EFFECTS)[None, :, None] - null_baseline[:, None, :]
-    for rule, codes in (("bonferroni", run_sequences(null_diffs, alpha=ALPHA / len(EFFECTS), margin=HEADLINE_MARGIN,
-                                                     spending=spending)[0]),
-                        ("holm", run_family_holm(null_diffs, alpha=ALPHA, margin=HEADLINE_MARGIN, spending=spending)[0])):
+    null_diffs = null_methods - np.asarray(EFFECTS)[None, :, None] - null_baseline[:, None, :]  # effects taken out
+    for rule, codes in (
+            ("bonferroni", run_sequences(null_diffs, alpha=ALPHA / len(EFFECTS), margin=HEADLINE_MARGIN,
+                                         spending=spending)[0]),
+            ("holm", run_family_holm(null_diffs, alpha=ALPHA, margin=HEADLINE_MARGIN, spending=spending)[0])):
         fwer = float((codes == 1).any(1).mean())
         result[f"familywise_type1_all_null_{rule}"] = round(fwer, 5)
         result[f"familywise_type1_all_null_{rule}_se"] = round(math.sqrt(fwer * (1 - fwer) / family_sequences), 5)

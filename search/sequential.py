@@ -17,14 +17,15 @@ a pure function. Heavy-tailed (t with 3 df) and symmetric skewed (lognormal minu
 make the t-test conservative, so the normal calibration holds them too: benchmarks/sequential_design.py
 measures all three.
 
-The spending function is Hwang–Shih–DeCani's with gamma = ``DEFAULT_SPENDING``'s, chosen by that benchmark
+The spending function is Hwang–Shih–DeCani's with gamma = -3 (``DEFAULT_SPENDING``), chosen by that benchmark
 (docs/methods.md, "Sequential seeds", gives the comparison with O'Brien–Fleming- and Pocock-type
 spending). No maintained Python package computes group-sequential boundaries for t statistics: the one on
 PyPI (``gsdesign`` 0.1.5, alpha) has only normal-theory integration primitives.
 
 Each look's interval is the **repeated confidence interval** ``mean ± t_{1-level/2, n-1} · sd / √n`` at
 that look's nominal level: it excludes 0 exactly when the verdict is "resolved", and the intervals of all
-looks cover the true difference simultaneously with probability ≥ 1 - alpha.
+looks cover the true difference simultaneously with probability 1 - alpha for normal differences (more
+for the heavy-tailed and skewed ones the benchmark measures).
 
 A failed replicate leaves fewer differences than planned. ``decide`` takes ``len(diffs) = n`` as the
 look whose planned size is the first one ≥ n; its nominal level is calibrated for the planned looks
