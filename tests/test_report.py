@@ -212,3 +212,15 @@ def test_importances_are_fanova_and_the_same_in_every_rebuild():
         study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
     assert first == list(fanova.items())
     assert first[-1][0] == "c"  # the parameter that barely moves the value ranks last
+
+
+def test_headline_gives_the_table_the_resolved_comparisons_and_per_configuration_means():
+    from search.report import headline
+
+    space = load_space("sdclr_ablation")
+    runs = [_trial(m, rho, s, 10.0 + s + (5.0 if m == "damage" else 0.0) + 0.1 * s * s)
+            for m in ("dcgan", "damage") for rho in (1, 100) for s in range(4)]
+    text, means = headline(space, runs)
+    assert "## Ablation table" in text and "**Family**" in text and "Resolved after adjustment" in text
+    assert means["kid_minority/dcgan_rho100"] == pytest.approx(statistics.mean(10.0 + s + 0.1 * s * s for s in range(4)))
+    assert all("=" not in key for key in means)

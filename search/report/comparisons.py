@@ -153,8 +153,9 @@ def method_comparisons(space, runs: list[TrialRun], detail: bool = True) -> list
         for metric in compared_metrics(space):
             penalty = penalty_of(space, metric)
             a, b = by_seed(base, metric, penalty), by_seed(members, metric, penalty)
+            own = {k: v for k, v in config if (k, v) not in context(config)}
             out.append(Comparison("methods", label_of(dict(context(config))),
-                                  f"{label_of(dict(config))} − {baseline}", metric, _paired(a, b, detail),
+                                  f"{label_of(own)} − {baseline}", metric, _paired(a, b, detail),
                                   key=(base_config, config, metric), reference=_mean_a(a, b)))
     return out
 

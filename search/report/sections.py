@@ -209,7 +209,7 @@ def best_configurations(s: Study) -> list[str]:
                 n = len(space.seeds)
                 averaged = (f"mean over {n} seeds, {k} failed entered at {penalty:g}" if k and penalty is not None
                             else f"mean over the {n - k} finished of {n} seeds; {k} failed, excluded" if k
-                            else f"mean over {n} seeds")
+                            else f"mean over {n} seed{'s' if n > 1 else ''}")
                 lines.append(f"- {space.metric[0]} {t.value:.4g} ({averaged}): {t.params}")
         lines.append("")
     return lines
@@ -277,16 +277,16 @@ def importance_section(s: Study) -> list[str]:
     if blocks:
         lines += [f"Within each level of {', '.join(blocks)}.", ""]
     for block, trials in sorted(by_block.items(), key=lambda kv: [str(v) for _, v in kv[0]]) or [((), [])]:
+        prefix = f"**{label_of(dict(block))}**: " if blocks and block else ""
         if blocks:
             trials = [_without(t, blocks) for t in trials]
-            lines.append(f"**{label_of(dict(block))}**: " if block else "")
         imp = importances(s.study, s.space, trials if blocks else None)
         if not imp:
-            lines += ["not computed: no parameter varies across the complete configurations", ""]
+            lines += [prefix + "not computed: no parameter varies across the complete configurations", ""]
         elif isinstance(imp, str):
-            lines += [imp, ""]
+            lines += [prefix + imp, ""]
         else:
-            lines += [f"- {k}: {v:.3f}" for k, v in imp.items()] + [""]
+            lines += ([prefix, ""] if prefix else []) + [f"- {k}: {v:.3f}" for k, v in imp.items()] + [""]
     return lines
 
 
@@ -387,7 +387,8 @@ def headline(space, runs: list[TrialRun], fam: Family | None = None) -> tuple[st
                f"(p = {c.diff.p:.2g}, Holm {c.p_adjusted:.2g})" for c in resolved] or ["- none"])
     means: dict[str, float] = {}
     for config, members in configurations(runs).items():
-        name = "_".join(_short(k, v) for k, v in config) or "all"
+        ordered = sorted(config, key=lambda kv: (kv[0] != "method", kv[0]))  # the method first: dcgan_rho100
+        name = "_".join(_short(k, v) for k, v in ordered) or "all"
         for metric in dict.fromkeys([*space.metric, *TABLE_METRICS]):
             mean = mean_ci(list(by_seed(members, metric, penalty_of(space, metric)).values()))[0]
             if math.isfinite(mean):
