@@ -224,3 +224,79 @@ def test_headline_gives_the_table_the_resolved_comparisons_and_per_configuration
     assert "## Ablation table" in text and "**Family**" in text and "Resolved after adjustment" in text
     assert means["kid_minority/dcgan_rho100"] == pytest.approx(statistics.mean(10.0 + s + 0.1 * s * s for s in range(4)))
     assert all("=" not in key for key in means)
+
+
+def test_primary_comparison_is_tested_first_and_gates_the_rest():
+    import yaml
+
+    from search.report import family
+    from search.spaces import validate_space
+
+    raw = yaml.safe_load(open(load_space("sdclr_ablation").source))
+    raw["primary"] = {"a": {"method": "contrad"}, "b": {"method": "damage"}, "metric": "kid_minority",
+                      "where": {"imbalance": 100}}
+    space = validate_space(raw)
+    noise = [0.3, -0.2, 0.1, -0.4, 0.25, 0.0]
+    runs = []
+    for s in range(6):
+        for rho in (1, 100):
+            runs += [_trial("dcgan", rho, s, 10.0 + noise[s]), _trial("contrad", rho, s, 10.0 - noise[s]),
+                     _trial("damage", rho, s, 10.0 + 2 * noise[s] + (5.0 if rho == 100 else 0.0))]
+    fam = family(space, runs)
+    first = fam.comparisons[0]
+    assert first.primary and first.metric == "kid_minority" and first.what == "method=damage − method=contrad"
+    assert first.resolved and fam.gate_open
+    # the same comparison is not repeated among the secondary ones, and damage - dcgan at rho=100 resolves
+    assert sum(c.key == first.key for c in fam.comparisons) == 1
+    assert any(c.resolved and c.section == "methods" and c.context == "imbalance=100" for c in fam.comparisons)
+    # a primary comparison that does not resolve closes the gate: nothing else is resolved
+    raw["primary"]["where"] = {"imbalance": 1}
+    closed = family(validate_space(raw), runs)
+    assert not closed.comparisons[0].resolved and not closed.gate_open and not closed.resolved
+
+
+def test_failed_replicates_enter_the_table_at_the_penalty_and_get_a_failure_comparison():
+    from search.report import failure_comparisons
+    from search.report.sections import cell
+
+    space = _with_failure_value(load_space("sdclr_ablation"), {"kid_minority": 50.0})
+    members = [_trial("damage", 100, 0, 1.0), _trial("damage", 100, 1, 3.0), _trial("damage", 100, 2, 2.0, "FAILED")]
+    mean, half, n = mean_ci([1.0, 3.0, 50.0])
+    assert cell(space, members, "kid_minority") == f"{mean:.3g} ± {half:.2g} (n=3, 1 failed at 50)"
+    assert cell(load_space("sdclr_ablation"), members, "kid_minority").endswith("(n=2); 1 failed, excluded")
+    runs = members + [_trial("dcgan", 100, s, 1.0) for s in range(3)]
+    rows = failure_comparisons(space, runs)
+    assert len(rows) == 1 and rows[0].metric == "failure rate" and rows[0].diff.estimate == pytest.approx(1 / 3)
+
+
+def test_best_configurations_and_importances_are_computed_within_each_imbalance():
+    from search.report.sections import Study, best_configurations, importance_section
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space("smoke")
+    study = optuna.create_study()
+    dist = {"method": optuna.distributions.CategoricalDistribution(["dcgan", "damage"]),
+            "imbalance": optuna.distributions.CategoricalDistribution([1, 10])}
+    for method, rho, value in (("dcgan", 1, 5.0), ("damage", 1, 7.0), ("dcgan", 10, 9.0), ("damage", 10, 8.0)):
+        study.add_trial(optuna.trial.create_trial(params={"method": method, "imbalance": rho}, value=value,
+                                                  distributions=dist))
+    s = Study(space, None, [], study=study)
+    text = "\n".join(best_configurations(s))
+    one, ten = text.split("**imbalance=10**")
+    assert "**imbalance=1**" in one and one.index("'dcgan'") < one.index("'damage'")  # 5 < 7 within rho=1
+    assert ten.index("'damage'") < ten.index("'dcgan'")  # 8 < 9 within rho=10, whatever rho=1 did
+    imp = "\n".join(importance_section(s))
+    assert "Within each level of imbalance" in imp and imp.count("not computed: 2 complete") == 2
+
+
+def test_evaluation_noise_share_is_reported_only_when_trials_log_evalsd():
+    from search.report.sections import Study, evaluation_noise
+
+    space = load_space("sdclr_ablation")
+    runs = [_trial("dcgan", 1, s, v) for s, v in enumerate([1.0, 3.0, 2.0, 4.0])]
+    assert evaluation_noise(Study(space, None, runs)) == []
+    for r in runs:
+        r.metrics["evalsd/kid_minority"] = 0.5
+    rows = [line for line in evaluation_noise(Study(space, None, runs)) if line.startswith("| kid_minority")]
+    share = 0.25 / statistics.variance([1.0, 3.0, 2.0, 4.0])
+    assert rows == [f"| kid_minority | {share:.0%} | {1 - share:.0%} | 4 |"]

@@ -214,18 +214,14 @@ def failure_comparisons(space, runs: list[TrialRun], detail: bool = True) -> lis
     metric = space.metric[0]
     if not any(r.failed_on(metric) for r in runs):
         return []
-    baseline = baseline_method()
-    out = []
+    groups, out = configurations(runs), []
     for c in method_comparisons(space, runs, detail=False):
         if c.metric != metric:
             continue
-        groups = configurations(runs)
         base, other = groups[c.key[0]], groups[c.key[1]]
         out.append(Comparison("failures", c.context, c.what, FAILURE,
                               _paired(failures_by_seed(base, metric), failures_by_seed(other, metric), detail),
                               key=(c.key[0], c.key[1], FAILURE)))
-    if not out and baseline not in space.methods():
-        return []
     return out
 
 

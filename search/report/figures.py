@@ -38,12 +38,16 @@ def class_value(run: TrialRun, figure_name: str, k: int) -> tuple[float, bool]:
     value = run.metrics.get(f"{figure_name}_class/{k}", math.nan)
     if math.isfinite(value):
         return value, False
+    from trainers.metrics.perclass import LOWER_IS_BETTER, MISSING_VALUE
+
     logged = run.metrics.get(f"penalty_class/{figure_name}/{k}", math.nan)
     if math.isfinite(logged):
         return logged, True
+    if MISSING_VALUE.get(figure_name) is not None:  # recall, precision: a missing class covers nothing
+        return MISSING_VALUE[figure_name], True
     scored = [v for key, v in run.metrics.items() if key.startswith(f"{figure_name}_class/") and math.isfinite(v)]
-    higher_is_better = figure_name in ("recall", "precision")
-    return ((min(scored) if higher_is_better else max(scored)) if scored else math.nan), True
+    lower_is_better = LOWER_IS_BETTER.get(figure_name, True)
+    return ((max(scored) if lower_is_better else min(scored)) if scored else math.nan), True
 
 
 def per_class_means(space, runs: list[TrialRun], figure_name: str) -> dict[str, dict[int, tuple[float, int]]]:
@@ -52,7 +56,7 @@ def per_class_means(space, runs: list[TrialRun], figure_name: str) -> dict[str, 
     groups: dict[str, list[TrialRun]] = {}
     for run in runs:
         if run.finished and any(k.startswith(f"{figure_name}_class/") for k in run.metrics):
-            groups.setdefault(label_of({k: run.sampled.get(k, "—") for k in keys}), []).append(run)
+            groups.setdefault(label_of({k: run.sampled[k] for k in keys if k in run.sampled}), []).append(run)
     out = {}
     for label, members in sorted(groups.items()):
         classes = sorted({int(k.rsplit("/", 1)[1]) for r in members for k in r.metrics
@@ -75,7 +79,7 @@ def plot_per_class(space, runs: list[TrialRun], path: Path) -> bool:
     if not panels:
         return False
     classes = sorted({k for _, _, means in panels for d in means.values() for k in d})
-    fig, axes = figure(len(panels), 1, figsize=(max(7, len(classes) * 0.9), 3.2 * len(panels)), squeeze=False)
+    fig, axes = figure(len(panels), 1, figsize=(max(7, len(classes) * 0.9) + 3, 3.2 * len(panels)), squeeze=False)
     for ax, (name, title, means) in zip(axes.flat, panels):
         width = 0.8 / len(means)
         for i, (label, per_class) in enumerate(means.items()):
@@ -85,8 +89,6 @@ def plot_per_class(space, runs: list[TrialRun], path: Path) -> bool:
             for bar, k in zip(bars, classes):
                 if per_class.get(k, (0, 0))[1]:
                     bar.set_hatch("xx")
-                    ax.annotate(f"{per_class[k][1]} missing", (bar.get_x() + width / 2, bar.get_height()),
-                                fontsize=5, rotation=90, ha="center", va="bottom")
         if name == "fid":
             floors = [mean_ci([r.metrics.get(f"fid_floor_class/{k}", math.nan) for r in runs if r.finished])[0]
                       for k in classes]
@@ -94,12 +96,12 @@ def plot_per_class(space, runs: list[TrialRun], path: Path) -> bool:
                       [c + 0.8 - width / 2 for c in range(len(classes))], colors="k", label="real-vs-real floor")
         ax.set_xticks([c + 0.4 - width / 2 for c in range(len(classes))], [str(k) for k in classes])
         ax.set_ylabel(f"{name} (mean over seeds)")
-        ax.set_title(f"Per-class {title} by configuration; hatched: a run missed the class (at its penalty)",
-                     fontsize=8)
+        ax.set_title(f"Per-class {title} by configuration; hatched: a run missed the class (entered at its "
+                     "penalty)", fontsize=8)
     axes.flat[-1].set_xlabel("class (judge label)")
-    axes.flat[0].legend(fontsize=6, ncol=2)
+    axes.flat[0].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the legend sits outside the axes
     return True
 
 
