@@ -31,7 +31,8 @@ sys.path.insert(0, str(PROJECT))
 from search.report import TrialRun, figure, fmt, load_runs, write_report  # noqa: E402
 from search.report.comparisons import Comparison, adjust  # noqa: E402
 from search.spaces import load_space  # noqa: E402
-from search.stats import MAX_SEEDS, Difference, fmt_p, mean_ci, paired_difference, seeds_needed  # noqa: E402
+from search.stats import (MAX_SEEDS, Difference, fmt_p, mean_ci, paired_difference, sd_interval,  # noqa: E402
+                          seeds_needed)
 from search.stores import Stores  # noqa: E402
 from search.tracking import client_for, find_parent_run  # noqa: E402
 
@@ -162,10 +163,13 @@ def paper_effect_seeds(rows: list[Claim]) -> list[str]:
         if c.claim != FIVE_PERCENT or not math.isfinite(c.diff.sd):
             continue
         effect = 0.05 * c.a[0]
-        n = seeds_needed(effect, c.diff.sd, paired=True)
+        sd_low, sd_high = sd_interval(c.diff.sd, c.diff.n)
+        n, n_low, n_high = (seeds_needed(effect, sd, paired=True) for sd in (c.diff.sd, sd_low, sd_high))
+        words = [f"{k}" if k else f"more than {MAX_SEEDS}" for k in (n, n_low, n_high)]
         out.append(f"- {c.condition}: 5% of ContraD's FID is {effect:.2g}; the per-seed differences spread by "
-                   f"sd {c.diff.sd:.2g}, so detecting it with 80% power takes "
-                   f"{f'{n} paired seeds' if n else f'more than {MAX_SEEDS} paired seeds'}.")
+                   f"sd {c.diff.sd:.2g} (95% interval {sd_low:.2g}–{sd_high:.2g} from {c.diff.n} seeds), so "
+                   f"detecting it with 80% power takes {words[0]} paired seeds ({words[1]}–{words[2]} over that "
+                   "interval).")
     return out
 
 
