@@ -26,7 +26,7 @@ import functools
 from collections import Counter
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -54,7 +54,8 @@ SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
 SCHEDULERS = ("fifo", "asha")
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
 TOP_KEYS = ("name", "description", "metric", "mode", "sampler", "scheduler", "num_samples",
-            "max_concurrent", "resources", "seeds", "fixed", "params", "presets", "sampler_seed")
+            "max_concurrent", "resources", "seeds", "fixed", "params", "presets", "sampler_seed",
+            "primary", "effects", "blocks")
 PRESET_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "params", "presets"))
 DEFAULT_NUM_SAMPLES = 10  # configurations sampled when a non-grid space does not say
 MAX_CHECKED_CONFIGS = 512  # corners of a space whose trainer configs are validated up front
@@ -151,6 +152,9 @@ class Space:
     source: str = ""
     sampler_seed: int = 0
     presets: tuple[str, ...] = ()  # the shared presets applied, in order
+    primary: tuple[dict, ...] = ()  # the report's primary comparisons: {a, b, metric, where}, tested first
+    effects: dict = field(default_factory=dict)  # metric -> ("relative" | "absolute", size), declared in advance
+    blocks: tuple[str, ...] | None = None  # params ranked within each level of (None: imbalance, its profile)
 
     @property
     def multi_objective(self) -> bool:
@@ -218,6 +222,10 @@ class Space:
             "resources": self.resources, "seeds": list(self.seeds), "fixed": self.fixed,
             "params": {p.name: _param_to_dict(p) for p in self.params}, "source": self.source,
             **({"presets": list(self.presets)} if self.presets else {}),
+            **({"primary": list(self.primary)} if self.primary else {}),
+            **({"effects": {m: f"{100 * v:g}%" if k == "relative" else v for m, (k, v) in self.effects.items()}}
+               if self.effects else {}),
+            **({"blocks": list(self.blocks)} if self.blocks is not None else {}),
         }
 
 
@@ -478,9 +486,71 @@ def validate_space(raw: dict, source: str = "<space>", presets: tuple[str, ...] 
     max_concurrent = _number(source, "max_concurrent", raw.get("max_concurrent", 1), int)
     if max_concurrent < 1:
         raise _err(source, "max_concurrent", f"= {max_concurrent} must be >= 1")
-    space = replace(space, num_samples=num_samples, max_concurrent=max_concurrent)
+    space = replace(space, num_samples=num_samples, max_concurrent=max_concurrent,
+                    **_report_keys(raw, space, source))
     _check_trainer_configs(space)
     return space
+
+
+PRIMARY_KEYS = ("a", "b", "metric", "where")
+PRIMARY_EXAMPLE = "{a: {method: contrad}, b: {method: damage}, metric: fid, where: {imbalance: 100}}"
+
+
+def _report_keys(raw: dict, space: Space, source: str) -> dict:
+    """The report's keys: ``primary:`` comparisons, ``effects:`` declared in advance, ``blocks:``."""
+    settings = {p.name: p for p in space.params}
+
+    def setting(key: str, name: Any, value: Any) -> None:
+        if name not in settings and name not in space.fixed:
+            raise _err(source, key, f"names '{name}', neither a parameter nor a fixed key of this space")
+        p = settings.get(name)
+        if p is not None and p.kind == "choice" and value not in p.values:
+            raise _err(source, key, f"= {value!r} is not one of the choices of '{name}': {list(p.values)}")
+
+    primary = raw.get("primary") or ()
+    primary = [primary] if isinstance(primary, Mapping) else list(primary) if isinstance(primary, (list, tuple)) else primary
+    if not isinstance(primary, list):
+        raise _err(source, "primary", f"must be a comparison or a list of them, such as {PRIMARY_EXAMPLE}")
+    checked = []
+    for i, spec in enumerate(primary):
+        where = f"primary[{i}]"
+        spec = _mapping(source, where, spec, PRIMARY_EXAMPLE)
+        for key in spec:
+            if key not in PRIMARY_KEYS:
+                raise _err(source, f"{where}.{key}", f"is not a key of a comparison; valid: {', '.join(PRIMARY_KEYS)}")
+        for key in ("a", "b", "metric"):
+            if key not in spec:
+                raise _err(source, f"{where}.{key}", f"is missing; a primary comparison is {PRIMARY_EXAMPLE}")
+        if not isinstance(spec["metric"], str) or not spec["metric"]:
+            raise _err(source, f"{where}.metric", f"must be a metric name, got {spec['metric']!r}")
+        for key in ("a", "b", "where"):
+            arm = _mapping(source, f"{where}.{key}", spec.get(key) or {}, "{method: damage}")
+            for name, value in arm.items():
+                setting(f"{where}.{key}.{name}", name, value)
+            spec[key] = arm
+        if spec["a"] == spec["b"]:
+            raise _err(source, where, "compares a configuration with itself: a and b must differ")
+        checked.append(spec)
+    effects = {}
+    for metric, size in _mapping(source, "effects", raw.get("effects") or {}, "{fid: 5%, kid_minority: 0.5}").items():
+        if isinstance(size, str) and size.strip().endswith("%"):
+            try:
+                effects[metric] = ("relative", float(size.strip()[:-1]) / 100)
+            except ValueError:
+                raise _err(source, f"effects.{metric}", f"= {size!r} must be a percentage such as 5% or a number")
+        else:
+            effects[metric] = ("absolute", _number(source, f"effects.{metric}", size))
+        if not effects[metric][1] > 0:
+            raise _err(source, f"effects.{metric}", f"= {size!r} must be > 0 (the size of the effect, either sign)")
+    blocks = raw.get("blocks")
+    if blocks is not None:
+        if not isinstance(blocks, list) or not all(isinstance(b, str) for b in blocks):
+            raise _err(source, "blocks", f"must be a list of parameter names such as [imbalance], got {blocks!r}")
+        for b in blocks:
+            if b not in settings:
+                raise _err(source, f"blocks.{b}", f"is not a parameter of this space; valid: {', '.join(settings)}")
+        blocks = tuple(blocks)
+    return {"primary": tuple(checked), "effects": effects, "blocks": blocks}
 
 
 def _grid(space: Space) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -39,7 +40,8 @@ def make_study(root, space, outcomes):
     parent = tracking.start_parent_run(client, exp, space, "")
     for i, (sampled, seed, fid) in enumerate(outcomes):
         run = client.create_run(exp, tags={"mlflow.parentRunId": parent, tracking.TAG_ROLE: "trial",
-                                           tracking.TAG_TRIAL: f"t{i}", tracking.TAG_SAMPLED: json.dumps(sampled)})
+                                           tracking.TAG_TRIAL: f"t{i}", tracking.TAG_SAMPLED: json.dumps(sampled),
+                                           "seed": str(seed)})
         for key, value in sampled.items():
             client.log_param(run.info.run_id, key, value)
         if fid is None:
@@ -49,6 +51,7 @@ def make_study(root, space, outcomes):
             client.log_metric(run.info.run_id, "fid", fid * scale, step=step)
         for k in range(10):
             client.log_metric(run.info.run_id, f"fid_class/{k}", fid + k, step=20)
+            client.log_metric(run.info.run_id, f"kid_class/{k}", fid / 10 + k if k != 3 else math.nan, step=20)
             client.log_metric(run.info.run_id, f"count_class/{k}", 10 + k, step=20)
             client.log_metric(run.info.run_id, f"prior/{k}", 0.1, step=20)
         for key in ("fid_minority", "fid_majority", "class_kl_uniform", "classes_dropped"):
@@ -78,8 +81,10 @@ def test_report_lists_every_group_with_n_and_counts_failures(tmp_path):
     half = 12.706204736174707 * statistics.stdev([10.0, 14.0]) / math.sqrt(2)
     assert "| 3 | 1 |" in dcgan and f"12 ± {half:.2g} (n=2)" in dcgan
     assert "20 (n=1)" in next(r for r in rows if r.startswith("| damage"))
-    assert "failed or killed: 1" in text
-    for name in ("per_class_fid.png", "class_histograms.png", "learning_curves.png"):
+    assert "failed or killed: 1" in text and "1 failed, excluded" in dcgan
+    for heading in ("## Ablation table", "## Best configurations", "## Parameter importances"):
+        assert heading in text
+    for name in ("per_class.png", "class_histograms.png", "learning_curves.png"):
         assert f"]({name})" in text
         assert (report.parent / name).read_bytes()[:8] == PNG_MAGIC
     logged = [a.path for a in client.list_artifacts(parent, "report")]
@@ -101,13 +106,13 @@ def test_sigma_max_plot_has_one_panel_per_gsr_lambda(tmp_path, monkeypatch):
         return report.TrialRun(f"r{lam}{seed}", "FINISHED", {"gsr_lambda": str(lam)}, {}, metrics, history)
 
     panels = []
-    real_figure = report.figure
+    real_figure = report.figures.figure
 
     def spy(rows=1, cols=1, **kwargs):
         panels.append(cols)
         return real_figure(rows, cols, **kwargs)
 
-    monkeypatch.setattr(report, "figure", spy)
+    monkeypatch.setattr(report.figures, "figure", spy)
     runs = [trial(lam, seed) for lam in (0.0, 0.5) for seed in (0, 1)]
     assert report.plot_sigma_max(runs, tmp_path / "sigma.png")
     assert panels == [2]  # gSR off and gSR on, side by side
@@ -133,34 +138,54 @@ def test_methods_are_compared_with_the_baseline_paired_by_seed():
     runs = [_trial("dcgan", 100, s, v) for s, v in base.items()]
     runs += [_trial("contrad", 100, s, v) for s, v in reversed(list(other.items()))]
     runs += [_trial("contrad", 1, 0, 99.0), _trial("dcgan", 1, 0, 1.0)]  # another imbalance: its own baseline
-    rows = [r for r in method_comparisons(space, runs) if r[2] == "kid_minority"]
-    context = {row[0]: row[3] for row in rows}
+    rows = [c for c in method_comparisons(space, runs) if c.metric == "kid_minority"]
+    context = {c.context: c.diff for c in rows}
     diff = context["imbalance=100"]
     half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, 2) * sd([2, 3, 1]) / sqrt(3)
     assert diff.paired and diff.n == 3 and diff.estimate == pytest.approx(2.0)
     assert (diff.low, diff.high) == pytest.approx((2.0 - half, 2.0 + half))
     assert context["imbalance=1"].estimate == pytest.approx(98.0) and context["imbalance=1"].n == 1
-    # a failed replicate drops its pair instead of being averaged in
+    assert not context["imbalance=1"].testable  # one pair: never resolved
+    # without a failure_value a failed replicate drops its pair (and the report says so) ...
     runs[0] = _trial("dcgan", 100, 0, 10.0, status="FAILED")
-    assert {row[0]: row[3] for row in method_comparisons(space, runs) if row[2] == "kid_minority"}["imbalance=100"].n == 2
+    dropped = {c.context: c.diff for c in method_comparisons(space, runs) if c.metric == "kid_minority"}
+    assert dropped["imbalance=100"].n == 2
+    # ... with one it enters at the penalty: differences 12 - 50, 3, 1
+    penalised = dataclasses.replace(space, failure_value={"kid_minority": 50.0}) if hasattr(
+        space, "failure_value") else _with_failure_value(space, {"kid_minority": 50.0})
+    entered = {c.context: c.diff for c in method_comparisons(penalised, runs) if c.metric == "kid_minority"}
+    assert entered["imbalance=100"].n == 3
+    assert entered["imbalance=100"].estimate == pytest.approx(((12 - 50) + 3 + 1) / 3)
 
 
-def test_imbalance_is_compared_unpaired_per_configuration_and_pooled():
+def _with_failure_value(space, values):
+    """The space with a failure_value (the evaluation side adds the field; a stand-in until it does)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**{f.name: getattr(space, f.name) for f in dataclasses.fields(space)},
+                           failure_value=values, methods=space.methods)
+
+
+def test_imbalance_is_compared_paired_by_seed_per_configuration_and_pooled():
     from scipy import stats
 
     from search.report import imbalance_comparisons
 
     space = load_space("sdclr_ablation")
-    low, high = [1.0, 2.0, 3.0], [5.0, 7.0, 6.0]
+    low, high = [1.0, 2.0, 3.0], [5.0, 7.0, 6.5]
     runs = [_trial("dcgan", 1, s, v) for s, v in enumerate(low)] + [_trial("dcgan", 100, s, v) for s, v in enumerate(high)]
+    shift = [0.5, -0.2, 1.1]
     runs += [_trial("contrad", 1, s, v + 1) for s, v in enumerate(low)]
-    runs += [_trial("contrad", 100, s, v + 1) for s, v in enumerate(high)]
-    rows = {(r[0], r[2]): r[3] for r in imbalance_comparisons(space, runs)}
+    runs += [_trial("contrad", 100, s, v + 1 + shift[s]) for s, v in enumerate(high)]
+    rows = {(c.context, c.metric): c.diff for c in imbalance_comparisons(space, runs)}
     dcgan = rows[("method=dcgan", "kid_minority")]
-    ci = stats.ttest_ind(high, low, equal_var=False).confidence_interval(0.95)
-    assert not dcgan.paired and (dcgan.low, dcgan.high) == pytest.approx((ci.low, ci.high))
-    pooled = rows[("all configurations pooled", "kid_minority")]
-    assert pooled.n_a == pooled.n_b == 6 and pooled.resolved
+    ci = stats.ttest_rel(high, low).confidence_interval(0.95)
+    assert dcgan.paired and (dcgan.low, dcgan.high) == pytest.approx((ci.low, ci.high))
+    pooled = rows[("all 2 configurations pooled", "kid_minority")]
+    # the mean of the two configurations' paired effects, per seed, then a one-sample t over seeds
+    per_seed = [((h - lo) + (h + s - lo)) / 2 for lo, h, s in zip(low, high, shift)]
+    ci = stats.ttest_1samp(per_seed, 0.0).confidence_interval(0.95)
+    assert pooled.n == 3 and (pooled.low, pooled.high) == pytest.approx((ci.low, ci.high))
 
 
 def test_importances_are_fanova_and_the_same_in_every_rebuild():
@@ -187,3 +212,91 @@ def test_importances_are_fanova_and_the_same_in_every_rebuild():
         study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
     assert first == list(fanova.items())
     assert first[-1][0] == "c"  # the parameter that barely moves the value ranks last
+
+
+def test_headline_gives_the_table_the_resolved_comparisons_and_per_configuration_means():
+    from search.report import headline
+
+    space = load_space("sdclr_ablation")
+    runs = [_trial(m, rho, s, 10.0 + s + (5.0 if m == "damage" else 0.0) + 0.1 * s * s)
+            for m in ("dcgan", "damage") for rho in (1, 100) for s in range(4)]
+    text, means = headline(space, runs)
+    assert "## Ablation table" in text and "**Family**" in text and "Resolved after adjustment" in text
+    assert means["kid_minority/dcgan_rho100"] == pytest.approx(statistics.mean(10.0 + s + 0.1 * s * s for s in range(4)))
+    assert all("=" not in key for key in means)
+
+
+def test_primary_comparison_is_tested_first_and_gates_the_rest():
+    import yaml
+
+    from search.report import family
+    from search.spaces import validate_space
+
+    raw = yaml.safe_load(open(load_space("sdclr_ablation").source))
+    raw["primary"] = {"a": {"method": "contrad"}, "b": {"method": "damage"}, "metric": "kid_minority",
+                      "where": {"imbalance": 100}}
+    space = validate_space(raw)
+    noise = [0.3, -0.2, 0.1, -0.4, 0.25, 0.0]
+    runs = []
+    for s in range(6):
+        for rho in (1, 100):
+            runs += [_trial("dcgan", rho, s, 10.0 + noise[s]), _trial("contrad", rho, s, 10.0 - noise[s]),
+                     _trial("damage", rho, s, 10.0 + 2 * noise[s] + (5.0 if rho == 100 else 0.0))]
+    fam = family(space, runs)
+    first = fam.comparisons[0]
+    assert first.primary and first.metric == "kid_minority" and first.what == "method=damage − method=contrad"
+    assert first.resolved and fam.gate_open
+    # the same comparison is not repeated among the secondary ones, and damage - dcgan at rho=100 resolves
+    assert sum(c.key == first.key for c in fam.comparisons) == 1
+    assert any(c.resolved and c.section == "methods" and c.context == "imbalance=100" for c in fam.comparisons)
+    # a primary comparison that does not resolve closes the gate: nothing else is resolved
+    raw["primary"]["where"] = {"imbalance": 1}
+    closed = family(validate_space(raw), runs)
+    assert not closed.comparisons[0].resolved and not closed.gate_open and not closed.resolved
+
+
+def test_failed_replicates_enter_the_table_at_the_penalty_and_get_a_failure_comparison():
+    from search.report import failure_comparisons
+    from search.report.sections import cell
+
+    space = _with_failure_value(load_space("sdclr_ablation"), {"kid_minority": 50.0})
+    members = [_trial("damage", 100, 0, 1.0), _trial("damage", 100, 1, 3.0), _trial("damage", 100, 2, 2.0, "FAILED")]
+    mean, half, n = mean_ci([1.0, 3.0, 50.0])
+    assert cell(space, members, "kid_minority") == f"{mean:.3g} ± {half:.2g} (n=3, 1 failed at 50)"
+    assert cell(load_space("sdclr_ablation"), members, "kid_minority").endswith("(n=2); 1 failed, excluded")
+    runs = members + [_trial("dcgan", 100, s, 1.0) for s in range(3)]
+    rows = failure_comparisons(space, runs)
+    assert len(rows) == 1 and rows[0].metric == "failure rate" and rows[0].diff.estimate == pytest.approx(1 / 3)
+
+
+def test_best_configurations_and_importances_are_computed_within_each_imbalance():
+    from search.report.sections import Study, best_configurations, importance_section
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space("smoke")
+    study = optuna.create_study()
+    dist = {"method": optuna.distributions.CategoricalDistribution(["dcgan", "damage"]),
+            "imbalance": optuna.distributions.CategoricalDistribution([1, 10])}
+    for method, rho, value in (("dcgan", 1, 5.0), ("damage", 1, 7.0), ("dcgan", 10, 9.0), ("damage", 10, 8.0)):
+        study.add_trial(optuna.trial.create_trial(params={"method": method, "imbalance": rho}, value=value,
+                                                  distributions=dist))
+    s = Study(space, None, [], study=study)
+    text = "\n".join(best_configurations(s))
+    one, ten = text.split("**imbalance=10**")
+    assert "**imbalance=1**" in one and one.index("'dcgan'") < one.index("'damage'")  # 5 < 7 within rho=1
+    assert ten.index("'damage'") < ten.index("'dcgan'")  # 8 < 9 within rho=10, whatever rho=1 did
+    imp = "\n".join(importance_section(s))
+    assert "Within each level of imbalance" in imp and imp.count("not computed: 2 complete") == 2
+
+
+def test_evaluation_noise_share_is_reported_only_when_trials_log_evalsd():
+    from search.report.sections import Study, evaluation_noise
+
+    space = load_space("sdclr_ablation")
+    runs = [_trial("dcgan", 1, s, v) for s, v in enumerate([1.0, 3.0, 2.0, 4.0])]
+    assert evaluation_noise(Study(space, None, runs)) == []
+    for r in runs:
+        r.metrics["evalsd/kid_minority"] = 0.5
+    rows = [line for line in evaluation_noise(Study(space, None, runs)) if line.startswith("| kid_minority")]
+    share = 0.25 / statistics.variance([1.0, 3.0, 2.0, 4.0])
+    assert rows == [f"| kid_minority | {share:.0%} | {1 - share:.0%} | 4 |"]

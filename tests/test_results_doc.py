@@ -18,7 +18,7 @@ SPEC.loader.exec_module(build_results)
 
 
 def diff(estimate, low, high, mde=1.5):
-    return build_results.Difference(estimate, low, high, 6, 6, True, mde)
+    return build_results.Difference(estimate, low, high, 6, 6, True, mde, sd=1.0, mde_low=1.0, mde_high=3.0)
 
 
 @pytest.mark.parametrize("d, sign, word", [
@@ -26,7 +26,7 @@ def diff(estimate, low, high, mde=1.5):
     (diff(-2.0, -3.0, -1.0), +1, "opposite here"),
     (diff(1.0, 3.0, 5.0), +1, "holds here"),
     (diff(1.0, 3.0, 5.0), 0, "resolved"),
-    (diff(1.0, -0.5, 2.5), -1, "not resolved: these seeds detect \\|Δ\\| ≥ 1.5"),
+    (diff(1.0, -0.5, 2.5), -1, "not resolved: these seeds detect \\|Δ\\| ≥ 1.5 (1–3)"),
     (diff(1.0, math.nan, math.nan), -1, "too few"),
 ])
 def test_verdict_is_mechanical(d, sign, word):
@@ -42,10 +42,33 @@ class Run:
 
 def test_claims_pair_by_seed_and_drop_unmatched_or_nan_seeds():
     a = [Run(0, 10.0), Run(1, 12.0), Run(2, 11.0), Run(3, 9.0)]
-    b = [Run(0, 8.0), Run(1, 11.0), Run(2, math.nan), Run(4, 1.0)]
+    b = [Run(0, 8.0), Run(1, 11.0), Run(2, math.nan), Run(3, 7.5), Run(4, 1.0)]
     c = build_results.claim("text", "cond", "FID", "fid", "A", a, "B", b, -1)
-    assert c.diff.paired and c.diff.n == 2
-    assert c.diff.estimate == pytest.approx(((8 - 10) + (11 - 12)) / 2)
-    ci = stats.ttest_rel([8.0, 11.0], [10.0, 12.0]).confidence_interval(0.95)
+    assert c.diff.paired and c.diff.n == 3
+    assert c.diff.estimate == pytest.approx(((8 - 10) + (11 - 12) + (7.5 - 9)) / 3)
+    ci = stats.ttest_rel([8.0, 11.0, 7.5], [10.0, 12.0, 9.0]).confidence_interval(0.95)
     assert (c.diff.low, c.diff.high) == pytest.approx((ci.low, ci.high))
-    assert c.a[2] == 4 and c.b[2] == 3  # each arm's own mean uses all its finite seeds
+    assert c.a[2] == 4 and c.b[2] == 4  # each arm's own mean uses all its finite seeds
+    two = build_results.claim("text", "cond", "FID", "fid", "A", a[:2], "B", b[:2], -1)
+    assert two.diff.n == 2 and not two.diff.resolved  # two pairs never resolve
+
+
+def test_claims_are_adjusted_by_holm_as_one_family():
+    from statsmodels.stats.multitest import multipletests
+
+    def claim_with_p(p, n=6):
+        se = 1 / stats.t.isf(p / 2, n - 1)
+        half = stats.t.ppf(0.975, n - 1) * se
+        d = build_results.Difference(1.0, 1 - half, 1 + half, n, n, True, 0.5, sd=se * math.sqrt(n), p=p, se=se,
+                                     df=n - 1)
+        return build_results.Claim("c", "cond", "fid", "A", (0, 0, n), "B", (1, 0, n), d, +1)
+
+    ps = [0.001, 0.03, 0.04, 0.2]
+    rows = [claim_with_p(p) for p in ps]
+    assert build_results.adjust_claims(rows) == 4
+    reject, adjusted, _, _ = multipletests(ps, alpha=0.05, method="holm")
+    assert [c.p_adjusted for c in rows] == pytest.approx(list(adjusted))
+    assert [c.adjusted for c in rows] == list(reject) == [True, False, False, False]
+    assert "holds here" in build_results.verdict(rows[0].diff, +1, rows[0].adjusted)
+    # resolved before the adjustment, not after: the verdict says both
+    assert "not resolved (resolved before adjustment)" in build_results.verdict(rows[1].diff, +1, rows[1].adjusted)

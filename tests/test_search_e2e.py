@@ -119,7 +119,7 @@ def test_smoke_study_end_to_end(tmp_path):
     for cell in ("| dcgan | — | 1 | 1 | 0 |", "| dcgan | — | 10 | 1 | 0 |", "| damage | 0.5 | 1 | 1 | 0 |",
                  "| damage | 0.5 | 10 | 1 | 0 |"):
         assert cell in text, text
-    assert "(n=1)" in text and (report.parent / "per_class_fid.png").read_bytes()[:4] == b"\x89PNG"
+    assert "(n=1)" in text and (report.parent / "per_class.png").read_bytes()[:4] == b"\x89PNG"
     # how to open the runs: the serve command as code, the deep link to the runs view as a bare URL
     assert (f"`python -m mlflow_server root={root}`, then open http://127.0.0.1:5000/#/experiments/"
             in text), text

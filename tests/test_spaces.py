@@ -312,3 +312,43 @@ def test_a_tell_that_fails_stops_the_run_and_the_resumed_searcher_tells_it(smoke
     resumed.on_trial_complete("t1", {"fid": 3.0})  # reconciles first: the untold configuration is told
     trials = stores.load_study("smoke").trials
     assert [(t.state.name, t.value) for t in trials[:2]] == [("COMPLETE", 12.0), ("COMPLETE", 3.0)]
+
+
+REPORT_KEYS_SPACE = """
+name: rk
+metric: kid_minority
+seeds: 2
+fixed: {dataset: digits, steps: 4, eval_every: 2}
+params:
+  method: {choice: [dcgan, damage]}
+  imbalance: {choice: [1, 10]}
+"""
+
+
+def test_report_keys_primary_effects_and_blocks(tmp_path):
+    space = load_space(write(tmp_path, REPORT_KEYS_SPACE + """
+primary: {a: {method: dcgan}, b: {method: damage}, metric: fid, where: {imbalance: 10}}
+effects: {fid: 5%, kid_minority: 0.5}
+blocks: [imbalance]
+"""))
+    assert space.primary == ({"a": {"method": "dcgan"}, "b": {"method": "damage"}, "metric": "fid",
+                              "where": {"imbalance": 10}},)
+    assert space.effects == {"fid": ("relative", 0.05), "kid_minority": ("absolute", 0.5)}
+    assert space.blocks == ("imbalance",)
+    assert load_space(write(tmp_path, REPORT_KEYS_SPACE)).primary == ()
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("primary: {a: {method: dcgan}, b: {method: damage}}", "'primary[0].metric' is missing"),
+    ("primary: {a: {method: gan}, b: {method: damage}, metric: fid}", "'primary[0].a.method' = 'gan' is not one"),
+    ("primary: {a: {lr: 1}, b: {method: damage}, metric: fid}", "neither a parameter nor a fixed key"),
+    ("primary: {a: {method: dcgan}, b: {method: dcgan}, metric: fid}", "a and b must differ"),
+    ("primary: {a: {method: dcgan}, b: {method: damage}, metric: fid, when: {}}", "'primary[0].when' is not a key"),
+    ("effects: {fid: five}", "'effects.fid' must be a number"),
+    ("effects: {fid: -2%}", "'effects.fid' = '-2%' must be > 0"),
+    ("blocks: [imbalanc]", "'blocks.imbalanc' is not a parameter of this space"),
+])
+def test_report_keys_are_refused_in_one_line(tmp_path, extra, message):
+    with pytest.raises(SpaceError) as e:
+        load_space(write(tmp_path, REPORT_KEYS_SPACE + extra + "\n"))
+    assert message in str(e.value) and "\n" not in str(e.value)

@@ -112,7 +112,7 @@ def check_complete_study(client, steps: list[int]) -> None:
         assert [i.dataset.name for i in client.get_run(run_id).inputs.dataset_inputs] == [
             f"digits-exp-ρ{float(child.data.params['imbalance']):g}"]
     report = artifact_paths(client, parents[0].info.run_id, "report")
-    assert "report/report.md" in report and "report/per_class_fid.png" in report
+    assert "report/report.md" in report and "report/per_class.png" in report
 
 
 @pytest.mark.slow
@@ -127,7 +127,7 @@ def test_smoke_study_logs_everything_to_a_tracking_server_and_resumes_against_it
     assert len(study_runs(client)[1]) == 4
     # the server kept the artifacts (proxied to its destination); nothing went to the local store
     stored = [p.name for p in server.artifacts.rglob("*.png")]
-    assert "samples_step20.png" in stored and "per_class_fid.png" in stored
+    assert "samples_step20.png" in stored and "per_class.png" in stored
     assert not (root / "mlflow.db").exists() and not (root / "mlartifacts").exists()
     # resume=true against the server: the finished study stays one run per trial
     again = run_cli([*args, "resume=true"], timeout=900)

@@ -22,3 +22,11 @@ def get_method(name: str) -> type[GANMethod]:
     if name not in METHODS:
         raise ConfigError(f"unknown method '{name}'; valid: {', '.join(sorted(METHODS))}")
     return METHODS[name]
+
+
+def baseline_method() -> str:
+    """The method the report compares every other one against (the registry's ``baseline = True``)."""
+    names = [name for name, cls in METHODS.items() if cls.baseline]
+    if len(names) != 1:
+        raise ConfigError(f"exactly one method must set baseline = True, found {names or 'none'}")
+    return names[0]

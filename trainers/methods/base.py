@@ -24,6 +24,8 @@ class GANMethod:
     Knobs = NoKnobs  # the method's own config keys (a frozen dataclass of settings)
     conditional = False  # True: G takes class labels; fakes get uniform labels, evaluation samples each class
     default_n_dis = 1  # D steps per G step when the config's n_dis is None
+    baseline = False  # True for the one method a report compares every other method against
+    report_figures: tuple[str, ...] = ()  # method-specific report figures (names in search.report.figures)
 
     def __init__(self, cfg: TrainConfig, data: DataBundle, device: torch.device):
         self.cfg = cfg

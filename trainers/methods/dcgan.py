@@ -10,6 +10,8 @@ from trainers.nets import Discriminator, Generator
 
 
 class DCGAN(GANMethod):
+    baseline = True  # the unregularised GAN every other method is compared against
+
     def build_nets(self):
         cfg = self.cfg
         return (Generator(cfg.z_dim, cfg.ch, self.resolution, self.channels),
