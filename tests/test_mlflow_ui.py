@@ -78,8 +78,9 @@ def make_store(root: Path):
             trial = FakeTrial(f"t{c}{seed}", space.trial_config(sampled, seed))
             callback.on_trial_start(0, [], trial)
             for step in (10, 20):
-                result = {"step": step, "fid": 30.0 - step / 2 + c + seed, "kid_minority": 0.1 * c + 0.01 * seed + 1 / step,
-                          "recall_minority": 0.5 - 0.05 * c, "fid_minority": 40.0 - step + c, "minority_missing": c % 2, "majority_missing": 0,
+                result = {"step": step, "fid": 30.0 - step / 2 + c + seed,
+                          "kid_minority": 0.1 * c + 0.01 * seed + 1 / step, "recall_minority": 0.5 - 0.05 * c,
+                          "fid_minority": 40.0 - step + c, "minority_missing": c % 2, "majority_missing": 0,
                           "classes_dropped": c % 2, **{f"fid_class/{k}": 10.0 + k + c for k in range(10)}}
                 callback.on_trial_result(0, [], trial, result)
                 folder = root / "ckpt" / trial.trial_id / str(step)
@@ -179,7 +180,7 @@ def test_mlflow_ui_shows_the_study_in_a_browser(tmp_path):
                 # drawn: a configuration's line in a legend (the mean over its seeds, the range as a band)
                 area = page.locator("[data-testid=experiment-view-compare-runs-chart-area]")
                 area.get_by_text("method: damage, imbalance: 10.0").first.wait_for(timeout=60000)
-                page.wait_for_load_state("networkidle")
+                area.locator(".js-plotly-plot").nth(2).wait_for(timeout=30000)  # plotly drew the first row
             finally:
                 page.screenshot(path=str(ARTIFACTS / "mlflow_charts.png"))
 
