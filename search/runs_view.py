@@ -4,10 +4,11 @@ MLflow 3.17's runs page keeps what it shows (columns, grouping, charts, expanded
 browser's localStorage, one entry per experiment and browser. The one way to hand it a view from
 outside is its shared-view link: an experiment tag ``mlflow.sharedViewState.<key>`` holding a saved
 view (``{"name", "createdAt", "state"}``, ``state`` the JSON of its search facets and UI state), opened
-by ``#/experiments/<id>/runs?viewStateShareKey=<key>`` — what its own "Save & share view" button
+by ``#/experiments/<id>/runs?viewStateShareKey=<key>`` — what its own "Save view" / share link
 writes. Its reader (``useSharedExperimentViewState``) keeps the search facets (``orderByKey`` ...) and
 every UI field but ``runsExpanded``, ``runsPinned``, ``runsHidden``, ``runsVisibilityMap`` and
-``autoRefreshEnabled``: a parent run cannot be expanded from outside. So the view groups the trials by
+``autoRefreshEnabled`` (a parent run cannot be expanded from outside), and ignores the view when the
+URL carries a search facet. So the view groups the trials by
 the searched parameters instead (a group is expanded unless the view says otherwise): one row per
 configuration with its mean over seeds, its trials beneath, and charts of the compared metrics against
 step with the min–max band over seeds. The view is also listed by name in the page's "Saved views".
