@@ -47,11 +47,24 @@ def parse(argv: list[str]) -> tuple[Stores, str, int, int]:
 
 
 def studies(stores: Stores) -> list[tuple[str, str]]:
-    """(name, experiment id) of every study in the store, newest first."""
-    from search.tracking import client_for
+    """(name, experiment id) of every study in the store, newest first. A study written before the
+    printed link opened on a stored view gets that view now, from what its runs record (else the link
+    would name a view the UI cannot find)."""
+    from search import runs_view
+    from search.tracking import client_for, find_parent_run
 
-    experiments = client_for(stores.tracking_uri).search_experiments(order_by=["creation_time DESC"])
-    return [(e.name, e.experiment_id) for e in experiments if e.name != "Default"]
+    client = client_for(stores.tracking_uri)
+    found = []
+    for experiment in client.search_experiments(order_by=["creation_time DESC"]):
+        if experiment.name == "Default":
+            continue
+        if runs_view.VIEW_TAG not in experiment.tags:
+            parent = find_parent_run(client, experiment.experiment_id, experiment.name)
+            if parent is not None:
+                runs_view.set_study_view(client, experiment.experiment_id, f"study: {experiment.name}",
+                                         *runs_view.view_from_store(client, experiment.experiment_id, parent))
+        found.append((experiment.name, experiment.experiment_id))
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,9 +14,11 @@ import hashlib
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from search.runs_view import VIEW_KEY, VIEW_URL_PARAM, set_study_view
 from trainers.checkpoint import DATA_FILE
 from trainers.cli import one_line
 from trainers.config import ConfigError
@@ -102,10 +104,14 @@ def ensure_experiment(client, name: str, artifact_location: str | None) -> str:
 
 
 def runs_view_url(base_url: str, experiment_id: str) -> str:
-    """The experiment's runs table in the UI's model-training view. MLflow 3.17 opens an experiment on
-    its GenAI overview (traces, token usage) whatever its kind tag says: its GenAI / Model-training
-    switch decides, and reads ``workflowType`` from the URL before its stored setting."""
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    """The study's comparison: the experiment's runs table in the UI's model-training view, opened on the
+    view ``set_study_view`` stored (``viewStateShareKey``: MLflow's own shared-view link). MLflow 3.17
+    opens an experiment on its GenAI overview (traces, token usage) whatever its kind tag says: its
+    GenAI / Model-training switch decides, and reads ``workflowType`` from the URL before its stored
+    setting. No search facet (``searchFilter``, ``orderByKey`` ...) may travel in the URL: with one
+    there, the UI ignores the shared view altogether."""
+    return (f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{VIEW_URL_PARAM}={VIEW_KEY}"
+            f"&compareRunsMode=TABLE&workflowType=machine_learning")
 
 
 def where_to_look(stores, experiment_id: str, markdown: bool = False) -> str:
@@ -139,7 +145,47 @@ def start_parent_run(client, experiment_id: str, space, space_yaml: str) -> str:
     for key, value in params.items():
         client.log_param(run.info.run_id, key, value)
     client.log_text(run.info.run_id, space_yaml, "space.yaml")
+    set_study_view(client, experiment_id, f"study: {space.name}", space.metric, space.mode,
+                   [p.name for p in space.params if p.varies])
     return run.info.run_id
+
+
+# what MLflow accepts in a metric key (mlflow.utils.validation, less the colon Windows refuses)
+_METRIC_KEY_REFUSED = re.compile(r"[^/\w.\- ]+")
+NOTE_LIMIT = 8000  # MLflow's MAX_TAG_VAL_LENGTH: a longer run description is cut there without a word
+
+
+def metric_key(key: str) -> str:
+    """``kid_minority/dcgan ρ=100`` -> ``kid_minority/dcgan_ρ100``: a key MLflow takes (it refuses ``=``,
+    ``,``, ``(`` ...; a path that does not normalise to itself)."""
+    parts = [_METRIC_KEY_REFUSED.sub("_", part.replace("=", "")).strip(" _") for part in key.split("/")]
+    parts = [re.sub(r"\s+", "_", part) for part in parts if part not in ("", ".", "..")]
+    cleaned = "/".join(parts)
+    if not cleaned:
+        raise ValueError(f"metric key {key!r} has no character MLflow accepts")
+    return cleaned[:250]
+
+
+def set_parent_summary(client, parent_run_id: str, markdown: str, metrics: Mapping[str, float]) -> None:
+    """The study's answer on its parent run: ``markdown`` as the run's description (MLflow renders
+    ``mlflow.note.content`` as Markdown on the run page) and ``metrics`` (one value per configuration and
+    metric, e.g. ``kid_minority/dcgan_rho100``; keys made acceptable to MLflow by ``metric_key``), so the
+    parent row alone compares configurations. Raises ValueError when two keys become one."""
+    from mlflow.entities import Metric
+
+    keys: dict[str, str] = {}
+    for key in metrics:
+        cleaned = metric_key(key)
+        if keys.setdefault(cleaned, key) != key:
+            raise ValueError(f"metric keys {keys[cleaned]!r} and {key!r} both become {cleaned!r} in MLflow")
+    if len(markdown) > NOTE_LIMIT:
+        tail = "\n\n… (cut at MLflow's limit for a run description: the full report is this run's `report/` artifact)"
+        markdown = markdown[:NOTE_LIMIT - len(tail)].rsplit("\n", 1)[0] + tail
+    client.set_tag(parent_run_id, "mlflow.note.content", markdown)
+    now = int(time.time() * 1000)
+    batch = [Metric(cleaned, float(metrics[key]), now, 0) for cleaned, key in keys.items()]
+    for start in range(0, len(batch), 1000):  # MLflow's log_batch limit on metrics
+        client.log_batch(parent_run_id, metrics=batch[start:start + 1000])
 
 
 def _short(value: Any) -> str:
