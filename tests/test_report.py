@@ -89,6 +89,12 @@ def test_report_lists_every_group_with_n_and_counts_failures(tmp_path):
         assert (report.parent / name).read_bytes()[:8] == PNG_MAGIC
     logged = [a.path for a in client.list_artifacts(parent, "report")]
     assert "report/report.md" in logged
+    # the parent run carries the answer: the headline as its description, a mean per configuration
+    summary = client.get_run(parent).data
+    assert "## Ablation table" in summary.tags["mlflow.note.content"]
+    assert "Resolved after adjustment" in summary.tags["mlflow.note.content"]
+    assert summary.metrics["fid/dcgan_rho1"] == pytest.approx(12.0)  # the two finished seeds, no penalty set
+    assert summary.metrics["fid/damage_rho10_pruneratio0.5"] == pytest.approx(20.0)
 
 
 def test_report_cli_refuses_a_missing_study(tmp_path, capsys):

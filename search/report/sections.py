@@ -341,8 +341,9 @@ def where_to_look(s: Study) -> list[str]:
     if s.exp is None:
         return []
     look = tracking.where_to_look(s.stores, s.exp.experiment_id, markdown=True)
-    return ["## Open the runs", "", f"{look} (experiment `{s.space.name}`: expand the study's parent run to see its "
-            "trials).", ""]
+    return ["## Open the runs", "", f"{look} (experiment `{s.space.name}`: the link opens the study's shared view, "
+            "its trials grouped by configuration with the study's metrics as columns; the parent run's description "
+            "is this report's headline).", ""]
 
 
 SECTIONS: list[Callable[[Study], list[str]]] = [
@@ -372,6 +373,8 @@ def write_report(space, stores: Stores, runs: list[TrialRun] | None = None) -> P
         client.log_artifacts(parent.info.run_id, str(out), artifact_path="report")
         if s.efficiency:
             client.log_metric(parent.info.run_id, "search_efficiency", s.efficiency["search_efficiency"])
+        # the parent row carries the answer: the headline as its description, a mean per configuration and metric
+        tracking.set_parent_summary(client, parent.info.run_id, *headline(space, runs, s.family))
     return report
 
 
