@@ -137,16 +137,23 @@ def test_per_class_figures_are_torch_fidelity_on_each_class_slice(setup):
     ref, n = ev.ref_features, ev.per_class_n
     for k in range(10):
         mine = feats[judged == k][:n]  # the first N in row order
-        index = ev.ref_class_index[k]
-        assert len(set(index.tolist())) == n and bool((ev.ref_labels[index] == k).all())
-        real = ref[index]
-        fid = fid_statistics_to_metric(fid_features_to_statistics(mine), fid_features_to_statistics(real), False)
-        assert metrics[f"fid_class/{k}"] == pytest.approx(fid["frechet_inception_distance"], rel=1e-9)
-        kid = kid_features_to_metric(mine, real, kid_subset_size=n, verbose=False)
-        assert metrics[f"kid_class/{k}"] == pytest.approx(kid["kernel_inception_distance_mean"], rel=1e-9)
-        prc = prc_features_to_metric(mine, real, verbose=False)
-        assert metrics[f"precision_class/{k}"] == prc["precision"]
-        assert metrics[f"recall_class/{k}"] == prc["recall"]
+        # the value is the mean over the class's reference draws (N subsamples of its pool, or the whole pool)
+        draws = ev.parts[""]["classes"][k]["value"]
+        pool = int((ev.ref_labels == k).sum())
+        assert len(draws) == (ev.ecfg.reference_draws if n < pool else 1)
+        figures = {"fid": [], "kid": [], "precision": [], "recall": []}
+        for index in draws:
+            assert len(set(index.tolist())) == n and bool((ev.ref_labels[index] == k).all())
+            real = ref[index]
+            fid = fid_statistics_to_metric(fid_features_to_statistics(mine), fid_features_to_statistics(real), False)
+            figures["fid"].append(fid["frechet_inception_distance"])
+            kid = kid_features_to_metric(mine, real, kid_subset_size=n, verbose=False)
+            figures["kid"].append(kid["kernel_inception_distance_mean"])
+            prc = prc_features_to_metric(mine, real, verbose=False)
+            figures["precision"].append(prc["precision"])
+            figures["recall"].append(prc["recall"])
+        for name, values in figures.items():
+            assert metrics[f"{name}_class/{k}"] == pytest.approx(np.mean(values), rel=1e-9)
     overall = fid_statistics_to_metric(fid_features_to_statistics(feats), fid_features_to_statistics(ref), False)
     assert metrics["fid"] == pytest.approx(overall["frechet_inception_distance"], rel=1e-12)
 
