@@ -104,7 +104,11 @@ class TrainConfig:
     n_max: int | None = setting(None, "images of the head class; None = the smallest class's count", positive=True)
     data_seed: int | None = setting(None, "which images of a class are kept; None = the trial's seed, so "
                                           "replicates see different subsets and one seed's trials share one")
-    class_order_seed: int | None = setting(None, "permutes which class is the head; None = natural order")
+    class_order: str = setting("per_seed", "per_seed: the classes ranked by a permutation seeded by class_order_seed "
+                                           "(None = the trial's seed), so the minority classes vary between seeds; "
+                                           "natural: class 0 is the head, the last classes the tail",
+                               choices=("per_seed", "natural"))
+    class_order_seed: int | None = setting(None, "seeds the per_seed class order; None = the trial's seed")
     num_minority: int | None = setting(None, "minority classes; None = floor(K / 2) smallest")
     class_balanced_sampling: bool = setting(False, "draw real batches class-uniformly (any method)")
 
