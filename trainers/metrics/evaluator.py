@@ -27,7 +27,11 @@ Reported keys: ``fid``, ``kid``, ``is`` (Inception only), ``fid_n`` (size of the
 ``scored_class/<k>`` (samples behind them: N, fewer = missing), ``count_class/<k>`` (class ``k`` in the
 overall set, by the judge's label or, conditional, by the requested one), ``judged_class/<k>`` (the
 judge's labels in the overall set: the generated histogram), ``prior/<k>`` (training prior); per
-group ``{fid,kid,precision,recall}_{minority,majority}`` and ``{minority,majority}_missing``;
+group ``{fid,kid,precision,recall}_{minority,majority}`` and ``{minority,majority}_missing``; the FID
+floors ``fid_floor_class/<k>``, ``fid_floor_minority``, ``fid_floor_majority`` (real vs real at N); the
+sd over the reference draws ``evalsd/{fid,kid}`` and ``evalsd/<figure>_<group>``; under
+``eval.split=val_test`` the validation half's ``val/{fid,kid}``, ``val/<figure>_<group>`` and
+``val/<group>_missing`` (every other figure is the test half's);
 ``class_kl_uniform``, ``class_kl_prior``, ``classes_dropped``, ``judge/confident_rate`` (share of
 samples with max softmax >= 0.9), ``judge/confidence`` (mean max
 softmax), ``judge/test_accuracy`` and, conditional, ``judge/conditional_accuracy`` (fraction of the

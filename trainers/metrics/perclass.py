@@ -3,12 +3,18 @@
 Conventions, fixed here once:
 
 * **Equal N.** Every class is scored on exactly ``N = eval.per_class_n`` generated samples against
-  exactly ``N`` real test images of that class: the first ``N`` generated samples of the class in
-  draw order, and a seeded subsample (``REFERENCE_SEED``, the same for every trial) of its test
-  images. FID is biased upward at small N, so scoring classes at different counts would turn "this
-  class got fewer samples" into "this class is worse"; at one N every class carries the same bias.
-  ``N`` defaults to ``min(100, smallest test class)``; a larger explicit value is an error (the test
-  split cannot back it), a value below ``PRC_NEIGHBORHOOD + 1`` too (recall's k-NN radius needs it).
+  ``N`` real test images of that class: the first ``N`` generated samples of the class in draw order,
+  and the class's reference *pool* (its test images, or one half of them under ``eval.split=val_test``:
+  ``reference_pools``) in ``eval.reference_draws`` draws (``reference_draws``: subsamples of ``N``
+  where the pool holds more, the figure their mean; else the pool itself, with bootstrap resamples for
+  the sd only). FID's bias grows as N falls, so scoring classes at different counts would turn "this
+  class got fewer samples" into "this class is worse"; equal N removes that. It does **not** give
+  every generator the same bias: FID's bias depends on the covariance of each set, the generated one
+  included, so at small N an under-dispersed generator can score a lower FID than a perfect one
+  (``benchmarks/fid_rank.py``: 10.9 vs 12.0 at N = 50 in 32-d). KID (unbiased) and recall are the
+  per-class and minority primaries; FID is logged beside its real-vs-real floor (``fid_floor``).
+  ``N`` defaults to ``min(100, smallest pool)``; a larger explicit value is an error (the pool cannot
+  back it), a value below ``PRC_NEIGHBORHOOD + 1`` too (recall's k-NN radius needs it).
 * **Missing.** A class with fewer than ``N`` samples (the generator did not fill it by the cap, or a
   sample file holds too few) is *missing*: its ``*_class/<k>`` figures are NaN, ``scored_class/<k>``
   says how many it had, and ``minority_missing`` / ``majority_missing`` count it.
