@@ -247,9 +247,9 @@ def test_failure_value_is_checked_and_defaults_to_the_untrained_score():
     assert space.failure_value == {"kid_minority": UNTRAINED["mnist"]["kid_minority"]}
     assert load_space("sdclr_ablation", {"failure_value": {"kid_minority": 1.5}}).failure_value == {
         "kid_minority": 1.5}
-    with pytest.raises(SpaceError, match=r"failure_value.fid: is not a metric of this space; valid: kid_minority"):
+    with pytest.raises(SpaceError, match=r"'failure_value.fid' is not a metric of this space; valid: kid_minority"):
         load_space("sdclr_ablation", {"failure_value": {"fid": 1.0}})
-    with pytest.raises(SpaceError, match=r"failure_value.kid_minority: must be a finite number"):
+    with pytest.raises(SpaceError, match=r"'failure_value.kid_minority' must be a finite number"):
         load_space("sdclr_ablation", {"failure_value": {"kid_minority": "high"}})
 
 
