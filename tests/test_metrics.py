@@ -158,6 +158,45 @@ def test_per_class_figures_are_torch_fidelity_on_each_class_slice(setup):
     assert metrics["fid"] == pytest.approx(overall["frechet_inception_distance"], rel=1e-12)
 
 
+def test_validation_and_test_halves_and_the_sd_over_reference_draws(setup):
+    """eval.split=val_test: val/<figure> against one half of each class's test images, the normal
+    names against the other (disjoint); evalsd/<figure> is the sd over the draws of the group figure,
+    recomputed here with torch-fidelity's KID on each draw."""
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    cfg, data, _ = setup
+    ev = evaluator_for(cfg, data, split="val_test")
+    assert ev.per_class_n == min(min(int((data.test.labels == k).sum()) // 2 for k in range(10)),
+                                 min(int((data.test.labels == k).sum()) - int((data.test.labels == k).sum()) // 2
+                                     for k in range(10)))
+    images = data.full_train.images[:900]
+    feats, logits, _ = ev.features_of(images)
+    metrics = ev.metrics_for(images)
+    judged, n = logits.argmax(1), ev.per_class_n
+    for prefix in ("", "val/"):
+        other = "val/" if not prefix else ""
+        for k in range(10):
+            mine = {int(i) for d in ev.parts[prefix]["classes"][k]["value"] for i in d}
+            theirs = {int(i) for d in ev.parts[other]["classes"][k]["value"] for i in d}
+            assert not mine & theirs and all(int(data.test.labels[i]) == k for i in mine)
+
+        def kid_of(k, index):
+            mine = feats[judged == k][:n]
+            return kid_features_to_metric(mine, ev.ref_features[index], kid_subset_size=n,
+                                          verbose=False)["kernel_inception_distance_mean"]
+
+        assert all(int((judged == k).sum()) >= n for k in range(10))  # every class scored
+        value = [np.mean([kid_of(k, i) for i in ev.parts[prefix]["classes"][k]["value"]]) for k in data.minority]
+        assert metrics[f"{prefix}kid_minority"] == pytest.approx(np.mean(value), rel=1e-9)
+        if not prefix:
+            spread = [ev.parts[""]["classes"][k]["spread"] for k in data.minority]
+            per_draw = [np.mean([kid_of(k, s[d]) for k, s in zip(data.minority, spread)]) for d in range(5)]
+            assert metrics["evalsd/kid_minority"] == pytest.approx(np.std(per_draw, ddof=1), rel=1e-9)
+            assert metrics["evalsd/kid_minority"] > 0
+    assert metrics["val/kid_minority"] != metrics["kid_minority"]
+    assert math.isfinite(metrics["evalsd/fid"]) and metrics["evalsd/fid"] > 0
+
+
 def test_kl_conventions_by_hand():
     assert kl_divergence(np.array([0.5, 0.5, 0.0]), np.array([0.25, 0.25, 0.5])) == pytest.approx(math.log(2))
     assert training_prior([3, 1]).tolist() == [0.75, 0.25]
