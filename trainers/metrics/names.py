@@ -22,7 +22,7 @@ EVALUATION = ("fid", "kid", "fid_n", "per_class_n", "samples_drawn", "draws_cap"
               "judge/test_accuracy")  # trainers.metrics.evaluator
 GROUPS = tuple(f"{name}_{group}" for name in ("fid", "kid", "precision", "recall") for group in ("minority", "majority"))
 FLOORS = ("fid_floor_minority", "fid_floor_majority")  # FID of real vs real at the same N, beside fid_<group>
-EVAL_SD = tuple(f"evalsd/{name}" for name in ("fid", "kid", *GROUPS))  # sd over the reference draws
+EVAL_SD = tuple(f"evalsd/{name}" for name in ("fid", *GROUPS))  # sd over the reference draws
 VALIDATION = tuple(f"val/{name}" for name in ("fid", "kid", *GROUPS, "minority_missing", "majority_missing"))
 # each as <name>/<k>, k < the class count
 PER_CLASS = ("fid_class", "kid_class", "precision_class", "recall_class", "scored_class", "count_class",
