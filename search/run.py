@@ -76,7 +76,7 @@ def make_scheduler(space):
         return FIFOScheduler()
     cfg = make_config(space.trial_config({}, space.seeds[0]))
     evaluations = -(-cfg.steps // cfg.eval_every)
-    return ASHAScheduler(metric=space.metric_arg, mode=space.mode_arg, time_attr="training_iteration",
+    return ASHAScheduler(metric=space.objective_arg, mode=space.mode_arg, time_attr="training_iteration",
                          max_t=evaluations, grace_period=min(space.scheduler["grace_period"], evaluations),
                          reduction_factor=space.scheduler["reduction_factor"])
 
@@ -306,7 +306,8 @@ def finish(study: Study, results, started: float, report: bool) -> int:
           f"({errors} failed), {len(complete)} Optuna configurations complete")
     if complete and not space.multi_objective:
         best = optuna_study.best_trial
-        print(f"# best {space.metric[0]} = {best.value:.4g} (mean over seeds) with {best.params}")
+        print(f"# best {space.objective[0]} = {best.value:.4g} (mean over seeds, failed replicates at their "
+              f"penalty) with {best.params}")
     if report:
         from search.report import write_report
 

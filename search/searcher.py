@@ -5,8 +5,13 @@ For a new configuration it asks the study for a trial and makes the space's sugg
 (define-by-run; a grid's cells were enqueued in the study when it was created, so ``ask`` pops them);
 it then proposes the configuration once per seed of the space, each time as the fully resolved trial
 dict (``Space.trial_config``). When every replicate has ended, Optuna is told the mean of the
-metric(s) over the replicates that finished with a finite value (FAIL when none did — never a
-made-up value), with the per-replicate values and the failures as the trial's user attributes.
+objective(s) (``Space.objective``: ``val/<metric>`` in a space that selects) over *every* replicate, a
+failed or diverged one (an error, or a non-finite value) entering at the space's penalty
+(``Space.failure_value``, fixed before the study: the untrained generator's score by default), so a
+configuration that fails on most seeds is never told its lucky survivors' mean, and the told value
+does not depend on which replicates finished first or on resumes. The configuration is FAIL when none
+of its replicates finished (nothing was measured), or when one failed and a metric has no penalty.
+The per-replicate values and the failures are the trial's user attributes.
 
 Its own small state (which Optuna trial each Ray trial replicates, what each replicate returned) is
 saved with Ray's experiment state; the sampler is pickled beside it, as Optuna recommends for resuming
@@ -54,7 +59,7 @@ class ReplicateSearcher(Searcher):
     """Proposes each configuration of ``space`` once per seed and tells its study the mean."""
 
     def __init__(self, space: Space, stores: Stores):
-        super().__init__(metric=space.metric_arg, mode=space.mode_arg)
+        super().__init__(metric=space.objective_arg, mode=space.mode_arg)
         self.space = space
         self.stores = stores
         self.sampler = space.make_sampler()
@@ -128,7 +133,7 @@ class ReplicateSearcher(Searcher):
                                f"({type(self._failure).__name__}: {self._failure})") from self._failure
 
     def _values(self, result: dict | None) -> list[float] | None:
-        values = [(result or {}).get(m) for m in self.space.metric]
+        values = [(result or {}).get(m) for m in self.space.objective]
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in values):
             return None
         return [float(v) for v in values]
@@ -136,19 +141,21 @@ class ReplicateSearcher(Searcher):
     def _tell(self, number: int, config: dict[str, Any]) -> None:
         seeds = self.space.seeds
         values = [config["values"][seed] for seed in seeds]
-        finished = [v for v in values if v is not None]
-        attrs: dict[str, Any] = {"seeds": list(seeds), "failed_replicates": len(seeds) - len(finished),
+        told = told_value(values, self.space.metric, self.space.failure_value)
+        failed = sum(v is None for v in values)
+        attrs: dict[str, Any] = {"seeds": list(seeds), "failed_replicates": failed,
                                  "ray_trials": {str(seed): config["ray_trials"].get(seed) for seed in seeds}}
-        for i, metric in enumerate(self.space.metric):
+        for i, metric in enumerate(self.space.objective):
             attrs[f"{metric}/replicates"] = [v[i] if v else None for v in values]
+        if failed and told is not None:
+            attrs["failure_value"] = {m: self.space.failure_value[m] for m in self.space.metric}
         study, db = self.study, self._db
         # attributes of a trial known by its number: through the storage's public API
         storage_id = db.get_trial_id_from_study_id_trial_number(db.get_study_id_from_name(self.space.name), number)
         for key, value in attrs.items():
             db.set_trial_user_attr(storage_id, key, value)
-        if finished:
-            mean = [sum(v[i] for v in finished) / len(finished) for i in range(len(self.space.metric))]
-            study.tell(number, mean if self.space.multi_objective else mean[0])
+        if told is not None:
+            study.tell(number, told if self.space.multi_objective else told[0])
         else:
             study.tell(number, state=TrialState.FAIL)
 
@@ -193,6 +200,18 @@ class ReplicateSearcher(Searcher):
             saved = pickle.load(f)
         self.state, self.sampler = saved["state"], saved["sampler"]
         self.__dict__.update(_DRIVER_STATE)
+
+
+def told_value(values: list[list[float] | None], metrics: tuple[str, ...],
+               failure_value: dict[str, float]) -> list[float] | None:
+    """The mean over every replicate (``None``: failed), a failed one at ``failure_value[metric]`` (the
+    penalty of the reported metric, which ``val/<metric>`` shares); None (tell FAIL) when no replicate
+    finished, or when one failed and some metric has no penalty."""
+    finished = [v for v in values if v is not None]
+    if not finished or (len(finished) < len(values) and any(m not in failure_value for m in metrics)):
+        return None
+    filled = [v if v is not None else [failure_value[m] for m in metrics] for v in values]
+    return [sum(v[i] for v in filled) / len(filled) for i in range(len(metrics))]
 
 
 def _empty_state() -> dict[str, Any]:

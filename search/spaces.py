@@ -37,7 +37,8 @@ from trainers.cli import one_line
 from trainers.config import (ConfigError, all_keys, dotted, make_config, methods_reading, shared_keys,
                              unflatten)
 from trainers.methods import METHODS, get_method
-from trainers.metrics.names import reported_metrics
+from trainers.metrics.names import VALIDATION, reported_metrics
+from trainers.metrics.untrained import UNTRAINED
 from trainers.settings import TrainConfig
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
@@ -55,7 +56,7 @@ SCHEDULERS = ("fifo", "asha")
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
 TOP_KEYS = ("name", "description", "metric", "mode", "sampler", "scheduler", "num_samples",
             "max_concurrent", "resources", "seeds", "fixed", "params", "presets", "sampler_seed",
-            "primary", "effects", "blocks")
+            "primary", "effects", "blocks", "failure_value")
 PRESET_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "params", "presets"))
 DEFAULT_NUM_SAMPLES = 10  # configurations sampled when a non-grid space does not say
 MAX_CHECKED_CONFIGS = 512  # corners of a space whose trainer configs are validated up front
@@ -155,10 +156,31 @@ class Space:
     primary: tuple[dict, ...] = ()  # the report's primary comparisons: {a, b, metric, where}, tested first
     effects: dict = field(default_factory=dict)  # metric -> ("relative" | "absolute", size), declared in advance
     blocks: tuple[str, ...] | None = None  # params ranked within each level of (None: imbalance, its profile)
+    # metric -> the value a failed or diverged replicate enters its configuration's mean at (fixed before the
+    # study: the space's failure_value over the untrained generator's score, trainers.metrics.untrained)
+    failure_value: dict = field(default_factory=dict)
 
     @property
     def multi_objective(self) -> bool:
         return len(self.metric) > 1
+
+    @property
+    def selects(self) -> bool:
+        """Whether a sampler picks configurations from results (tpe, random, qmc, nsga2), not a grid."""
+        return self.sampler != "grid"
+
+    @property
+    def objective(self) -> tuple[str, ...]:
+        """What Optuna (and ASHA) are told: ``val/<metric>`` under ``eval.split=val_test`` (the default of a
+        space that selects), so the configuration is chosen on a reference disjoint from the test reference
+        of the reported ``<metric>``; a metric that uses no reference (``class_kl_prior``) as it is."""
+        if self.fixed.get("eval.split") != "val_test":
+            return self.metric
+        return tuple(f"val/{m}" if f"val/{m}" in VALIDATION else m for m in self.metric)
+
+    @property
+    def objective_arg(self) -> str | list[str]:
+        return list(self.objective) if self.multi_objective else self.objective[0]
 
     @property
     def metric_arg(self) -> str | list[str]:
@@ -226,6 +248,7 @@ class Space:
             **({"effects": {m: f"{100 * v:g}%" if k == "relative" else v for m, (k, v) in self.effects.items()}}
                if self.effects else {}),
             **({"blocks": list(self.blocks)} if self.blocks is not None else {}),
+            **({"failure_value": dict(self.failure_value)} if self.failure_value else {}),
         }
 
 
@@ -456,6 +479,8 @@ def validate_space(raw: dict, source: str = "<space>", presets: tuple[str, ...] 
         raise _err(source, "resources", f"needs cpu > 0 and gpu >= 0, got {resources}")
 
     fixed = dotted(_mapping(source, "fixed", raw.get("fixed") or {}, "{dataset: digits, steps: 200}"))
+    if sampler != "grid":  # a space that selects: chosen on the validation half, reported on the test half
+        fixed.setdefault("eval.split", "val_test")
     params = _parse_params(raw["params"], source)
     for p in params:
         if p.name not in all_keys():
@@ -469,9 +494,13 @@ def validate_space(raw: dict, source: str = "<space>", presets: tuple[str, ...] 
     if "seed" in {p.name for p in params} or "seed" in fixed:
         raise _err(source, "seed", "is set by the space's 'seeds' (replicates), not by params or fixed")
 
+    searched = {p.name for p in params}  # a searched dataset has no one untrained score
+    failure_value = _failure_value(raw.get("failure_value"), metric,
+                                   None if "dataset" in searched else fixed.get("dataset", TrainConfig.dataset), source)
     space = Space(name=name, description=str(raw.get("description", "")), metric=metric, mode=mode,
                   sampler=sampler, scheduler=scheduler, num_samples=1, max_concurrent=1, resources=resources,
-                  seeds=seeds, fixed=fixed, params=params, source=source, sampler_seed=sampler_seed, presets=presets)
+                  seeds=seeds, fixed=fixed, params=params, source=source, sampler_seed=sampler_seed, presets=presets,
+                  failure_value=failure_value)
     cells = None
     if sampler == "grid":
         cells = _grid(space)
@@ -551,6 +580,21 @@ def _report_keys(raw: dict, space: Space, source: str) -> dict:
                 raise _err(source, f"blocks.{b}", f"is not a parameter of this space; valid: {', '.join(settings)}")
         blocks = tuple(blocks)
     return {"primary": tuple(checked), "effects": effects, "blocks": blocks}
+def _failure_value(raw: Any, metric: tuple[str, ...], dataset: Any, source: str) -> dict[str, float]:
+    """The penalty of each metric: the space's ``failure_value`` (a mapping metric -> number), else the
+    untrained generator's score on the space's fixed dataset (``trainers.metrics.untrained.UNTRAINED``); a
+    metric with neither has none (a configuration with a failed replicate is then told FAIL)."""
+    own = _mapping(source, "failure_value", raw, "{kid_minority: 0.2}") if raw is not None else {}
+    for key, value in own.items():
+        if key not in metric:
+            raise _err(source, f"failure_value.{key}", f"is not a metric of this space; valid: {', '.join(metric)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise _err(source, f"failure_value.{key}", f"must be a finite number (the value a failed replicate "
+                                                       f"enters its configuration's mean at), got {value!r}")
+    table = UNTRAINED.get(dataset, {}) if isinstance(dataset, str) else {}
+    merged = {m: float(table[m]) for m in metric if m in table}
+    merged.update({m: float(v) for m, v in own.items()})
+    return merged
 
 
 def _grid(space: Space) -> list[dict[str, Any]]:
@@ -704,7 +748,7 @@ def _check_trainer_configs(space: Space) -> None:
             raise SpaceError(f"{space.source}: {one_line(e)} (in fixed/params)") from None
         names = reported_metrics(cfg)
         reported.update(dict.fromkeys(names))
-        for metric in space.metric:
+        for metric in dict.fromkeys([*space.metric, *space.objective]):
             if metric not in names:
                 lacking.setdefault(metric, (cell, cfg.dataset))
     for metric, (cell, dataset) in lacking.items():

@@ -104,18 +104,30 @@ def test_dropping_a_class_never_helps(digits_eval, judged_train):
     assert collapsed["recall_minority"] == 0.0
 
 
-def test_equal_n_subsets_are_seeded_and_deterministic(digits_eval):
+def test_equal_n_reference_draws_are_seeded_and_deterministic(digits_eval):
     _, data, ev = digits_eval
     labels, n = data.test.labels, ev.per_class_n
-    own, others = perclass.reference_subsets(labels, 10, n)
-    again, _ = perclass.reference_subsets(labels, 10, n)
-    elsewhere, _ = perclass.reference_subsets(labels, 10, n, seed=1)
-    assert all(torch.equal(a, b) for a, b in zip(own, again))
-    assert any(not torch.equal(a, b) for a, b in zip(own, elsewhere))
+    pools = perclass.reference_pools(labels, 10, "test")[""]
+    halves = perclass.reference_pools(labels, 10, "val_test")
     for k in range(10):
-        assert len(set(own[k].tolist())) == n and bool((labels[own[k]] == k).all())
-        assert len(set(others[k].tolist())) == n and bool((labels[others[k]] != k).all())
-        assert torch.equal(ev.ref_class_index[k], own[k])  # what the evaluator scores against
+        assert pools[k].tolist() == [i for i in range(len(labels)) if labels[i] == k]
+        val, test = halves["val/"][k].tolist(), halves[""][k].tolist()
+        assert not set(val) & set(test) and sorted(val + test) == pools[k].tolist()  # disjoint halves
+        assert len(val) == len(pools[k]) // 2
+        value, spread = perclass.reference_draws(pools[k], n, 5, seed=k)
+        again = perclass.reference_draws(pools[k], n, 5, seed=k)
+        assert all(torch.equal(a, b) for a, b in zip(value + spread, again[0] + again[1]))
+        if n < len(pools[k]):  # five distinct N-subsets of the class's own images
+            assert len(value) == 5 and value is spread
+            assert len({tuple(v.tolist()) for v in value}) >= 2  # (digits: N = 35 of 36, so few distinct)
+            for v in value:
+                assert len(set(v.tolist())) == n and bool((labels[v] == k).all())
+        else:  # the whole pool, and five bootstrap resamples of it for the sd
+            assert len(value) == 1 and torch.equal(value[0], pools[k]) and len(spread) == 5
+            assert all(len(b) == n and set(b.tolist()) <= set(pools[k].tolist()) for b in spread)
+        # what the evaluator scores against (it seeds class k's draws with REFERENCE_SEED + k)
+        assert len(ev.parts[""]["classes"][k]["value"]) == len(value)
+        assert all(torch.equal(a, b) for a, b in zip(ev.parts[""]["classes"][k]["value"], value))
     # the generated side: the first N of each class in row order, against a naive loop
     classes = np.random.default_rng(0).integers(0, 4, 50)
     naive = [[i for i, c in enumerate(classes) if c == k][:7] for k in range(5)]
@@ -233,3 +245,30 @@ def test_fid_between_is_torch_fidelity_also_for_singular_covariances(n1, n2, dim
     x = torch.from_numpy(rng.standard_normal((n1, dim)) * rng.uniform(0.5, 2.0, dim) + 0.3)
     y = torch.from_numpy(rng.standard_normal((n2, dim)))
     assert fidelity.fid_between(x, y) == pytest.approx(torch_fidelity_fid(x, y), rel=1e-6)
+
+
+def test_per_class_fid_ranks_an_under_dispersed_generator_above_a_perfect_one_kid_does_not():
+    """Issue 24's premise, measured (benchmarks/fid_rank.py at larger size): in a 32-d Gaussian at N = 50,
+    a perfect generator's mean FID is *worse* than that of one with every sd x 0.8 (true FID 1.28), since
+    FID's bias grows with the generated set's covariance; the unbiased KID orders them correctly. And the
+    FID floor extrapolated from a 100-image pool (perclass.fid_floor, 2N > pool) is the perfect one's."""
+    rng = np.random.default_rng(0)
+    fid = {"perfect": [], "under": []}
+    kid = {"perfect": [], "under": []}
+    floor = []
+    for rep in range(150):
+        ref = torch.from_numpy(rng.standard_normal((50, 32)))
+        for key, scale in (("perfect", 1.0), ("under", 0.8)):
+            x = torch.from_numpy(rng.standard_normal((50, 32)) * scale)
+            fid[key].append(fidelity.fid_between(x, ref))
+            kid[key].append(fidelity.kid(x, ref, 100))
+        pool = torch.from_numpy(rng.standard_normal((100, 32)))
+        floor.append(perclass.fid_floor(pool, torch.arange(100), 100, splits=1, seed=rep))
+    se = math.hypot(np.std(fid["perfect"]), np.std(fid["under"])) / math.sqrt(150)
+    assert np.mean(fid["under"]) < np.mean(fid["perfect"]) - 5 * se  # backwards, by far more than noise
+    kse = math.hypot(np.std(kid["perfect"]), np.std(kid["under"])) / math.sqrt(150)
+    assert np.mean(kid["under"]) > np.mean(kid["perfect"]) + 3 * kse  # KID: the right order (~5 se here)
+    # the exact floor at N = 100 is E FID of two disjoint real 100-sets: ~5.9 here (benchmarks/fid_rank.py)
+    exact = np.mean([fidelity.fid_between(torch.from_numpy(rng.standard_normal((100, 32))),
+                                          torch.from_numpy(rng.standard_normal((100, 32)))) for _ in range(150)])
+    assert np.mean(floor) == pytest.approx(exact, rel=0.05)

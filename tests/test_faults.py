@@ -67,6 +67,13 @@ def test_injected_nan_raises_diverged_error_not_a_metric(tmp_path):
     assert [m["step"] for m in reports] == [2]
 
 
+def test_fault_seeds_limit_the_injection_to_those_seeds(tmp_path):
+    faulty = TINY | {"fault.nan_at_step": 3, "fault.seeds": [1]}
+    assert train(faulty | {"seed": 0}, workdir=tmp_path / "s0", evaluator=None)["step"] == 6  # not seed 0's
+    with pytest.raises(DivergedError):
+        train(faulty | {"seed": 1}, workdir=tmp_path / "s1", evaluator=None)
+
+
 def test_same_space_twice_at_once_is_refused(tmp_path, capsys):
     root = tmp_path / "runs"
     root.mkdir()
@@ -305,3 +312,36 @@ def test_resources_larger_than_the_machine_are_refused(tmp_path):
     proc = run_cli(["space=smoke", f"root={root}", "resources.cpu=512"], timeout=300)
     assert proc.returncode == 2 and "resources.cpu" in proc.stderr and "Traceback" not in proc.stderr
     assert not (root / "optuna.db").exists() and not (root / "mlflow.db").exists()
+
+
+PENALTY_SPACE = """
+name: penalised
+description: fault.seeds
+metric: fid
+sampler: grid
+max_concurrent: 2
+seeds: [0, 1]
+failure_value: {fid: 1000.0}
+fixed: {dataset: digits, ch: 4, batch_size: 32, steps: 20, eval_every: 10, eval.num_samples: 200,
+        eval.judge_epochs: 15, fault.nan_at_step: 15, fault.seeds: [1]}
+params:
+  method: {choice: [dcgan]}
+"""
+
+
+@pytest.mark.slow
+def test_a_replicate_failed_by_fault_seeds_enters_optunas_value_at_its_penalty(tmp_path):
+    import optuna
+
+    from search.stores import Stores
+
+    root = tmp_path / "runs"
+    path = tmp_path / "penalised.yaml"
+    path.write_text(PENALTY_SPACE)
+    proc = run_cli([f"space={path}", f"root={root}"], timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trial = Stores.at(root).load_study("penalised").trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.user_attrs["failed_replicates"] == 1
+    survived, failed = trial.user_attrs["fid/replicates"]
+    assert failed is None and survived is not None  # only seed 1's replicate failed
+    assert trial.value == pytest.approx((survived + 1000.0) / 2) and trial.value != pytest.approx(survived)

@@ -133,11 +133,12 @@ def test_every_checkpoint_records_the_training_split_and_its_minority(tmp_path):
     reports = run(tmp_path, "data", steps=2, eval_every=2)
     recorded = json.loads((ckpt.checkpoint_dirs(tmp_path / "data")[-1] / ckpt.DATA_FILE).read_text())
     data = load_data(make_config(TINY))
-    # imbalance 10, exp profile, natural order: the five smallest classes are the last five ranks
-    assert recorded["minority_classes"] == [5, 6, 7, 8, 9] == data.minority
-    assert recorded["majority_classes"] == [0, 1, 2, 3, 4]
+    # imbalance 10, exp profile, the seed's class order: the five smallest classes are its last five ranks
+    order = data.class_order
+    assert recorded["minority_classes"] == sorted(order[5:]) == data.minority
+    assert recorded["majority_classes"] == sorted(order[:5])
     assert recorded["train_counts"] == data.train_counts and recorded["train_size"] == sum(data.train_counts)
-    assert recorded["train_counts"][0] > recorded["train_counts"][9]
+    assert recorded["train_counts"][order[0]] > recorded["train_counts"][order[9]]
     assert reports[-1][1].endswith("step_000000002")
 
 
@@ -191,5 +192,8 @@ def test_one_seed_pairs_methods_on_data_order_and_generator_init():
         for key, value in base_method.G.state_dict().items():
             assert torch.equal(method.G.state_dict()[key], value), key
     other, _, _ = build("dcgan", 2)
-    assert other.train_counts == base_data.train_counts and not torch.equal(other.train.images, base_data.train.images)
+    # another seed: another subset and another class order (the same counts by rank)
+    assert [other.train_counts[c] for c in other.class_order] == [base_data.train_counts[c]
+                                                                  for c in base_data.class_order]
+    assert other.class_order != base_data.class_order and not torch.equal(other.train.images, base_data.train.images)
     assert other.info()["data_seed"] == 2 and base_data.info()["data_seed"] == 1

@@ -37,6 +37,16 @@ def test_declared_names_are_what_a_trial_reports(case, evaluator, tmp_path):
         assert sorted(metrics) == sorted(declared)
 
 
+def test_the_validation_split_declares_its_val_names(tmp_path):
+    """eval.split=val_test adds val/<figure> (a space that selects is told them): declared = reported."""
+    cfg = make_config({**TINY, "eval.split": "val_test", "cache_dir": str(tmp_path)})
+    reports = []
+    train(cfg, lambda metrics, checkpoint: reports.append(metrics), workdir=tmp_path / "w")
+    declared = reported_metrics(cfg)
+    assert sorted(reports[-1]) == sorted(declared) and "val/kid_minority" in declared
+    assert "evalsd/kid_minority" in declared and "fid_floor_class/0" in declared
+
+
 def test_every_dataset_declares_its_class_count():
     assert set(NUM_CLASSES) == set(DATASETS)
     cfg = make_config({"dataset": "digits"})

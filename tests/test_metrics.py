@@ -137,18 +137,64 @@ def test_per_class_figures_are_torch_fidelity_on_each_class_slice(setup):
     ref, n = ev.ref_features, ev.per_class_n
     for k in range(10):
         mine = feats[judged == k][:n]  # the first N in row order
-        index = ev.ref_class_index[k]
-        assert len(set(index.tolist())) == n and bool((ev.ref_labels[index] == k).all())
-        real = ref[index]
-        fid = fid_statistics_to_metric(fid_features_to_statistics(mine), fid_features_to_statistics(real), False)
-        assert metrics[f"fid_class/{k}"] == pytest.approx(fid["frechet_inception_distance"], rel=1e-9)
-        kid = kid_features_to_metric(mine, real, kid_subset_size=n, verbose=False)
-        assert metrics[f"kid_class/{k}"] == pytest.approx(kid["kernel_inception_distance_mean"], rel=1e-9)
-        prc = prc_features_to_metric(mine, real, verbose=False)
-        assert metrics[f"precision_class/{k}"] == prc["precision"]
-        assert metrics[f"recall_class/{k}"] == prc["recall"]
+        # the value is the mean over the class's reference draws (N subsamples of its pool, or the whole pool)
+        draws = ev.parts[""]["classes"][k]["value"]
+        pool = int((ev.ref_labels == k).sum())
+        assert len(draws) == (ev.ecfg.reference_draws if n < pool else 1)
+        figures = {"fid": [], "kid": [], "precision": [], "recall": []}
+        for index in draws:
+            assert len(set(index.tolist())) == n and bool((ev.ref_labels[index] == k).all())
+            real = ref[index]
+            fid = fid_statistics_to_metric(fid_features_to_statistics(mine), fid_features_to_statistics(real), False)
+            figures["fid"].append(fid["frechet_inception_distance"])
+            kid = kid_features_to_metric(mine, real, kid_subset_size=n, verbose=False)
+            figures["kid"].append(kid["kernel_inception_distance_mean"])
+            prc = prc_features_to_metric(mine, real, verbose=False)
+            figures["precision"].append(prc["precision"])
+            figures["recall"].append(prc["recall"])
+        for name, values in figures.items():
+            assert metrics[f"{name}_class/{k}"] == pytest.approx(np.mean(values), rel=1e-9)
     overall = fid_statistics_to_metric(fid_features_to_statistics(feats), fid_features_to_statistics(ref), False)
     assert metrics["fid"] == pytest.approx(overall["frechet_inception_distance"], rel=1e-12)
+
+
+def test_validation_and_test_halves_and_the_sd_over_reference_draws(setup):
+    """eval.split=val_test: val/<figure> against one half of each class's test images, the normal
+    names against the other (disjoint); evalsd/<figure> is the sd over the draws of the group figure,
+    recomputed here with torch-fidelity's KID on each draw."""
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    cfg, data, _ = setup
+    ev = evaluator_for(cfg, data, split="val_test")
+    assert ev.per_class_n == min(min(int((data.test.labels == k).sum()) // 2 for k in range(10)),
+                                 min(int((data.test.labels == k).sum()) - int((data.test.labels == k).sum()) // 2
+                                     for k in range(10)))
+    images = data.full_train.images[:900]
+    feats, logits, _ = ev.features_of(images)
+    metrics = ev.metrics_for(images)
+    judged, n = logits.argmax(1), ev.per_class_n
+    for prefix in ("", "val/"):
+        other = "val/" if not prefix else ""
+        for k in range(10):
+            mine = {int(i) for d in ev.parts[prefix]["classes"][k]["value"] for i in d}
+            theirs = {int(i) for d in ev.parts[other]["classes"][k]["value"] for i in d}
+            assert not mine & theirs and all(int(data.test.labels[i]) == k for i in mine)
+
+        def kid_of(k, index):
+            mine = feats[judged == k][:n]
+            return kid_features_to_metric(mine, ev.ref_features[index], kid_subset_size=n,
+                                          verbose=False)["kernel_inception_distance_mean"]
+
+        assert all(int((judged == k).sum()) >= n for k in range(10))  # every class scored
+        value = [np.mean([kid_of(k, i) for i in ev.parts[prefix]["classes"][k]["value"]]) for k in data.minority]
+        assert metrics[f"{prefix}kid_minority"] == pytest.approx(np.mean(value), rel=1e-9)
+        if not prefix:
+            spread = [ev.parts[""]["classes"][k]["spread"] for k in data.minority]
+            per_draw = [np.mean([kid_of(k, s[d]) for k, s in zip(data.minority, spread)]) for d in range(5)]
+            assert metrics["evalsd/kid_minority"] == pytest.approx(np.std(per_draw, ddof=1), rel=1e-9)
+            assert metrics["evalsd/kid_minority"] > 0
+    assert metrics["val/kid_minority"] != metrics["kid_minority"]
+    assert math.isfinite(metrics["evalsd/fid"]) and metrics["evalsd/fid"] > 0
 
 
 def test_kl_conventions_by_hand():

@@ -192,21 +192,22 @@ def test_child_run_names_say_what_the_trial_is(tmp_path):
 def smoke_study(tmp_path):
     from search.searcher import open_study
 
-    def make(seeds):
-        space = load_space("smoke", {"seeds": seeds})
+    def make(seeds, **overrides):
+        space = load_space("smoke", {"seeds": seeds, **overrides})
         stores = Stores.at(tmp_path)
         open_study(space, stores)
         return space, stores
     return make
 
 
-def test_replicate_searcher_tells_optuna_the_mean_and_fails_honestly(smoke_study):
+def test_replicate_searcher_tells_optuna_the_mean_with_failures_at_their_penalty(smoke_study):
     from search.searcher import ReplicateSearcher
 
-    space, stores = smoke_study([0, 1, 2])
+    space, stores = smoke_study([0, 1, 2], failure_value={"fid": 90.0})
+    assert space.failure_value == {"fid": 90.0}
     searcher = ReplicateSearcher(space, stores)
-    configs = [searcher.suggest(f"t{i}") for i in range(6)]
-    assert [c["seed"] for c in configs] == [0, 1, 2, 0, 1, 2]
+    configs = [searcher.suggest(f"t{i}") for i in range(9)]
+    assert [c["seed"] for c in configs] == [0, 1, 2, 0, 1, 2, 0, 1, 2]
     assert configs[0] == {**configs[1], "seed": 0}  # replicates share the sampled configuration
     assert configs[0]["steps"] == 20 and configs[0]["method"] == "dcgan"  # the resolved trial dict
     assert "prune_ratio" not in configs[0]
@@ -214,16 +215,52 @@ def test_replicate_searcher_tells_optuna_the_mean_and_fails_honestly(smoke_study
     searcher.on_trial_complete("t1", {"fid": 20.0})
     study = stores.load_study("smoke")
     assert study.trials[0].state == optuna.trial.TrialState.RUNNING  # waits for every replicate
-    searcher.on_trial_complete("t2", {"fid": float("nan")})  # a diverged replicate is not averaged in
+    searcher.on_trial_complete("t2", {"fid": float("nan")})  # a diverged replicate enters at its penalty
     first = stores.load_study("smoke").trials[0]
-    assert first.state == optuna.trial.TrialState.COMPLETE and first.value == pytest.approx(15.0)
-    assert first.user_attrs["failed_replicates"] == 1
+    assert first.state == optuna.trial.TrialState.COMPLETE
+    assert first.value == pytest.approx((10.0 + 20.0 + 90.0) / 3) and first.value != pytest.approx(15.0)
+    assert first.user_attrs["failed_replicates"] == 1 and first.user_attrs["failure_value"] == {"fid": 90.0}
     assert first.user_attrs["fid/replicates"] == [10.0, 20.0, None]
-    for tid in ("t3", "t4", "t5"):
+    # the same replicates ending in another order (a resume, another scheduler): the same told value
+    for tid, result in (("t5", {"fid": 10.0}), ("t3", None), ("t4", {"fid": 20.0})):
+        searcher.on_trial_complete(tid, result, error=result is None)
+    assert stores.load_study("smoke").trials[1].value == pytest.approx(first.value)
+    for tid in ("t6", "t7", "t8"):  # nothing measured: FAIL, never a made-up value
         searcher.on_trial_complete(tid, None, error=True)
-    second = stores.load_study("smoke").trials[1]
-    assert second.state == optuna.trial.TrialState.FAIL and second.value is None
-    assert not math.isnan(first.value)
+    third = stores.load_study("smoke").trials[2]
+    assert third.state == optuna.trial.TrialState.FAIL and third.value is None
+
+
+def test_told_value_penalises_failures_and_fails_without_a_penalty():
+    from search.searcher import told_value
+
+    assert told_value([[1.0, 4.0], None], ("fid", "kid"), {"fid": 9.0, "kid": 2.0}) == [5.0, 3.0]
+    assert told_value([[1.0], [3.0]], ("fid",), {}) == [2.0]  # nothing failed: no penalty needed
+    assert told_value([[1.0], None], ("fid",), {}) is None  # a failure and no penalty: FAIL
+    assert told_value([None, None], ("fid",), {"fid": 9.0}) is None
+
+
+def test_failure_value_is_checked_and_defaults_to_the_untrained_score():
+    from trainers.metrics.untrained import UNTRAINED
+
+    space = load_space("sdclr_ablation")
+    assert space.failure_value == {"kid_minority": UNTRAINED["mnist"]["kid_minority"]}
+    assert load_space("sdclr_ablation", {"failure_value": {"kid_minority": 1.5}}).failure_value == {
+        "kid_minority": 1.5}
+    with pytest.raises(SpaceError, match=r"'failure_value.fid' is not a metric of this space; valid: kid_minority"):
+        load_space("sdclr_ablation", {"failure_value": {"fid": 1.0}})
+    with pytest.raises(SpaceError, match=r"'failure_value.kid_minority' must be a finite number"):
+        load_space("sdclr_ablation", {"failure_value": {"kid_minority": "high"}})
+
+
+def test_a_space_that_selects_is_told_the_validation_figure():
+    grid = load_space("sdclr_ablation")
+    assert not grid.selects and grid.objective == ("kid_minority",) and "eval.split" not in grid.fixed
+    searched = load_space("gsr_lambda")  # tpe: chosen on the validation half, reported on the test half
+    assert searched.selects and searched.fixed["eval.split"] == "val_test"
+    assert searched.metric == ("fid", "fid_minority") and searched.objective == ("val/fid", "val/fid_minority")
+    explicit = load_space("gsr_lambda", {"fixed": {"eval.split": "test"}})
+    assert explicit.objective == explicit.metric
 
 
 def test_replicate_searcher_after_resume_leaves_a_configuration_already_told(smoke_study, tmp_path):

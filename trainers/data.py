@@ -134,6 +134,14 @@ PROFILES: dict[str, Callable[[int, int, float], list[int]]] = {
 }
 
 
+def class_order(num_classes: int, seed: int) -> list[int]:
+    """The classes by rank (0 = head) for ``seed``: a seeded permutation, so which classes are the
+    minority varies between seeds (an imbalance effect, not a digit effect: docs/methods.md) while every
+    configuration of one seed shares it."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.randperm(num_classes, generator=gen).tolist()
+
+
 def minority_classes(counts: list[int], class_order: list[int], num_minority: int | None = None) -> list[int]:
     """The ``num_minority`` (default ``floor(K/2)``) classes with the fewest training images.
 
@@ -359,25 +367,25 @@ def load_data(cfg: TrainConfig) -> DataBundle:
     test = Split(_resize(raw.test.images, resolution), raw.test.labels)
     k = raw.num_classes
 
-    class_order = list(range(k))
-    if cfg.class_order_seed is not None:
-        gen = torch.Generator().manual_seed(int(cfg.class_order_seed))
-        class_order = torch.randperm(k, generator=gen).tolist()
+    if cfg.class_order == "natural":
+        order = list(range(k))
+    else:  # per_seed: every configuration of a seed shares it, so pairing by seed and nesting are kept
+        order = class_order(k, cfg.seed if cfg.class_order_seed is None else cfg.class_order_seed)
     natural = full_train.counts(k)
     n_max = cfg.n_max or min(c for c in natural if c > 0)
     by_rank = longtail_counts(n_max, k, cfg.imbalance, cfg.imbalance_profile)
     if cfg.imbalance == 1 and cfg.imbalance_profile == "exp" and cfg.n_max is None:
         # rho = 1 is the full set (a naturally long-tailed dataset such as GTSRB stays as it is)
-        by_rank = [natural[c] for c in class_order]
+        by_rank = [natural[c] for c in order]
     data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
-    train = make_longtail(full_train, k, by_rank, class_order, data_seed)
+    train = make_longtail(full_train, k, by_rank, order, data_seed)
     counts = train.counts(k)
-    minority = minority_classes(counts, class_order, cfg.num_minority)
+    minority = minority_classes(counts, order, cfg.num_minority)
     return DataBundle(
         name=cfg.dataset, train=train, full_train=full_train, test=test, num_classes=k,
         channels=full_train.images.shape[1], resolution=resolution,
         class_names=raw.class_names or [str(i) for i in range(k)], train_counts=counts,
-        minority=minority, majority=[c for c in range(k) if c not in minority], class_order=class_order,
+        minority=minority, majority=[c for c in range(k) if c not in minority], class_order=order,
         data_seed=data_seed,
     )
 

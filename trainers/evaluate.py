@@ -12,8 +12,9 @@ The scoring is a trial's: the same cached judge, reference statistics and metric
 ``eval.num_samples`` images are the overall set (fid, kid, class histogram); every class is scored on
 its first ``eval.per_class_n`` images, and a class with fewer is missing (there is no generator to
 ask for more: give more images). The keys that define the training split (``imbalance``,
-``imbalance_profile``, ``n_max``, ``class_order_seed``, ``num_minority``) set the prior and the
-minority/majority classes exactly as in a trial with those settings (``data_seed`` is accepted so that
+``imbalance_profile``, ``n_max``, ``class_order``, ``class_order_seed``, ``seed`` (the class order is
+the seed's by default), ``num_minority``) set the prior and the minority/majority classes exactly as in
+a trial with those settings (``data_seed`` is accepted so that
 a trial's keys can be pasted as they are: it picks which images a trial trains on, not how many, so
 it changes neither); ``eval.*``,
 ``resolution``, ``data_root``, ``download``, ``root`` (the store root: the judge cache is
@@ -36,7 +37,7 @@ from trainers.cli import nan_as_null, one_line, root_and_cache, run_command
 from trainers.config import ConfigError, make_config, parse_overrides
 
 ACCEPTED = ("dataset", "data_root", "download", "resolution", "imbalance", "imbalance_profile", "n_max",
-            "class_order_seed", "num_minority", "data_seed", "cache_dir", "device", "eval")
+            "class_order", "class_order_seed", "seed", "num_minority", "data_seed", "cache_dir", "device", "eval")
 CONVERT_FLOATS = "((x + 1) * 127.5).round().clip(0, 255).astype(np.uint8) for [-1, 1] (x * 255 for [0, 1])"
 
 

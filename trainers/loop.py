@@ -177,6 +177,8 @@ class _Running:
 def _inject_fault(cfg: TrainConfig, step: int, workdir: Path, logs: dict[str, torch.Tensor]) -> None:
     """The fault suite's injected faults (``fault.*``)."""
     fault = cfg.fault
+    if fault.seeds is not None and cfg.seed not in fault.seeds:
+        return
     if fault.raise_at_step == step:
         raise RuntimeError(f"injected fault: raise at step {step}")
     if fault.kill_at_step == step:

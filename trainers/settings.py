@@ -54,7 +54,14 @@ class EvalConfig:
                                positive=True)
     batch_size: int = setting(250, "sampling and feature-extraction batch: bounds evaluation memory", positive=True)
     per_class_n: int | None = setting(None, "every class is scored on this many samples; None = min(100, the "
-                                            "smallest test class)", positive=True)
+                                            "smallest class's reference pool: its test images, half of them "
+                                            "under split=val_test)", positive=True)
+    split: str = setting("test", "test: every figure against the test images; val_test: each class's test images "
+                                 "halved, val/<metric> against one half (what a searching study selects on), the "
+                                 "normal names against the other", choices=("test", "val_test"))
+    reference_draws: int = setting(5, "reference draws each figure is scored against (subsamples of a class's "
+                                      "pool, bootstrap resamples where N is the whole pool); evalsd/<metric> is "
+                                      "their sd", positive=True)
     max_draws: int | None = setting(None, "cap on the images drawn to fill per_class_n; None = 2 * per_class_n / "
                                           "(the tail's training prior)", positive=True)
     kid_subset_size: int = setting(100, "capped to the number of samples when fewer", positive=True)
@@ -71,6 +78,8 @@ class FaultConfig:
     nan_at_step: int | None = setting(None, "the D loss becomes NaN at this step (-> DivergedError)")
     raise_at_step: int | None = setting(None, "a RuntimeError is raised at this step")
     kill_at_step: int | None = setting(None, "the process SIGKILLs itself at this step, once per work dir")
+    seeds: tuple[int, ...] | None = setting(None, "the trial seeds the faults above apply to (e.g. [1]: only seed "
+                                                  "1's replicate fails); None = every seed")
 
 
 @dataclass(frozen=True)
@@ -95,7 +104,11 @@ class TrainConfig:
     n_max: int | None = setting(None, "images of the head class; None = the smallest class's count", positive=True)
     data_seed: int | None = setting(None, "which images of a class are kept; None = the trial's seed, so "
                                           "replicates see different subsets and one seed's trials share one")
-    class_order_seed: int | None = setting(None, "permutes which class is the head; None = natural order")
+    class_order: str = setting("per_seed", "per_seed: the classes ranked by a permutation seeded by class_order_seed "
+                                           "(None = the trial's seed), so the minority classes vary between seeds; "
+                                           "natural: class 0 is the head, the last classes the tail",
+                               choices=("per_seed", "natural"))
+    class_order_seed: int | None = setting(None, "seeds the per_seed class order; None = the trial's seed")
     num_minority: int | None = setting(None, "minority classes; None = floor(K / 2) smallest")
     class_balanced_sampling: bool = setting(False, "draw real batches class-uniformly (any method)")
 
@@ -175,7 +188,10 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             except ConfigError as e:
                 errors.append(e)
         raise errors[0]
-    if hint is bool:
+    if origin is tuple:  # tuple[int, ...]: a YAML or command-line list
+        if isinstance(value, (list, tuple)):
+            return tuple(_coerce(key, v, typing.get_args(hint)[0]) for v in value)
+    elif hint is bool:
         if isinstance(value, bool):
             return value
     elif hint is int:

@@ -27,7 +27,11 @@ Reported keys: ``fid``, ``kid``, ``is`` (Inception only), ``fid_n`` (size of the
 ``scored_class/<k>`` (samples behind them: N, fewer = missing), ``count_class/<k>`` (class ``k`` in the
 overall set, by the judge's label or, conditional, by the requested one), ``judged_class/<k>`` (the
 judge's labels in the overall set: the generated histogram), ``prior/<k>`` (training prior); per
-group ``{fid,kid,precision,recall}_{minority,majority}`` and ``{minority,majority}_missing``;
+group ``{fid,kid,precision,recall}_{minority,majority}`` and ``{minority,majority}_missing``; the FID
+floors ``fid_floor_class/<k>``, ``fid_floor_minority``, ``fid_floor_majority`` (real vs real at N); the
+sd over the reference draws ``evalsd/{fid,kid}`` and ``evalsd/<figure>_<group>``; under
+``eval.split=val_test`` the validation half's ``val/{fid,kid}``, ``val/<figure>_<group>`` and
+``val/<group>_missing`` (every other figure is the test half's);
 ``class_kl_uniform``, ``class_kl_prior``, ``classes_dropped``, ``judge/confident_rate`` (share of
 samples with max softmax >= 0.9), ``judge/confidence`` (mean max
 softmax), ``judge/test_accuracy`` and, conditional, ``judge/conditional_accuracy`` (fraction of the
@@ -55,6 +59,13 @@ EVAL_SEED_OFFSET = 1_000_003  # evaluation noise differs from the training strea
 GRID_PER_ROW = 12
 SAMPLES_FILE = "samples.npz"
 CONFIDENT = 0.9  # max softmax of a "confidently classified" sample
+EVALSD = "evalsd/"  # the sd of a figure over the reference draws
+
+
+def _sd(values: list[float]) -> float:
+    """Sample sd (ddof 1); NaN below two finite values."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.std(finite, ddof=1)) if len(finite) >= 2 else math.nan
 
 
 class Evaluator:
@@ -65,8 +76,10 @@ class Evaluator:
         self.device = torch.device(device)
         self.cache_dir = Path(cfg.cache_dir)
         # the dataset-dependent checks first: a person's mistake is refused before anything is written
-        self.per_class_n = perclass.resolve_per_class_n(self.ecfg.per_class_n, data.test.counts(data.num_classes),
-                                                        data.name)
+        self.pools = perclass.reference_pools(data.test.labels, data.num_classes, self.ecfg.split)
+        pool_sizes = [min(len(part[c]) for part in self.pools.values()) for c in range(data.num_classes)]
+        where = data.name if self.ecfg.split == "test" else f"{data.name}, halved by eval.split=val_test,"
+        self.per_class_n = perclass.resolve_per_class_n(self.ecfg.per_class_n, pool_sizes, where)
         self.max_draws = perclass.resolve_max_draws(self.ecfg.max_draws, self.per_class_n, self.ecfg.num_samples,
                                                     data.train_counts)
         # Inception next: a missing weights file is refused before anything is trained or written
@@ -84,13 +97,14 @@ class Evaluator:
         self.ref_features = ref["features"].to(torch.float64)
         self.ref_labels = ref["labels"]
         self.ref_stats = {"mu": ref["mu"].numpy(), "sigma": ref["sigma"].numpy()}
-        classes = self._class_reference(ref)
-        self.ref_class_index = list(classes["index"])  # the N test images behind each class's figures
+        # per part ("" the reported test figures, "val/" the validation half under eval.split=val_test)
+        self.parts = self._class_reference(ref)
+        test = self.parts[""]
+        self.ref_class_index = [c["value"][0] for c in test["classes"]]  # the first draw behind each class
         self.ref_class_features = [self.ref_features[i] for i in self.ref_class_index]
-        self.ref_class_stats = [{"mu": m.numpy(), "sigma": s.numpy()}
-                                for m, s in zip(classes["mu"], classes["sigma"])]
-        self.wrong_class = {k: {name: float(classes[name][k]) for name in perclass.CLASS_FIGURES}
-                            for k in range(data.num_classes)}
+        self.ref_class_stats = [_numpy(c["value_stats"][0]) for c in test["classes"]]
+        self.wrong_class = {k: c["wrong"] for k, c in enumerate(test["classes"])}
+        self.fid_floor = [c["floor"] for c in test["classes"]]
 
     # -- reference statistics of the balanced test split (cached like the judge) -----------------
     def _extractor_id(self) -> tuple:
@@ -114,31 +128,47 @@ class Evaluator:
 
         return load_or_compute(path, compute)[0]
 
-    def _class_reference(self, ref: dict) -> dict:
-        """Each class's N-image reference (indices, statistics) and its wrong-class figures."""
-        n, k = self.per_class_n, self.data.num_classes
-        key = digest("class-reference", 2, self._extractor_id(), n, perclass.REFERENCE_SEED,
-                     self.ecfg.kid_subset_size, ref["features"], ref["labels"])
+    def _class_reference(self, ref: dict) -> dict[str, dict]:
+        """Per part: the overall reference (its indices and bootstrap resamples), and per class its
+        reference draws with their statistics, its wrong-class figures and its FID floor (cached)."""
+        n, k, draws = self.per_class_n, self.data.num_classes, self.ecfg.reference_draws
+        key = digest("class-reference", 3, self._extractor_id(), n, perclass.REFERENCE_SEED, perclass.SPLIT_SEED,
+                     self.ecfg.split, draws, perclass.FLOOR_SPLITS, self.ecfg.kid_subset_size, ref["features"],
+                     ref["labels"])
         path = self.cache_dir / f"class-reference-{key}.pt"
+        small = ref["features"].shape[1] <= fidelity.SMALL_FEATURE_DIM
 
         def compute() -> dict:
             feats = ref["features"].to(torch.float64)
-            own, others = perclass.reference_subsets(ref["labels"], k, n)
-            out: dict[str, Any] = {"index": own, "mu": [], "sigma": []}
-            wrong: dict[str, list[float]] = {name: [] for name in perclass.CLASS_FIGURES}
+            out: dict[str, Any] = {}
             with fidelity.threads_for(feats.shape[1]):
-                for c in range(k):
-                    stats = fidelity.statistics(feats[own[c]])
-                    out["mu"].append(torch.from_numpy(stats["mu"]))
-                    out["sigma"].append(torch.from_numpy(stats["sigma"]))
-                    figures = perclass.class_figures(feats[others[c]], feats[own[c]], stats,
-                                                     self.ecfg.kid_subset_size)
-                    for name in perclass.CLASS_FIGURES:
-                        wrong[name].append(figures[name])
-            out.update({name: torch.tensor(values, dtype=torch.float64) for name, values in wrong.items()})
+                for prefix, pools in self.pools.items():
+                    whole = torch.cat(pools).sort().values
+                    # the overall figures' sd: bootstrap resamples of the part's whole reference (only in the
+                    # judge's space: each is a 2048 x 2048 matrix square root in Inception's)
+                    boots = perclass.reference_draws(whole, len(whole), draws)[1] if small else []
+                    part = {"whole": whole, "boots": boots, "classes": []}
+                    gen = torch.Generator().manual_seed(perclass.REFERENCE_SEED)
+                    for c in range(k):
+                        value, spread = perclass.reference_draws(pools[c], n, draws, perclass.REFERENCE_SEED + c)
+                        rest = torch.cat([pools[j] for j in range(k) if j != c])
+                        others = rest[torch.randperm(len(rest), generator=gen)[:n]].sort().values
+                        stats = [self._stats(feats[i]) for i in value]
+                        figures = perclass.class_figures(feats[others], feats[value[0]], _numpy(stats[0]),
+                                                         self.ecfg.kid_subset_size)
+                        part["classes"].append({
+                            "value": value, "spread": spread, "value_stats": stats,
+                            "spread_stats": stats if spread is value else [self._stats(feats[i]) for i in spread],
+                            "wrong": figures, "floor": perclass.fid_floor(feats, pools[c], n)})
+                    out[prefix] = part
             return out
 
         return load_or_compute(path, compute)[0]
+
+    @staticmethod
+    def _stats(features: torch.Tensor) -> dict:
+        stats = fidelity.statistics(features)
+        return {"mu": torch.from_numpy(stats["mu"]), "sigma": torch.from_numpy(stats["sigma"])}
 
     # -- features ----------------------------------------------------------------------------------
     def features_of(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -254,9 +284,17 @@ class Evaluator:
     def _metrics(self, feats, logits, is_logits, judged, classes, conditional, n, draws) -> dict[str, float]:
         k, per_class = self.data.num_classes, self.per_class_n
 
-        # the overall set: fixed N, G's own class mix
-        out: dict[str, float] = {"fid": fidelity.fid_between(feats[:n], self.ref_features, self.ref_stats),
-                                 "kid": fidelity.kid(feats[:n], self.ref_features, self.ecfg.kid_subset_size)}
+        # the overall set: fixed N, G's own class mix, against each part's whole reference
+        out: dict[str, float] = {}
+        for prefix, part in self.parts.items():
+            whole = self.ref_features[part["whole"]]
+            stats = self.ref_stats if len(part["whole"]) == len(self.ref_features) else None
+            out[prefix + "fid"] = fidelity.fid_between(feats[:n], whole, stats)
+            out[prefix + "kid"] = fidelity.kid(feats[:n], whole, self.ecfg.kid_subset_size)
+        boots = self.parts[""]["boots"]
+        # (no evalsd/kid: five more overall KIDs of 100 subsets each were half of the scoring's cost, and no
+        # space studies the overall KID)
+        out[f"{EVALSD}fid"] = _sd([fidelity.fid_between(feats[:n], self.ref_features[i]) for i in boots])
         if is_logits is not None:
             out["is"] = fidelity.inception_score(is_logits)
         out.update({"fid_n": n, "per_class_n": per_class, "samples_drawn": draws, "draws_cap": self.max_draws})
@@ -277,17 +315,58 @@ class Evaluator:
         if conditional:
             out["judge/conditional_accuracy"] = float(np.mean(judged[:n] == classes[:n])) if n else math.nan
 
-        # every class at the same N: its first N rows (overall set first, then the top-up)
-        scored: dict[int, dict[str, float] | None] = {}
-        for c, rows in enumerate(perclass.first_n_per_class(classes, k, per_class)):
-            out[f"scored_class/{c}"] = len(rows)
-            scored[c] = (perclass.class_figures(feats[torch.from_numpy(rows)], self.ref_class_features[c], self.ref_class_stats[c],
-                                                self.ecfg.kid_subset_size)
-                         if len(rows) == per_class else None)
-            for name in perclass.CLASS_FIGURES:
-                out[f"{name}_class/{c}"] = scored[c][name] if scored[c] is not None else math.nan
-        penalty = perclass.penalties(scored, self.wrong_class, k)
-        out.update(perclass.group_figures(scored, penalty, self.data.minority, self.data.majority))
+        # every class at the same N: its first N rows (overall set first, then the top-up), against each
+        # reference draw of each part
+        rows = perclass.first_n_per_class(classes, k, per_class)
+        for c in range(k):
+            out[f"scored_class/{c}"] = len(rows[c])
+            out[f"fid_floor_class/{c}"] = self.fid_floor[c]
+        for group, members in (("minority", self.data.minority), ("majority", self.data.majority)):
+            out[f"fid_floor_{group}"] = float(np.mean([self.fid_floor[c] for c in members])) if members else math.nan
+        for prefix, part in self.parts.items():
+            out.update(self._class_scores(feats, rows, part, prefix))
+        return out
+
+    def _class_scores(self, feats: torch.Tensor, rows: list[np.ndarray], part: dict, prefix: str) -> dict[str, float]:
+        """Per-class figures (the test part only) and group figures of one part; the group figures' sd
+        over the reference draws (test part: ``evalsd/<figure>_<group>``)."""
+        k, n, kid_size = self.data.num_classes, self.per_class_n, self.ecfg.kid_subset_size
+        value: dict[int, dict[str, float] | None] = {}
+        spread: dict[int, list[dict[str, float]] | None] = {}
+        for c in range(k):
+            if len(rows[c]) < n:
+                value[c] = spread[c] = None
+                continue
+            mine = feats[torch.from_numpy(rows[c])]
+            ref = part["classes"][c]
+
+            def score(draws: list[torch.Tensor], stats: list[dict]) -> list[dict[str, float]]:
+                return [perclass.class_figures(mine, self.ref_features[i], _numpy(st), kid_size)
+                        for i, st in zip(draws, stats)]
+
+            values = score(ref["value"], ref["value_stats"])
+            value[c] = {name: float(np.mean([v[name] for v in values])) for name in perclass.CLASS_FIGURES}
+            same = len(ref["spread"]) == len(ref["value"]) and all(
+                torch.equal(a, b) for a, b in zip(ref["spread"], ref["value"]))
+            spread[c] = values if same else score(ref["spread"], ref["spread_stats"])
+        wrong = {c: ref["wrong"] for c, ref in enumerate(part["classes"])}
+        out: dict[str, float] = {}
+        if not prefix:
+            for c in range(k):
+                for name in perclass.CLASS_FIGURES:
+                    out[f"{name}_class/{c}"] = value[c][name] if value[c] is not None else math.nan
+        groups = perclass.group_figures(value, perclass.penalties(value, wrong, k), self.data.minority,
+                                        self.data.majority)
+        out.update({prefix + name: v for name, v in groups.items()})
+        if not prefix:  # the sd over draws: each draw's group figures, missing classes at that draw's penalty
+            count = min((len(s) for s in spread.values() if s is not None), default=0)
+            per_draw = []
+            for d in range(count):
+                drawn = {c: (s[d] if s is not None else None) for c, s in spread.items()}
+                per_draw.append(perclass.group_figures(drawn, perclass.penalties(drawn, wrong, k),
+                                                       self.data.minority, self.data.majority))
+            for name in perclass.GROUP_FIGURES:
+                out[f"{EVALSD}{name}"] = _sd([g[name] for g in per_draw])
         return out
 
     def evaluate(self, method, step: int, out_dir: str | Path | None = None) -> dict[str, Any]:
@@ -311,6 +390,11 @@ class Evaluator:
             class_histogram(judged[:n], self.data.train_counts, out_dir / f"class_hist_step{step}.png", step,
                             class_names=self.data.class_names)
         return metrics
+
+
+def _numpy(stats: dict) -> dict:
+    """Cached statistics (tensors) as the numpy arrays torch-fidelity's FID takes."""
+    return {name: value.numpy() for name, value in stats.items()}
 
 
 def save_samples(path: Path, images: torch.Tensor, labels: torch.Tensor | None, draws: int) -> None:

@@ -3,12 +3,18 @@
 Conventions, fixed here once:
 
 * **Equal N.** Every class is scored on exactly ``N = eval.per_class_n`` generated samples against
-  exactly ``N`` real test images of that class: the first ``N`` generated samples of the class in
-  draw order, and a seeded subsample (``REFERENCE_SEED``, the same for every trial) of its test
-  images. FID is biased upward at small N, so scoring classes at different counts would turn "this
-  class got fewer samples" into "this class is worse"; at one N every class carries the same bias.
-  ``N`` defaults to ``min(100, smallest test class)``; a larger explicit value is an error (the test
-  split cannot back it), a value below ``PRC_NEIGHBORHOOD + 1`` too (recall's k-NN radius needs it).
+  ``N`` real test images of that class: the first ``N`` generated samples of the class in draw order,
+  and the class's reference *pool* (its test images, or one half of them under ``eval.split=val_test``:
+  ``reference_pools``) in ``eval.reference_draws`` draws (``reference_draws``: subsamples of ``N``
+  where the pool holds more, the figure their mean; else the pool itself, with bootstrap resamples for
+  the sd only). FID's bias grows as N falls, so scoring classes at different counts would turn "this
+  class got fewer samples" into "this class is worse"; equal N removes that. It does **not** give
+  every generator the same bias: FID's bias depends on the covariance of each set, the generated one
+  included, so at small N an under-dispersed generator can score a lower FID than a perfect one
+  (``benchmarks/fid_rank.py``: 10.9 vs 12.0 at N = 50 in 32-d). KID (unbiased) and recall are the
+  per-class and minority primaries; FID is logged beside its real-vs-real floor (``fid_floor``).
+  ``N`` defaults to ``min(100, smallest pool)``; a larger explicit value is an error (the pool cannot
+  back it), a value below ``PRC_NEIGHBORHOOD + 1`` too (recall's k-NN radius needs it).
 * **Missing.** A class with fewer than ``N`` samples (the generator did not fill it by the cap, or a
   sample file holds too few) is *missing*: its ``*_class/<k>`` figures are NaN, ``scored_class/<k>``
   says how many it had, and ``minority_missing`` / ``majority_missing`` count it.
@@ -53,6 +59,7 @@ PRC_NEIGHBORHOOD = 3  # torch-fidelity's default k of the k-NN precision/recall
 CLASS_FIGURES = ("fid", "kid", "precision", "recall")
 MISSING_VALUE = {"fid": None, "kid": None, "precision": 0.0, "recall": 0.0}
 LOWER_IS_BETTER = {"fid": True, "kid": True, "precision": False, "recall": False}
+GROUP_FIGURES = tuple(f"{name}_{group}" for name in CLASS_FIGURES for group in ("minority", "majority"))
 
 
 # -- the knobs, resolved against the dataset ---------------------------------------------------------
@@ -124,18 +131,65 @@ def first_n_per_class(classes: np.ndarray, num_classes: int, n: int) -> list[np.
     return [order[starts[k]:min(starts[k + 1], starts[k] + n)] for k in range(num_classes)]
 
 
-def reference_subsets(labels: torch.Tensor, num_classes: int, n: int,
-                      seed: int = REFERENCE_SEED) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per class: ``n`` of its test images, and ``n`` test images of the other classes (its wrong-class
-    reference); seeded, sorted indices, so every trial scores against the same images."""
+# -- reference pools, draws and the real-vs-real floor ------------------------------------------------
+VAL_PREFIX = "val/"  # eval.split=val_test: the validation half's figures, under this prefix
+SPLIT_SEED = 1  # which half of a class's test images is the validation half (fixed, like REFERENCE_SEED)
+FLOOR_SPLITS = 5  # disjoint real-vs-real pairs behind each class's FID floor
+
+
+def reference_pools(labels: torch.Tensor, num_classes: int, split: str) -> dict[str, list[torch.Tensor]]:
+    """Each class's reference pool (sorted test-image indices) per part, keyed by the prefix of the
+    metric names scored against it: ``{"": all}`` (split ``test``), or ``{"": test half, "val/": val
+    half}`` (split ``val_test``: a seeded half of each class, the first floor(M/2) of a permutation, is
+    the validation half; the two are disjoint)."""
+    pools = [torch.nonzero(labels == k).flatten() for k in range(num_classes)]
+    if split == "test":
+        return {"": pools}
+    gen = torch.Generator().manual_seed(SPLIT_SEED)
+    val, test = [], []
+    for pool in pools:
+        perm = pool[torch.randperm(len(pool), generator=gen)]
+        val.append(perm[: len(pool) // 2].sort().values)
+        test.append(perm[len(pool) // 2:].sort().values)
+    return {"": test, VAL_PREFIX: val}
+
+
+def reference_draws(pool: torch.Tensor, n: int, draws: int, seed: int = REFERENCE_SEED
+                    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(the draws a figure's value averages, the draws its sd is taken over) for one class's pool.
+
+    ``n`` below the pool: ``draws`` seeded subsamples of ``n`` images without replacement, both lists
+    the same. ``n`` the whole pool: the value is the pool itself (the one ``n``-image draw there is)
+    and the sd is over ``draws`` bootstrap resamples of the pool (none when ``draws`` is 1): the
+    bootstrap standard error of the value, i.e. how much another ``n`` real images would move it."""
     gen = torch.Generator().manual_seed(int(seed))
-    own, others = [], []
-    for k in range(num_classes):
-        mine = torch.nonzero(labels == k).flatten()
-        rest = torch.nonzero(labels != k).flatten()
-        own.append(mine[torch.randperm(len(mine), generator=gen)[:n]].sort().values)
-        others.append(rest[torch.randperm(len(rest), generator=gen)[:n]].sort().values)
-    return own, others
+    if n < len(pool):
+        subsets = [pool[torch.randperm(len(pool), generator=gen)[:n]].sort().values for _ in range(draws)]
+        return subsets, subsets
+    boots = [pool[torch.randint(len(pool), (len(pool),), generator=gen)].sort().values
+             for _ in range(draws if draws > 1 else 0)]
+    return [pool], boots
+
+
+def fid_floor(features: torch.Tensor, pool: torch.Tensor, n: int, splits: int = FLOOR_SPLITS,
+              seed: int = REFERENCE_SEED) -> float:
+    """The expected FID between two disjoint real ``n``-image draws of one class: what a perfect
+    generator scores against an ``n``-image reference (FID's small-sample bias, which depends on the
+    class's covariance, so differs between classes and between generators).
+
+    The mean over ``splits`` random disjoint pairs of the pool; where the pool cannot hold two disjoint
+    ``n``-sets (``2n`` > pool: mnist's 100 test images a class at N = 100), pairs of ``m = pool // 2``
+    are scored and scaled by ``m / n`` (the bias's leading 1/N order; ``benchmarks/fid_rank.py``
+    measures this extrapolation against the exact floor in a judge-like Gaussian)."""
+    m = min(n, len(pool) // 2)
+    if m < 2:
+        return math.nan
+    gen = torch.Generator().manual_seed(int(seed) + 17)
+    values = []
+    for _ in range(splits):
+        perm = pool[torch.randperm(len(pool), generator=gen)]
+        values.append(fidelity.fid_between(features[perm[:m]], features[perm[m:2 * m]]))
+    return float(np.mean(values)) * m / n
 
 
 # -- figures -----------------------------------------------------------------------------------------
