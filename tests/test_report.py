@@ -77,11 +77,14 @@ def test_report_lists_every_group_with_n_and_counts_failures(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| dcgan") or line.startswith("| damage")]
     assert len(rows) == 2
     dcgan = next(r for r in rows if r.startswith("| dcgan"))
-    # 3 trials, 1 failed, fid over the 2 finished: 12 ± t(0.975, 1) * sd / sqrt(2)
-    half = 12.706204736174707 * statistics.stdev([10.0, 14.0]) / math.sqrt(2)
-    assert "| 3 | 1 |" in dcgan and f"12 ± {half:.2g} (n=2)" in dcgan
+    # 3 trials, 1 failed: fid over the 2 finished and the failed one at the space's penalty (the untrained
+    # generator's score on digits): mean ± t(0.975, 2) * sd / sqrt(3)
+    penalty = space.failure_value["fid"]
+    values = [10.0, 14.0, penalty]
+    half = 4.302652729911275 * statistics.stdev(values) / math.sqrt(3)
+    assert "| 3 | 1 |" in dcgan and f"{statistics.mean(values):.3g} ± {half:.2g} (n=3, 1 failed at {penalty:g})" in dcgan
     assert "20 (n=1)" in next(r for r in rows if r.startswith("| damage"))
-    assert "failed or killed: 1" in text and "1 failed, excluded" in dcgan
+    assert "failed or killed: 1" in text and "1 failed, excluded" in dcgan  # metrics with no penalty say so
     for heading in ("## Ablation table", "## Best configurations", "## Parameter importances"):
         assert heading in text
     for name in ("per_class.png", "class_histograms.png", "learning_curves.png"):
@@ -93,7 +96,7 @@ def test_report_lists_every_group_with_n_and_counts_failures(tmp_path):
     summary = client.get_run(parent).data
     assert "## Ablation table" in summary.tags["mlflow.note.content"]
     assert "Resolved after adjustment" in summary.tags["mlflow.note.content"]
-    assert summary.metrics["fid/dcgan_rho1"] == pytest.approx(12.0)  # the two finished seeds, no penalty set
+    assert summary.metrics["fid/dcgan_rho1"] == pytest.approx(statistics.mean(values))  # the penalty entered
     assert summary.metrics["fid/damage_rho10_pruneratio0.5"] == pytest.approx(20.0)
 
 
@@ -154,22 +157,14 @@ def test_methods_are_compared_with_the_baseline_paired_by_seed():
     assert not context["imbalance=1"].testable  # one pair: never resolved
     # without a failure_value a failed replicate drops its pair (and the report says so) ...
     runs[0] = _trial("dcgan", 100, 0, 10.0, status="FAILED")
-    dropped = {c.context: c.diff for c in method_comparisons(space, runs) if c.metric == "kid_minority"}
+    no_penalty = dataclasses.replace(space, failure_value={})
+    dropped = {c.context: c.diff for c in method_comparisons(no_penalty, runs) if c.metric == "kid_minority"}
     assert dropped["imbalance=100"].n == 2
     # ... with one it enters at the penalty: differences 12 - 50, 3, 1
-    penalised = dataclasses.replace(space, failure_value={"kid_minority": 50.0}) if hasattr(
-        space, "failure_value") else _with_failure_value(space, {"kid_minority": 50.0})
+    penalised = dataclasses.replace(space, failure_value={"kid_minority": 50.0})
     entered = {c.context: c.diff for c in method_comparisons(penalised, runs) if c.metric == "kid_minority"}
     assert entered["imbalance=100"].n == 3
     assert entered["imbalance=100"].estimate == pytest.approx(((12 - 50) + 3 + 1) / 3)
-
-
-def _with_failure_value(space, values):
-    """The space with a failure_value (the evaluation side adds the field; a stand-in until it does)."""
-    from types import SimpleNamespace
-
-    return SimpleNamespace(**{f.name: getattr(space, f.name) for f in dataclasses.fields(space)},
-                           failure_value=values, methods=space.methods)
 
 
 def test_imbalance_is_compared_paired_by_seed_per_configuration_and_pooled():
@@ -265,11 +260,12 @@ def test_failed_replicates_enter_the_table_at_the_penalty_and_get_a_failure_comp
     from search.report import failure_comparisons
     from search.report.sections import cell
 
-    space = _with_failure_value(load_space("sdclr_ablation"), {"kid_minority": 50.0})
+    space = dataclasses.replace(load_space("sdclr_ablation"), failure_value={"kid_minority": 50.0})
     members = [_trial("damage", 100, 0, 1.0), _trial("damage", 100, 1, 3.0), _trial("damage", 100, 2, 2.0, "FAILED")]
     mean, half, n = mean_ci([1.0, 3.0, 50.0])
     assert cell(space, members, "kid_minority") == f"{mean:.3g} ± {half:.2g} (n=3, 1 failed at 50)"
-    assert cell(load_space("sdclr_ablation"), members, "kid_minority").endswith("(n=2); 1 failed, excluded")
+    no_penalty = dataclasses.replace(load_space("sdclr_ablation"), failure_value={})
+    assert cell(no_penalty, members, "kid_minority").endswith("(n=2); 1 failed, excluded")
     runs = members + [_trial("dcgan", 100, s, 1.0) for s in range(3)]
     rows = failure_comparisons(space, runs)
     assert len(rows) == 1 and rows[0].metric == "failure rate" and rows[0].diff.estimate == pytest.approx(1 / 3)
