@@ -199,7 +199,7 @@ class Study:
 def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any], resume_cmd: str) -> int:
     from ray import tune
 
-    from search import tracking
+    from search import definition, tracking
     from search.searcher import open_study
 
     experiment_dir = stores.ray_experiment_dir(space.name)
@@ -211,6 +211,8 @@ def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any], resume
     if not resume and (has_study or has_ray):
         raise StudyError(f"study '{space.name}' already exists under root={stores.root}; add resume=true to continue "
                          f"it, or pass another root= to start afresh")
+    spec = definition.definition_of(space, stores)
+    known = resume and definition.check_resume(stores, space.name, spec)  # another study: refused, exit 2
 
     tracking.check_reachable(stores.tracking_uri)
     print_study(space, stores, resume)
@@ -223,6 +225,11 @@ def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any], resume
         # studies of other spaces may share this root: creating the SQLite schemas is not safe to race
         with stores.schema_lock():
             open_study(space, stores)
+            if not known:  # a new study, or one started before definitions were recorded
+                if resume:
+                    print(f"# no definition recorded for study '{space.name}' (started by an older version): "
+                          f"recording this one; later resumes are compared with it")
+                definition.record(stores, space.name, spec)
             client = tracking.client_for(stores.tracking_uri)
             study.experiment_id = tracking.ensure_experiment(client, space.name,
                                                              stores.experiment_artifact_location(space.name))
@@ -243,14 +250,14 @@ def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any], resume
 
 def make_tuner(study: Study, restore: bool, resources: dict[str, float]):
     from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
 
     from search.callback import MLflowTrialCallback, fault_callbacks
-    from search.searcher import ReplicateSearcher
+    from search.searcher import ReplicateSearcher, StudyLimiter
     from search.trainable import run_trial
 
     space, stores = study.space, study.stores
     trainable = tune.with_resources(run_trial, {"cpu": resources["cpu"], "gpu": resources["gpu"]})
+    StudyLimiter.resumed_max_concurrent = space.max_concurrent
     if restore:
         # the saved state brings back the searcher (reconciled with the study before it proposes or
         # tells anything), the reporter and the MLflow callback (same experiment and parent run)
@@ -262,7 +269,7 @@ def make_tuner(study: Study, restore: bool, resources: dict[str, float]):
     configurations = searcher.remaining()
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent),
+        tune_config=tune.TuneConfig(search_alg=StudyLimiter(searcher, max_concurrent=space.max_concurrent),
                                     scheduler=make_scheduler(space), reuse_actors=True,
                                     num_samples=configurations * len(space.seeds),
                                     trial_dirname_creator=trial_dirname),

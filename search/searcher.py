@@ -27,7 +27,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from ray.tune.search import Searcher
+from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from search.spaces import Space
 from search.stores import Stores
@@ -193,6 +193,18 @@ class ReplicateSearcher(Searcher):
             saved = pickle.load(f)
         self.state, self.sampler = saved["state"], saved["sampler"]
         self.__dict__.update(_DRIVER_STATE)
+
+
+class StudyLimiter(ConcurrencyLimiter):
+    """Ray's ConcurrencyLimiter, except that a restored one takes the driver's ``max_concurrent`` instead of
+    the saved one: a resume may change it (search.definition declares it safe)."""
+
+    resumed_max_concurrent: int | None = None  # set by the driver before Ray restores the limiter
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        if StudyLimiter.resumed_max_concurrent is not None:
+            self.max_concurrent = StudyLimiter.resumed_max_concurrent
 
 
 def _empty_state() -> dict[str, Any]:

@@ -8,6 +8,7 @@
       reports/<space>/            report.md and its figures (search.report)
       cache/                      the trainer's judge classifier and reference statistics (``cache_dir``)
       logs/<space>-crash-<time>.txt  the traceback of a study that stopped on an error
+      studies/<space>.json        the study's definition at its start; a resume must match it (search.definition)
       .<space>.lock               held while a study of that space runs (one driver per space)
       .stores.lock                held while a driver creates the SQLite schemas (studies may share a root)
 
