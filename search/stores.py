@@ -100,8 +100,8 @@ class Stores:
         """Whether the Optuna study of ``space`` exists (never creates the database file)."""
         if not self.optuna_db.exists():
             return False
-        import optuna
-        return space in optuna.study.get_all_study_names(self.optuna_storage())
+        from search.store_checks import optuna_study_names  # read-only: opening Optuna's storage writes its schema
+        return space in optuna_study_names(self.optuna_db)
 
     def load_study(self, space: str):
         import optuna
