@@ -48,3 +48,27 @@ def test_choice_duplicates_are_compared_by_value(tmp_path, values):
         load_space(str(path))
     path.write_text(SMOKE.replace("name: smoke", "name: ch").replace("{choice: [1, 10]}", "{choice: [1, 1.5]}"))
     load_space(str(path))
+
+
+@pytest.mark.parametrize("arg, shown", [("root=", "root=None"), ("root=-", "root=[None]"), ("root=true", "root=True"),
+                                        ("root=1e3", "root=1000.0"), ("root=[a,b]", "root=['a', 'b']"),
+                                        ("workdir=7", "workdir=7")])
+def test_root_and_workdir_take_only_paths(tmp_path, monkeypatch, capsys, arg, shown):
+    from trainers.train import main as train_main
+
+    monkeypatch.chdir(tmp_path)
+    assert train_main([arg, "steps=0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {shown} is not a folder's path") and "\n" not in err, err
+    assert list(tmp_path.iterdir()) == []  # no folder named None, True, 1000.0 ...
+
+
+def test_root_of_an_unknown_users_home_is_one_line(tmp_path, capsys):
+    from search.doctor import main as doctor_main
+    from trainers.train import main as train_main
+
+    for main in (train_main, doctor_main):
+        assert main(["space=smoke", "root=~no_such_user_xyz/runs"] if main is doctor_main
+                    else ["root=~no_such_user_xyz/runs", "steps=0"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: root=~no_such_user_xyz/runs:") and "full path" in err and "\n" not in err

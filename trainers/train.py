@@ -75,7 +75,7 @@ def _train(argv: list[str]) -> int:
         root = root_and_cache(overrides)
         workdir = overrides.pop("workdir", None)
         if workdir is not None:
-            directory_arg("workdir", workdir)
+            workdir = directory_arg("workdir", workdir)  # ~ expanded
         resume = overrides.pop("resume", False)
         if not isinstance(resume, bool):
             raise ConfigError(f"resume={resume!r} must be true or false")
