@@ -72,3 +72,23 @@ def test_root_of_an_unknown_users_home_is_one_line(tmp_path, capsys):
                     else ["root=~no_such_user_xyz/runs", "steps=0"]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: root=~no_such_user_xyz/runs:") and "full path" in err and "\n" not in err
+
+
+def test_mlflow_server_refuses_a_port_in_use_and_an_empty_host(tmp_path, capsys):
+    import socket
+
+    from mlflow_server.__main__ import main as server_main
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    (root / "mlflow.db").write_bytes(b"")  # parse() only asks that the store exists
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert server_main([f"root={root}", f"port={port}"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"port={port} on 127.0.0.1 cannot be used" in captured.err  # no links printed
+    for host in ("host=", "host= "):
+        assert server_main([f"root={root}", host]) == 2
+        assert "must be an address to bind" in capsys.readouterr().err
