@@ -92,3 +92,51 @@ def test_mlflow_server_refuses_a_port_in_use_and_an_empty_host(tmp_path, capsys)
     for host in ("host=", "host= "):
         assert server_main([f"root={root}", host]) == 2
         assert "must be an address to bind" in capsys.readouterr().err
+
+
+def _npz_with_header(path, name: str, shape, payload: bytes = b"\0" * 64) -> None:
+    """An .npz whose array ``name`` declares ``shape`` (uint8) over a few bytes of data."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(f"{name}.npy", header.getvalue() + payload)
+
+
+def test_hostile_npz_files_are_one_line_before_any_large_read(tmp_path):
+    import numpy as np
+
+    from trainers.config import ConfigError
+    from trainers.evaluate import read_arrays, read_samples
+
+    huge = tmp_path / "huge.npz"
+    _npz_with_header(huge, "images", (10 ** 12, 8, 8, 1))
+    with pytest.raises(ConfigError, match=r"'images' declares shape \(1000000000000, 8, 8, 1\)"):
+        read_samples(huge, None, 10)
+
+    corrupt = tmp_path / "corrupt.npz"
+    np.savez_compressed(corrupt, images=np.random.default_rng(0).integers(0, 255, (200, 8, 8, 1), dtype=np.uint8))
+    data = bytearray(corrupt.read_bytes())
+    data[200:400] = bytes(200)  # inside the deflate stream
+    corrupt.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="cannot be read as an .npz of plain arrays"):
+        read_samples(corrupt, None, 10)
+
+    renamed = tmp_path / "renamed.npz"
+    np.save(tmp_path / "plain.npy", np.zeros((4, 8, 8, 1), np.uint8))
+    (tmp_path / "plain.npy").rename(renamed)
+    with pytest.raises(ConfigError, match="cannot be read as an .npz of plain arrays"):
+        read_samples(renamed, None, 10)
+
+    # an array the command does not need is never read, however large it claims to be
+    extra = tmp_path / "extra.npz"
+    images = np.full((4, 8, 8, 1), 7, np.uint8)
+    np.savez(extra, images=images)
+    _npz_with_header(extra, "junk", (2 ** 40,))
+    arrays, held = read_arrays(extra, str(extra), ("images", "labels", "draws"))
+    assert list(arrays) == ["images"] and held == ["images", "junk"]
+    assert (arrays["images"] == images).all()
