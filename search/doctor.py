@@ -34,13 +34,14 @@ class Diagnosis:
     notes: list[str] = field(default_factory=list)  # a resume settles these by itself
 
 
-def diagnose(stores, space: str, metrics: list[str], deep: bool = True) -> Diagnosis:
-    """The disagreements between the stores of study ``space`` (``deep``: also every run's metric history)."""
+def diagnose(stores, space: str, metrics: list[str], deep: bool = True, ray: bool = True) -> Diagnosis:
+    """The disagreements between the stores of study ``space`` (``deep``: also every run's metric history;
+    ``ray=False``: Ray's saved experiment left out)."""
     from search import store_checks
 
     out = Diagnosis()
     try:
-        store_checks.check_files(stores, space)
+        store_checks.check_files(stores, space, ray=ray)
     except store_checks.StoreError as e:
         out.problems.append(str(e))
         return out
@@ -48,12 +49,12 @@ def diagnose(stores, space: str, metrics: list[str], deep: bool = True) -> Diagn
     experiment_dir = stores.ray_experiment_dir(space)
     if space not in names:
         out.problems.append(f"{stores.optuna_db} holds no study '{space}'"
-                            + (f" but Ray's experiment {experiment_dir} exists" if experiment_dir.is_dir() else ""))
+                            + (f" but Ray's experiment {experiment_dir} exists" if ray and experiment_dir.is_dir() else ""))
         return out
     trials = stores.load_study(space).get_trials(deepcopy=False)
     by_number = {t.number: t for t in trials}
     _optuna(out, trials, metrics)
-    running = _ray(out, stores, space, by_number)
+    running = _ray(out, stores, space, by_number) if ray else set()
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     unfinished = bool(running) or any(t.state.name in ("RUNNING", "WAITING") for t in trials)
     _mlflow(out, stores, space, metrics, complete, unfinished, deep)

@@ -226,7 +226,7 @@ def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any], resume
     from search import definition, store_checks, tracking
     from search.searcher import open_study
 
-    store_checks.check_files(stores, space.name, resume)  # before anything opens them (that may write)
+    store_checks.check_files(stores, space.name, resume, ray=False)  # before anything opens them
     experiment_dir = stores.ray_experiment_dir(space.name)
     has_study = stores.has_study(space.name)
     has_ray = experiment_dir.exists() and tune.Tuner.can_restore(str(experiment_dir))
@@ -238,10 +238,9 @@ def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any], resume
                          f"it, or pass another root= to start afresh")
     spec = definition.definition_of(space, stores)
     known = resume and definition.check_resume(stores, space.name, spec)  # another study: refused, exit 2
-    if resume:
-        store_checks.check_agreement(stores, space.name, has_ray, list(space.metric))
-
     tracking.check_reachable(stores.tracking_uri)
+    if resume:  # the stores agree or it is refused; Ray's state set aside if unreadable
+        has_ray = store_checks.ready_to_resume(stores, space.name, has_ray, list(space.metric))
     print_study(space, stores, resume)
     # every refusal (cluster, resources) comes before the first write to a store
     init_ray(run.get("ray_address"))

@@ -99,7 +99,7 @@ def searcher_state(path: Path) -> dict[str, Any]:
     return saved["state"]
 
 
-def check_files(stores, space: str, resume: bool = True) -> None:
+def check_files(stores, space: str, resume: bool = True, ray: bool = True) -> None:
     """Every store file of the study readable, or StoreError naming it. An empty (0-byte) SQLite file is
     an empty database to SQLite: refused on a resume (the study it held is gone), fine for a new study."""
     for path, what in ((stores.optuna_db, "the Optuna store"),
@@ -109,22 +109,31 @@ def check_files(stores, space: str, resume: bool = True) -> None:
             continue
         if problem:
             raise StoreError(f"{path} ({what}) {problem}; {FIX}")
-    problem = ray_state_problem(stores.ray_experiment_dir(space))
+    problem = ray_state_problem(stores.ray_experiment_dir(space)) if ray else None
     if problem:
         path, what = problem
         raise StoreError(f"{path} (Ray's saved experiment of study '{space}') {what}: a full disk or an "
                          f"interrupted copy; {FIX}")
 
 
-def check_agreement(stores, space: str, has_ray: bool, metrics: list[str]) -> None:
+def ready_to_resume(stores, space: str, has_ray: bool, metrics: list[str]) -> bool:
+    """Every check before a resume (``check_agreement``), then Ray's saved experiment set aside if it
+    cannot be read (``set_aside_damaged_ray_state``). Returns whether Ray's experiment is to be restored."""
+    damaged = ray_state_problem(stores.ray_experiment_dir(space)) is not None
+    check_agreement(stores, space, has_ray and not damaged, metrics, ray=not damaged)
+    return has_ray and not (damaged and set_aside_damaged_ray_state(stores, space))
+
+
+def check_agreement(stores, space: str, has_ray: bool, metrics: list[str], ray: bool = True) -> None:
     """Before a resume: refuse disagreements that would lose a configuration, run one twice or loop:
-    the two that need their own advice first, then the doctor's checks (less per-run histories)."""
+    the two that need their own advice first, then the doctor's checks (less per-run histories;
+    ``ray=False``: Ray's saved state left out, being unreadable)."""
     _check_ray_against_optuna(stores, space, has_ray)
     if not stores.optuna_db.exists() or space not in optuna_study_names(stores.optuna_db):
         return  # Optuna's study not yet created (the driver died before): nothing to disagree with
     from search.doctor import diagnose
 
-    problems = diagnose(stores, space, metrics, deep=False).problems
+    problems = diagnose(stores, space, metrics, deep=False, ray=ray).problems
     if problems:
         more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
         raise StoreError(f"the stores of study '{space}' under {stores.root} disagree ({problems[0]}{more}), so a "
@@ -159,3 +168,21 @@ def _check_ray_against_optuna(stores, space: str, has_ray: bool) -> None:
                          f"from an older copy than Ray's state; restore both from the same backup, or start the "
                          f"study afresh under another root= (python -m search.doctor space={space} "
                          f"root={stores.root} lists what disagrees)")
+
+
+def set_aside_damaged_ray_state(stores, space: str) -> bool:
+    """Recovery on a resume: Ray's saved experiment unreadable (a full disk left a 0-byte state file) is
+    moved aside, whole, and the study continues from Optuna (which holds every told configuration) as
+    a new Ray experiment: its unfinished configurations run again from scratch. Says so; True if moved."""
+    import time
+
+    folder = stores.ray_experiment_dir(space)
+    problem = ray_state_problem(folder)
+    if problem is None:
+        return False
+    aside = folder.with_name(f"{space}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    folder.rename(aside)
+    path, what = problem
+    print(f"# recovering: {path.name} (Ray's saved experiment) {what}; moved Ray's experiment to {aside} and "
+          f"continuing from the Optuna study: unfinished configurations restart from scratch", flush=True)
+    return True

@@ -79,15 +79,27 @@ def test_a_truncated_mlflow_store_is_one_line_and_untouched(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["experiment_state-2026-01-01_00-00-00.json",
                                   "searcher-state-2026-01-01_00-00-00.pkl"])
-def test_a_truncated_ray_state_is_one_line_and_untouched(tmp_path, capsys, name):
-    """What a full disk left behind: a 0-byte experiment state, a truncated searcher state."""
+def test_a_truncated_ray_state_is_named_by_the_doctor_and_set_aside_on_resume(tmp_path, capsys, name):
+    """What a full disk left behind (a 0-byte experiment state, a truncated searcher state): the doctor
+    names the file; a resume moves Ray's experiment aside, whole, and continues from Optuna."""
+    from search.doctor import main as doctor_main
+    from search.store_checks import ready_to_resume
+
     root = tmp_path / "runs"
     stores = study_on_disk(root)
     ray_experiment(stores, {})
     path = stores.ray_experiment_dir("smoke") / name
     data = path.read_bytes()
     path.write_bytes(b"" if name.endswith(".json") else data[: len(data) // 2])
-    refused(root, capsys, [f"{path} (Ray's saved experiment of study 'smoke')", "full disk"])
+    capsys.readouterr()
+    assert doctor_main(["space=smoke", f"root={root}"]) == 1
+    assert f"disagree: {path} (Ray's saved experiment of study 'smoke')" in capsys.readouterr().out
+    files = sorted(p.name for p in stores.ray_experiment_dir("smoke").iterdir())
+    assert ready_to_resume(stores, "smoke", True, ["fid"]) is False  # a new Ray experiment, from Optuna
+    out = capsys.readouterr().out
+    assert out.startswith(f"# recovering: {name} (Ray's saved experiment)") and "restart from scratch" in out, out
+    aside = next(root.glob("ray/smoke.damaged-*"))
+    assert sorted(p.name for p in aside.iterdir()) == files and not stores.ray_experiment_dir("smoke").exists()
 
 
 def test_an_emptied_optuna_store_beside_ray_state_is_refused(tmp_path, capsys):
@@ -110,3 +122,35 @@ def test_trials_rewritten_to_waiting_are_one_actionable_line(tmp_path, capsys):
     ray_experiment(stores, {0: {"sampled": {}, "ray_trials": {}, "values": {}, "told": False},
                             1: {"sampled": {}, "ray_trials": {}, "values": {}, "told": True}})
     refused(root, capsys, ["trial(s) [0] are WAITING", "restore both from the same backup", "search.doctor"])
+
+
+@pytest.mark.slow
+def test_a_lost_ray_state_is_rebuilt_from_optuna_and_the_study_finishes(tmp_path):
+    """kill -9, then Ray's newest experiment state left at 0 bytes (as a full disk leaves it): the resume
+    sets Ray's experiment aside, says so, runs the unfinished configurations and the stores agree."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from search.doctor import main as doctor_main
+    from test_search_e2e import ENV, PROJECT, optuna_states, run_cli, wait_until_complete
+
+    root = tmp_path / "runs"
+    args = ["space=smoke", f"root={root}", "max_concurrent=1", "fixed.steps=60", "fixed.eval_every=20",
+            "report=false"]
+    proc = subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=PROJECT, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_until_complete(root, "smoke", proc)
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = sorted((root / "ray" / "smoke").glob("experiment_state-*.json"))[-1]
+    state.write_bytes(b"")
+    resumed = run_cli([*args, "resume=true"], timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"# recovering: {state.name} (Ray's saved experiment) is empty (0 bytes)" in resumed.stdout
+    states = optuna_states(root, "smoke")
+    assert states.get("COMPLETE") == 4 and "RUNNING" not in states and "WAITING" not in states, states
+    assert doctor_main(["space=smoke", f"root={root}"]) == 0
