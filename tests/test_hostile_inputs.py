@@ -140,3 +140,14 @@ def test_hostile_npz_files_are_one_line_before_any_large_read(tmp_path):
     arrays, held = read_arrays(extra, str(extra), ("images", "labels", "draws"))
     assert list(arrays) == ["images"] and held == ["images", "junk"]
     assert (arrays["images"] == images).all()
+
+
+def test_a_bad_override_among_thousands_is_named_alone():
+    from trainers.config import ConfigError, parse_overrides
+
+    with pytest.raises(ConfigError) as e:
+        parse_overrides([f"fixed.k{i}=1" for i in range(2000)] + ["steps=[1,"])
+    assert str(e.value).startswith("cannot parse the argument 'steps=[1,': ") and len(str(e.value)) < 700
+    with pytest.raises(ConfigError) as e:
+        parse_overrides(["x=${nope}"])
+    assert "x=${nope}" in str(e.value) and len(str(e.value)) < 700
