@@ -7,6 +7,7 @@ reach the port read and delete every run: put it behind an authenticating proxy 
 from __future__ import annotations
 
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -92,6 +93,10 @@ def studies(stores: Stores) -> list[tuple[str, str]]:
     return [(e.name, e.experiment_id) for e in experiments if e.name != "Default"]
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     return run_command(__doc__, serve, argv)
 
@@ -107,6 +112,7 @@ def serve(argv: list[str]) -> int:
     found = studies(stores)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     process = subprocess.Popen(build_command(stores, host, port, workers), env=env)
+    signal.signal(signal.SIGTERM, _stop)  # stopped by a scheduler or kill: the server goes with it
     try:
         if not serving(process, host, port):  # the links only once they lead to this store's UI
             code = process.wait()
