@@ -58,7 +58,8 @@ def port_free(host: str, port: int) -> None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as e:
-        raise ConfigError(f"host={host}: cannot be resolved ({e.strerror or e}); give an address such as 127.0.0.1") from None
+        raise ConfigError(f"host={host}: cannot be resolved ({e.strerror or e}); give an address such as "
+                          f"127.0.0.1") from None
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds it

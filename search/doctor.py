@@ -48,8 +48,9 @@ def diagnose(stores, space: str, metrics: list[str], deep: bool = True, ray: boo
     names = store_checks.optuna_study_names(stores.optuna_db) if stores.optuna_db.exists() else []
     experiment_dir = stores.ray_experiment_dir(space)
     if space not in names:
+        ray_too = ray and experiment_dir.is_dir()
         out.problems.append(f"{stores.optuna_db} holds no study '{space}'"
-                            + (f" but Ray's experiment {experiment_dir} exists" if ray and experiment_dir.is_dir() else ""))
+                            + (f" but Ray's experiment {experiment_dir} exists" if ray_too else ""))
         return out
     trials = stores.load_study(space).get_trials(deepcopy=False)
     by_number = {t.number: t for t in trials}
@@ -161,7 +162,8 @@ def _mlflow(out: Diagnosis, stores, space: str, metrics: list[str], complete, un
                 steps = Counter(m.step for m in client.get_metric_history(run.info.run_id, metric))
                 twice = sorted(s for s, c in steps.items() if c > 1)
                 if twice:
-                    out.problems.append(f"MLflow: run {run.info.run_id} (Ray trial {run.data.tags.get(tracking.TAG_TRIAL)}) "
+                    trial_id = run.data.tags.get(tracking.TAG_TRIAL)
+                    out.problems.append(f"MLflow: run {run.info.run_id} (Ray trial {trial_id}) "
                                         f"logged {metric} twice at step(s) {twice}")
 
 

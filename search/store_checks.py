@@ -21,6 +21,12 @@ EMPTY = "is empty (0 bytes)"
 FIX = "restore it from a backup, or start the study afresh under another root="
 
 
+def doctor_command(stores, space: str) -> str:
+    """The command that lists what disagrees, ready to paste (shell-quoted)."""
+    import shlex
+    return shlex.join(["python", "-m", "search.doctor", f"space={space}", f"root={stores.root}"])
+
+
 class StoreError(Exception):
     """A store cannot be used as it is; the message is the one line to print (exit 1)."""
 
@@ -137,9 +143,8 @@ def check_agreement(stores, space: str, has_ray: bool, metrics: list[str], ray: 
     if problems:
         more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
         raise StoreError(f"the stores of study '{space}' under {stores.root} disagree ({problems[0]}{more}), so a "
-                         f"resume would lose or duplicate a trial; python -m search.doctor space={space} "
-                         f"root={stores.root} lists every disagreement; restore the stores from one backup, or "
-                         f"start the study afresh under another root=")
+                         f"resume would lose or duplicate a trial; {doctor_command(stores, space)} lists every "
+                         f"disagreement; restore the stores from one backup, or start afresh under another root=")
 
 
 def _check_ray_against_optuna(stores, space: str, has_ray: bool) -> None:
@@ -166,8 +171,8 @@ def _check_ray_against_optuna(stores, space: str, has_ray: bool) -> None:
         raise StoreError(f"{stores.optuna_db} (the Optuna store): trial(s) {waiting} are WAITING but Ray's "
                          f"searcher ({path.name}) is running them: the Optuna store was rewritten or restored "
                          f"from an older copy than Ray's state; restore both from the same backup, or start the "
-                         f"study afresh under another root= (python -m search.doctor space={space} "
-                         f"root={stores.root} lists what disagrees)")
+                         f"study afresh under another root= ({doctor_command(stores, space)} "
+                         f"lists what disagrees)")
 
 
 def set_aside_damaged_ray_state(stores, space: str) -> bool:

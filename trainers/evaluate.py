@@ -88,12 +88,13 @@ def read_arrays(path: Path, where: str, wanted: tuple[str, ...]) -> tuple[dict[s
                 continue
             with archive.open(members[name]) as f:
                 version = np.lib.format.read_magic(f)
-                header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                shape, _, dtype = header(f)
+                fmt = np.lib.format
+                shape, _, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
                 size = math.prod(shape) * dtype.itemsize
                 if size > MAX_ARRAY_BYTES:
-                    raise ConfigError(f"{where}: '{name}' declares shape {shape} of {dtype} ({size / 1024 ** 3:.3g} GiB), "
-                                      f"over the {MAX_ARRAY_BYTES / 1024 ** 3:g} GiB this command reads; give fewer images")
+                    raise ConfigError(f"{where}: '{name}' declares shape {shape} of {dtype} "
+                                      f"({size / 1024 ** 3:.3g} GiB), over the {MAX_ARRAY_BYTES / 1024 ** 3:g} GiB "
+                                      f"this command reads; give fewer images")
             with archive.open(members[name]) as f:
                 arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
     return arrays, sorted(members)
