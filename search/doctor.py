@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainers.cli import directory_arg, run_command
+from trainers.cli import directory_arg, one_line, run_command
 from trainers.config import ConfigError, parse_overrides
 
 
@@ -52,13 +52,22 @@ def diagnose(stores, space: str, metrics: list[str], deep: bool = True, ray: boo
         out.problems.append(f"{stores.optuna_db} holds no study '{space}'"
                             + (f" but Ray's experiment {experiment_dir} exists" if ray_too else ""))
         return out
-    trials = stores.load_study(space).get_trials(deepcopy=False)
+    try:
+        trials = stores.load_study(space).get_trials(deepcopy=False)
+    except Exception as e:  # noqa: BLE001 - any store that cannot be opened is one line, not a traceback
+        out.problems.append(f"{stores.optuna_db} (the Optuna store) cannot be opened ({one_line(e)[:300]})")
+        return out
     by_number = {t.number: t for t in trials}
     _optuna(out, trials, metrics)
     running = _ray(out, stores, space, by_number) if ray else set()
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     unfinished = bool(running) or any(t.state.name in ("RUNNING", "WAITING") for t in trials)
-    _mlflow(out, stores, space, metrics, complete, unfinished, deep)
+    try:
+        _mlflow(out, stores, space, metrics, complete, unfinished, deep)
+    except Exception as e:  # noqa: BLE001 - e.g. a schema half created by a start stopped in its migrations
+        reason = one_line(e).split(" [SQL:")[0][:300]
+        out.problems.append(f"the MLflow store {stores.tracking_uri} cannot be opened ({reason}); if "
+                            f"no study run was ever started in it, move it aside and resume")
     return out
 
 

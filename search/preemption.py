@@ -14,6 +14,7 @@ applied once, in the driver only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -48,6 +49,19 @@ def handle_stop_signals() -> None:
         signal.signal(sig, _stop_as_ctrl_c)
 
 
+@contextlib.contextmanager
+def stop_signals_held():
+    """SIGTERM/SIGHUP held (blocked) while Ray starts: ray.init installs Ray's C++ SIGTERM handler (a stack
+    dump, then abort) in the driver, and a signal in that window aborted the driver. After it, ours are
+    installed again and a held signal is delivered to them. Ray's processes unblock them (below)."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        handle_stop_signals()
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def interrupted_status() -> tuple[str, int]:
     """(what interrupted the driver, its exit code): Ctrl-C 130, SIGTERM 143, SIGHUP 129."""
     if _RECEIVED:
@@ -73,6 +87,14 @@ def ray_processes_in_their_own_session() -> None:
 
         def __init__(self, *args, **kwargs):
             kwargs.setdefault("start_new_session", True)
+            ray_preexec = kwargs.get("preexec_fn")
+
+            def preexec():  # in the child: Ray's own setup, then the stop signals the driver holds let through
+                if ray_preexec is not None:
+                    ray_preexec()
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+            kwargs["preexec_fn"] = preexec
             super().__init__(*args, **kwargs)
 
     services.ConsolePopen = OwnSessionPopen

@@ -108,7 +108,8 @@ def trial_dirname(trial) -> str:
 def init_ray(address: str | None) -> None:
     import ray
 
-    from search.preemption import ray_processes_in_their_own_session, tolerate_deleted_checkpoints
+    from search.preemption import (ray_processes_in_their_own_session, stop_signals_held,
+                                   tolerate_deleted_checkpoints)
     from search.trainable import worker_env
 
     tolerate_deleted_checkpoints()
@@ -118,17 +119,16 @@ def init_ray(address: str | None) -> None:
     kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=True,
                                   runtime_env={"env_vars": env, "worker_process_setup_hook": WARM_WORKER},
                                   configure_logging=True)
-    if address:
-        try:
-            ray.init(address=address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise StudyError(f"cannot connect to the Ray cluster at ray_address={address} ({e}); start it with "
-                             f"'ray start --head' or drop ray_address= to run locally") from None
-    else:
-        ray_processes_in_their_own_session()
-        ray.init(object_store_memory=OBJECT_STORE_BYTES, **kwargs)
-    # Ray's core worker installs a C++ SIGTERM handler in the driver (a stack dump, then exit): ours again
-    handle_stop_signals()
+    with stop_signals_held():  # Ray installs its own SIGTERM handler in the driver: ours again after it
+        if address:
+            try:
+                ray.init(address=address, **kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise StudyError(f"cannot connect to the Ray cluster at ray_address={address} ({e}); start it "
+                                 f"with 'ray start --head' or drop ray_address= to run locally") from None
+        else:
+            ray_processes_in_their_own_session()
+            ray.init(object_store_memory=OBJECT_STORE_BYTES, **kwargs)
 
 
 def trial_resources(space) -> dict[str, float]:
