@@ -126,3 +126,22 @@ def test_train_resume_with_another_config_is_refused_in_one_line(tmp_path, capsy
     assert train_main([*[a for a in base if not a.startswith(("steps=", "eval_every="))], "steps=4",
                        "eval_every=2", *args]) == 0, capsys.readouterr().err
     assert ckpt.checkpoint_dirs(workdir)[-1].name.endswith("000000004")
+
+
+def test_a_restored_limiter_takes_the_resumed_max_concurrent():
+    """max_concurrent is declared safe on resume: Ray restores its ConcurrencyLimiter's saved state, and
+    StudyLimiter keeps the driver's value over the saved one."""
+    from ray.tune.search import Searcher
+
+    from search.searcher import StudyLimiter
+
+    saved = StudyLimiter(Searcher(metric="fid", mode="min"), max_concurrent=4).get_state()
+    restored = StudyLimiter(Searcher(metric="fid", mode="min"), max_concurrent=4)
+    try:
+        StudyLimiter.resumed_max_concurrent = 1
+        restored.set_state(saved)
+        assert restored.max_concurrent == 1
+    finally:
+        StudyLimiter.resumed_max_concurrent = None
+    restored.set_state(saved)
+    assert restored.max_concurrent == 4
