@@ -7,13 +7,14 @@ reach the port read and delete every run: put it behind an authenticating proxy 
 from __future__ import annotations
 
 import os
+import signal
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from search.stores import Stores
-from trainers.cli import run_command
+from trainers.cli import directory_arg, run_command
 from trainers.config import ConfigError, parse_overrides
 
 KEYS = ("root", "port", "host", "workers")
@@ -33,7 +34,7 @@ def parse(argv: list[str]) -> tuple[Stores, str, int, int]:
     for key in args:
         if key not in KEYS:
             raise ConfigError(f"unknown key '{key}'; valid: {', '.join(KEYS)} (e.g. root=runs port=5000)")
-    stores = Stores.at(args.get("root", "runs"))
+    stores = Stores.at(directory_arg("root", args.get("root", "runs")))
     port = args.get("port", 5000)
     if not isinstance(port, int) or not 0 < port < 65536:
         raise ConfigError(f"port={port!r} must be an integer in 1..65535")
@@ -43,7 +44,46 @@ def parse(argv: list[str]) -> tuple[Stores, str, int, int]:
     if not stores.mlflow_db.is_file():
         raise ConfigError(f"no MLflow store at {stores.mlflow_db}; run a study first "
                           f"(python -m search.run space=smoke root={stores.root}) or pass root= of an existing one")
-    return stores, str(args.get("host", "127.0.0.1")), port, workers
+    host = args.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not host.strip():
+        raise ConfigError(f"host={host!r} must be an address to bind (127.0.0.1, or 0.0.0.0 to expose the UI)")
+    port_free(host, port)
+    return stores, host, port, workers
+
+
+def port_free(host: str, port: int) -> None:
+    """Refuse a port another program listens on (the links printed would open that program's pages)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise ConfigError(f"host={host}: cannot be resolved ({e.strerror or e}); give an address such as "
+                          f"127.0.0.1") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds it
+        try:
+            probe.bind(address)
+        except OSError as e:
+            raise ConfigError(f"port={port} on {host} cannot be used ({e.strerror or e}); another program (another "
+                              f"UI?) listens there: pass another port=") from None
+
+
+def serving(process, host: str, port: int, timeout_s: float = 120.0) -> bool:
+    """Wait until the server accepts connections (True), or exits first (False)."""
+    import socket
+    import time
+
+    target = "127.0.0.1" if host in ("0.0.0.0", "localhost") else ("::1" if host == "::" else host)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with socket.create_connection((target, port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.3)
+    return process.poll() is None
 
 
 def studies(stores: Stores) -> list[tuple[str, str]]:
@@ -67,6 +107,10 @@ def studies(stores: Stores) -> list[tuple[str, str]]:
     return found
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     return run_command(__doc__, serve, argv)
 
@@ -79,13 +123,23 @@ def serve(argv: list[str]) -> int:
     from search.tracking import runs_view_url
 
     base = f"http://{'127.0.0.1' if host in ('127.0.0.1', 'localhost') else host}:{port}"
-    print(f"MLflow UI for {stores.root}: {base}", flush=True)
-    for name, experiment_id in studies(stores):  # each study's runs table, in the model-training view
-        print(f"  {name}: {runs_view_url(base, experiment_id)}", flush=True)
+    found = studies(stores)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    process = subprocess.Popen(build_command(stores, host, port, workers), env=env)
+    signal.signal(signal.SIGTERM, _stop)  # stopped by a scheduler or kill: the server goes with it
     try:
-        return subprocess.call(build_command(stores, host, port, workers), env=env)
+        if not serving(process, host, port):  # the links only once they lead to this store's UI
+            code = process.wait()
+            print(f"error: the MLflow server did not start on {host}:{port} (exit {code}; its output is above)",
+                  file=sys.stderr)
+            return code or 1
+        print(f"MLflow UI for {stores.root}: {base}", flush=True)
+        for name, experiment_id in found:  # each study's runs table, in the model-training view
+            print(f"  {name}: {runs_view_url(base, experiment_id)}", flush=True)
+        return process.wait()
     except KeyboardInterrupt:
+        process.terminate()
+        process.wait()
         return 0
 
 

@@ -11,16 +11,22 @@ Keys of this command:
 Any other key overrides the space: num_samples=, max_concurrent=, seeds=, sampler=, fixed.steps=, ...
 
 Exit codes: 0 the study ended; 2 a bad input, refused before any store is written; 1 the study stopped
-on an error after its stores existed (its MLflow runs marked FAILED/KILLED, a traceback under
-<root>/logs/, the line printed says how to resume); 130 interrupted (Ctrl-C), resumable the same way.
+on an error after its stores existed (runs marked FAILED/KILLED, a traceback under <root>/logs/, the
+line says how to resume), or a damaged store refused untouched; 130 interrupted (Ctrl-C), 143 SIGTERM
+(preemption, docker stop), 129 SIGHUP: each stops as Ctrl-C does, resumable the same way.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
 import time
+
+if __name__ == "__main__":  # Ctrl-C or a stop signal during the imports below (torch: seconds): one line
+    from search.preemption import quit_while_importing
+    quit_while_importing()
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +34,13 @@ from typing import Any
 
 import yaml
 
+from search.preemption import handle_stop_signals, interrupted_status
+from search.store_checks import StoreError
 from search.stores import Stores
 from trainers.cli import directory_arg, one_line, run_command
 from trainers.config import ConfigError, make_config, parse_overrides
 
-# Ray starts its worker processes while the driver sets up the stores; they import the trainer
-# then, instead of when the first trial starts (about 8 s of imports and data loading per worker)
+# Ray's workers import the trainer while the driver sets up the stores (not at the first trial: ~8 s each)
 WARM_WORKER = "search.trainable.warm_worker"
 RUN_KEYS = ("space", "root", "resume", "preset", "ray_address", "tracking_uri", "report")
 PROGRESS_METRICS = ("fid_minority", "classes_dropped", "step")  # after the study's own metric(s)
@@ -101,21 +108,27 @@ def trial_dirname(trial) -> str:
 def init_ray(address: str | None) -> None:
     import ray
 
+    from search.preemption import (ray_processes_in_their_own_session, stop_signals_held,
+                                   tolerate_deleted_checkpoints)
     from search.trainable import worker_env
+
+    tolerate_deleted_checkpoints()
 
     env = worker_env()
     os.environ.update(env)
     kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=True,
                                   runtime_env={"env_vars": env, "worker_process_setup_hook": WARM_WORKER},
                                   configure_logging=True)
-    if address:
-        try:
-            ray.init(address=address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise StudyError(f"cannot connect to the Ray cluster at ray_address={address} ({e}); start it with "
-                             f"'ray start --head' or drop ray_address= to run locally") from None
-    else:
-        ray.init(object_store_memory=OBJECT_STORE_BYTES, **kwargs)
+    with stop_signals_held():  # Ray installs its own SIGTERM handler in the driver: ours again after it
+        if address:
+            try:
+                ray.init(address=address, **kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise StudyError(f"cannot connect to the Ray cluster at ray_address={address} ({e}); start it "
+                                 f"with 'ray start --head' or drop ray_address= to run locally") from None
+        else:
+            ray_processes_in_their_own_session()
+            ray.init(object_store_memory=OBJECT_STORE_BYTES, **kwargs)
 
 
 def trial_resources(space) -> dict[str, float]:
@@ -145,7 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state saved often: little lost on kill -9
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Ray's newer output ignores a reporter's columns
-    return run_command(__doc__, run_study, argv)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt again after the imports
+    handle_stop_signals()
+    try:
+        return run_command(__doc__, run_study, argv)
+    except StoreError as e:  # a damaged store, refused before anything opened it
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:  # before the stores were written (imports, the space, ray.init)
+        how, code = interrupted_status()
+        print(f"error: interrupted by {how} before the study started running; nothing is lost: run the same "
+              f"command again", file=sys.stderr, flush=True)
+        return code
 
 
 def prepare(argv: list[str]):
@@ -199,9 +223,10 @@ class Study:
 def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any], resume_cmd: str) -> int:
     from ray import tune
 
-    from search import tracking
+    from search import definition, store_checks, tracking
     from search.searcher import open_study
 
+    store_checks.check_files(stores, space.name, resume, ray=False)  # before anything opens them
     experiment_dir = stores.ray_experiment_dir(space.name)
     has_study = stores.has_study(space.name)
     has_ray = experiment_dir.exists() and tune.Tuner.can_restore(str(experiment_dir))
@@ -211,8 +236,11 @@ def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any], resume
     if not resume and (has_study or has_ray):
         raise StudyError(f"study '{space.name}' already exists under root={stores.root}; add resume=true to continue "
                          f"it, or pass another root= to start afresh")
-
+    spec = definition.definition_of(space, stores)
+    known = resume and definition.check_resume(stores, space.name, spec)  # another study: refused, exit 2
     tracking.check_reachable(stores.tracking_uri)
+    if resume:  # the stores agree or it is refused; Ray's state set aside if unreadable
+        has_ray = store_checks.ready_to_resume(stores, space.name, has_ray, list(space.metric))
     print_study(space, stores, resume)
     # every refusal (cluster, resources) comes before the first write to a store
     init_ray(run.get("ray_address"))
@@ -223,6 +251,11 @@ def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any], resume
         # studies of other spaces may share this root: creating the SQLite schemas is not safe to race
         with stores.schema_lock():
             open_study(space, stores)
+            if not known:  # a new study, or one started before definitions were recorded
+                if resume:
+                    print(f"# no definition recorded for study '{space.name}' (started by an older version): "
+                          f"recording this one; later resumes are compared with it")
+                definition.record(stores, space.name, spec)
             client = tracking.client_for(stores.tracking_uri)
             study.experiment_id = tracking.ensure_experiment(client, space.name,
                                                              stores.experiment_artifact_location(space.name))
@@ -243,14 +276,14 @@ def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any], resume
 
 def make_tuner(study: Study, restore: bool, resources: dict[str, float]):
     from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
 
     from search.callback import MLflowTrialCallback, fault_callbacks
-    from search.searcher import ReplicateSearcher
+    from search.searcher import ReplicateSearcher, StudyLimiter
     from search.trainable import run_trial
 
     space, stores = study.space, study.stores
     trainable = tune.with_resources(run_trial, {"cpu": resources["cpu"], "gpu": resources["gpu"]})
+    StudyLimiter.resumed_max_concurrent = space.max_concurrent
     if restore:
         # the saved state brings back the searcher (reconciled with the study before it proposes or
         # tells anything), the reporter and the MLflow callback (same experiment and parent run)
@@ -262,7 +295,7 @@ def make_tuner(study: Study, restore: bool, resources: dict[str, float]):
     configurations = searcher.remaining()
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent),
+        tune_config=tune.TuneConfig(search_alg=StudyLimiter(searcher, max_concurrent=space.max_concurrent),
                                     scheduler=make_scheduler(space), reuse_actors=True,
                                     num_samples=configurations * len(space.seeds),
                                     trial_dirname_creator=trial_dirname),
@@ -339,8 +372,9 @@ def stopped(study: Study, error: BaseException) -> int:
 
     space, stores = study.space, study.stores
     interrupted = isinstance(error, KeyboardInterrupt)
+    how, code = interrupted_status()
     if interrupted:
-        what = f"was interrupted ({error})" if str(error) else "was interrupted"
+        what = f"was interrupted by {how}" + (f" ({error})" if str(error) else "")
     else:
         what = f"stopped on {cause(error)[:400]}"
     if error.__traceback__ is not None:  # raised, not Ray's run ending short after Ctrl-C
@@ -359,7 +393,7 @@ def stopped(study: Study, error: BaseException) -> int:
         pass
     print(f"error: study '{space.name}' {what}; {marked}; resume it with: {study.resume_cmd}",
           file=sys.stderr, flush=True)
-    return 130 if interrupted else 1
+    return code if interrupted else 1
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from ray.tune.search import Searcher
+from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from search.spaces import Space
 from search.stores import Stores
@@ -212,6 +212,18 @@ def told_value(values: list[list[float] | None], metrics: tuple[str, ...],
         return None
     filled = [v if v is not None else [failure_value[m] for m in metrics] for v in values]
     return [sum(v[i] for v in filled) / len(filled) for i in range(len(metrics))]
+
+
+class StudyLimiter(ConcurrencyLimiter):
+    """Ray's ConcurrencyLimiter, except that a restored one takes the driver's ``max_concurrent`` instead of
+    the saved one: a resume may change it (search.definition declares it safe)."""
+
+    resumed_max_concurrent: int | None = None  # set by the driver before Ray restores the limiter
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        if StudyLimiter.resumed_max_concurrent is not None:
+            self.max_concurrent = StudyLimiter.resumed_max_concurrent
 
 
 def _empty_state() -> dict[str, Any]:

@@ -288,9 +288,47 @@ def resolve_space_path(name_or_path: str) -> Path:
     return SPACES_DIR / f"{name_or_path}.yaml"
 
 
+MAX_YAML_BYTES = 1024 ** 2  # a space is a page of YAML
+MAX_YAML_NODES = 100_000  # scalars, lists and mappings once aliases are expanded (an alias bomb: billions)
+
+
+class _SpaceLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise SpaceError(f"line {key_node.start_mark.line + 1}: key '{key}' is given twice in one "
+                                 f"mapping; keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _check_expanded_size(value: Any, source: Path) -> None:
+    """Count the nodes as OmegaConf would see them, each alias expanded, and stop past MAX_YAML_NODES
+    (PyYAML shares an alias's object; OmegaConf copies it, so 9 levels of 9 aliases are 9**9 nodes)."""
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > MAX_YAML_NODES:
+            raise SpaceError(f"{source}: expands to more than {MAX_YAML_NODES:,} values (YAML aliases repeated "
+                             f"inside each other?); a space is a page of keys")
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 def read_yaml(path: Path) -> dict:
     try:
-        raw = yaml.safe_load(path.read_bytes().decode("utf-8-sig"))
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise SpaceError(f"{path}: is {path.stat().st_size:,} bytes; a space is a page of YAML "
+                             f"(at most {MAX_YAML_BYTES:,} bytes)")
+        raw = yaml.load(path.read_bytes().decode("utf-8-sig"), Loader=_SpaceLoader)  # noqa: S506 - safe loader
     except UnicodeDecodeError as e:
         raise SpaceError(f"{path}: is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
                          f"save it as UTF-8") from None
@@ -303,6 +341,9 @@ def read_yaml(path: Path) -> dict:
         raise SpaceError(f"{path}{where}: malformed YAML ({problem}); fix the file's syntax") from None
     except RecursionError:
         raise SpaceError(f"{path}: nested too deeply; a space is a few levels of keys") from None
+    except SpaceError as e:
+        raise SpaceError(str(e) if str(e).startswith(str(path)) else f"{path} {e}") from None
+    _check_expanded_size(raw, path)
     if not isinstance(raw, dict):
         raise SpaceError(f"{path}: must be a mapping of keys (a space: name, metric, params, ...)")
     return raw
@@ -673,7 +714,8 @@ def _parse_params(raw_params: Any, source: str) -> tuple[Param, ...]:
                 raise _err(source, key, "choice needs a non-empty list of values")
             if not all(isinstance(v, CHOICE_TYPES) and v == v for v in value):  # v != v: NaN
                 raise _err(source, key, f"choice values must be plain numbers, words, true/false or null, got {value}")
-            if len({repr(v) for v in value}) != len(value):
+            # by value, as the trainer reads them: [1, 1.0] (or [1, true]) is one configuration twice
+            if len({float(v) if isinstance(v, (int, float)) else v for v in value}) != len(value):
                 raise _err(source, key, f"choice has duplicate values: {value}")
             kwargs["values"] = tuple(value)
         else:

@@ -8,6 +8,7 @@
       reports/<space>/            report.md and its figures (search.report)
       cache/                      the trainer's judge classifier and reference statistics (``cache_dir``)
       logs/<space>-crash-<time>.txt  the traceback of a study that stopped on an error
+      studies/<space>.json        the study's definition at its start; a resume must match it (search.definition)
       .<space>.lock               held while a study of that space runs (one driver per space)
       .stores.lock                held while a driver creates the SQLite schemas (studies may share a root)
 
@@ -99,8 +100,8 @@ class Stores:
         """Whether the Optuna study of ``space`` exists (never creates the database file)."""
         if not self.optuna_db.exists():
             return False
-        import optuna
-        return space in optuna.study.get_all_study_names(self.optuna_storage())
+        from search.store_checks import optuna_study_names  # read-only: opening Optuna's storage writes its schema
+        return space in optuna_study_names(self.optuna_db)
 
     def load_study(self, space: str):
         import optuna

@@ -21,7 +21,14 @@ def nan_as_null(metrics: dict) -> dict:
 def directory_arg(key: str, value: object) -> Path:
     """The folder named by ``key=value``, which may not exist yet: refused with one line when it, or
     the nearest of its parents that exists, is not a directory or cannot be written."""
-    path = Path(str(value)).expanduser().absolute()
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        # root= (null), root=1e3, root=true, root=[a,b] would become folders named None, 1000.0, True, ...
+        raise ConfigError(f"{key}={value!r} is not a folder's path; give one (a path that reads as a number "
+                          f"or as true/null needs YAML quotes, in the shell: '{key}=\"2024\"')")
+    try:
+        path = Path(value).expanduser().absolute()
+    except RuntimeError as e:  # ~nouser: no such user's home
+        raise ConfigError(f"{key}={value}: {str(e).rstrip('.')}; give the folder's full path") from None
     if "\0" in str(path):
         raise ConfigError(f"{key}={value!r} holds a NUL byte; give a folder's path")
     existing = next(p for p in (path, *path.parents) if p.exists())
@@ -38,8 +45,7 @@ def root_and_cache(overrides: dict) -> Path:
     """A command's ``root=`` (the store root, default ``runs``), popped from its overrides, with
     ``cache_dir`` defaulting to ``<root>/cache`` as for a study's trials; either refused in one line
     when it cannot be a folder (the judge and reference statistics are written there)."""
-    root = Path(str(overrides.pop("root", "runs")))
-    directory_arg("root", root)
+    root = directory_arg("root", overrides.pop("root", "runs"))  # ~ expanded
     overrides.setdefault("cache_dir", str(root / "cache"))
     directory_arg("cache_dir", overrides["cache_dir"])
     return root

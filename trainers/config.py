@@ -133,4 +133,13 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
     try:
         return OmegaConf.to_container(OmegaConf.from_dotlist(list(args)), resolve=True)
     except (OmegaConfBaseException, yaml.YAMLError) as e:  # a value's YAML is read by OmegaConf
-        raise ConfigError(f"cannot parse overrides {args}: {one_line(e)}") from None
+        error = one_line(e)[:300]
+    for arg in args:  # which one: the message names it, not every argument (thousands can be given)
+        try:
+            OmegaConf.from_dotlist([arg])
+        except (OmegaConfBaseException, yaml.YAMLError) as e:
+            shown = arg if len(arg) <= 200 else arg[:200] + "..."
+            raise ConfigError(f"cannot parse the argument '{shown}': {one_line(e)[:300]}") from None
+    shown = " ".join(args)
+    raise ConfigError(f"cannot parse the overrides ({len(args)} arguments: "
+                      f"{shown if len(shown) <= 300 else shown[:300] + '...'}): {error}")

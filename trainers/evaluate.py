@@ -29,6 +29,7 @@ import json
 import math
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,33 @@ def _evaluate(argv: list[str]) -> int:
     return 0
 
 
+MAX_ARRAY_BYTES = 4 * 1024 ** 3  # one array's declared size, checked before it is decompressed
+
+
+def read_arrays(path: Path, where: str, wanted: tuple[str, ...]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The ``wanted`` arrays of an .npz (and the names of all it holds), each read only after its header's
+    shape and dtype were checked against MAX_ARRAY_BYTES: an .npz is a zip, and a small file can declare
+    (or decompress to) far more than memory holds; the arrays not wanted are never decompressed."""
+    arrays: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as archive:
+        members = {name[:-4]: name for name in archive.namelist() if name.endswith(".npy")}
+        for name in wanted:
+            if name not in members:
+                continue
+            with archive.open(members[name]) as f:
+                version = np.lib.format.read_magic(f)
+                fmt = np.lib.format
+                shape, _, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
+                size = math.prod(shape) * dtype.itemsize
+                if size > MAX_ARRAY_BYTES:
+                    raise ConfigError(f"{where}: '{name}' declares shape {shape} of {dtype} "
+                                      f"({size / 1024 ** 3:.3g} GiB), over the {MAX_ARRAY_BYTES / 1024 ** 3:g} GiB "
+                                      f"this command reads; give fewer images")
+            with archive.open(members[name]) as f:
+                arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
+    return arrays, sorted(members)
+
+
 def read_samples(path: Path, data, num_samples: int) -> tuple[np.ndarray, np.ndarray | None, int | None]:
     """(uint8 N x H x W x C images, int64 labels or None, draws or None) of a samples file, checked
     against the dataset; every problem is a one-line ConfigError saying what to change."""
@@ -80,14 +108,15 @@ def read_samples(path: Path, data, num_samples: int) -> tuple[np.ndarray, np.nda
     if not path.is_file():
         raise ConfigError(f"{where}: no such file; give the path of an .npz holding an 'images' array")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        arrays, held = read_arrays(path, where, ("images", "labels", "draws"))
+    except ConfigError:  # an array larger than the bound, said as such
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         reason = one_line(e)[:120]
         raise ConfigError(f"{where} cannot be read as an .npz of plain arrays ({type(e).__name__}: {reason}); "
                           f"save it with np.savez(path, images=..., labels=...)") from None
     if "images" not in arrays:
-        raise ConfigError(f"{where} holds no 'images' array (it holds: {', '.join(arrays) or 'nothing'}); "
+        raise ConfigError(f"{where} holds no 'images' array (it holds: {', '.join(held) or 'nothing'}); "
                           f"save it with np.savez(path, images=uint8 N x H x W x C)")
     images = arrays["images"]
     if images.dtype != np.uint8:

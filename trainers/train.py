@@ -12,7 +12,6 @@ to stderr; one JSON object per evaluation goes to stdout.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -20,6 +19,42 @@ from trainers.cli import directory_arg, nan_as_null, root_and_cache, run_command
 from trainers.config import ConfigError, make_config, parse_overrides
 
 CLI_ONLY = ("root", "workdir", "resume")
+# keys a resumed run may change without becoming another run: where things are, the device and the
+# speed options that train the same (tests/test_speed_options.py), how many checkpoints are kept, the
+# test-only fault injections; ``steps`` may grow (the run is continued further), nothing else may change
+RESUME_SAFE = ("cache_dir", "data_root", "download", "device", "compile", "channels_last", "keep_checkpoints")
+
+
+def check_same_run(workdir: Path, cfg) -> None:
+    """Refuse (one line) a resume whose config differs from the one its checkpoint was trained with:
+    weights of another architecture, method or data would fail to load, or load and train another run."""
+    from trainers import checkpoint as ckpt
+    from trainers.config import dotted, to_dict
+
+    saved_file = None
+    for folder in reversed(ckpt.checkpoint_dirs(workdir)):  # the newest checkpoint with a readable config
+        try:
+            saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(saved, dict):
+            saved_file = folder / "config.json"
+            break
+    if saved_file is None:
+        return  # no readable config: the checkpoint's own loading says what is wrong
+    old, new = dotted(saved), dotted(to_dict(cfg))
+    changed = sorted(k for k in set(old) | set(new)
+                     if k not in RESUME_SAFE and not k.startswith("fault.")
+                     and (old.get(k, "(unset)") != new.get(k, "(unset)")
+                          or type(old.get(k)) is not type(new.get(k))))
+    if "steps" in changed and isinstance(old.get("steps"), int) and new["steps"] > old["steps"]:
+        changed.remove("steps")  # a longer run of the same training
+    if changed:
+        shown = ", ".join(f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in changed[:6])
+        more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+        raise ConfigError(f"resume=true but the config differs from the checkpoint's {saved_file} ({shown}{more}); "
+                          f"resume with its settings (only a larger steps= may change), or drop resume=true "
+                          f"and pass another workdir= to start this run afresh")
 
 
 def _json_default(value):
@@ -39,7 +74,7 @@ def _train(argv: list[str]) -> int:
         root = root_and_cache(overrides)
         workdir = overrides.pop("workdir", None)
         if workdir is not None:
-            directory_arg("workdir", workdir)
+            workdir = directory_arg("workdir", workdir)  # ~ expanded
         resume = overrides.pop("resume", False)
         if not isinstance(resume, bool):
             raise ConfigError(f"resume={resume!r} must be true or false")
@@ -48,6 +83,8 @@ def _train(argv: list[str]) -> int:
         if resume and not (workdir / "checkpoints").is_dir():
             raise ConfigError(f"resume=true but {workdir} holds no checkpoint; drop resume=true to start afresh "
                               f"or pass workdir= of an earlier run")
+        if resume:
+            check_same_run(workdir, cfg)
         from trainers.loop import train
 
         def report(metrics, checkpoint_dir):

@@ -1,0 +1,128 @@
+"""Preemption is not a crash: SIGTERM/SIGHUP stop a study as Ctrl-C does (runs KILLED, one line with the
+resume command, exit 128 + the signal), and the resume after any stop looks clean (no ERROR, no Traceback)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from test_search_e2e import ENV, PROJECT, mlflow_runs, optuna_states, run_cli, wait_until_complete
+
+ARGS = ["space=smoke", "max_concurrent=1", "fixed.steps=60", "fixed.eval_every=20"]
+
+
+def start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=PROJECT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def noisy(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "Traceback" in line or "ERROR" in line]
+
+
+def test_a_stop_signal_while_starting_is_one_line_and_128_plus_the_signal(tmp_path):
+    """During the imports (torch: seconds) nothing is written yet: one line, the signal's exit code."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        proc = start(["space=smoke", f"root={tmp_path / 'runs'}"])
+        time.sleep(0.8)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + sig, (sig, err[-2000:])
+        assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: interrupted by "), err
+        assert not (tmp_path / "runs" / "optuna.db").exists()
+
+
+def test_stop_signals_map_to_their_exit_codes():
+    from search import preemption
+
+    preemption._RECEIVED.clear()
+    assert preemption.interrupted_status() == ("Ctrl-C", 130)
+    preemption._RECEIVED.append(signal.SIGHUP)
+    assert preemption.interrupted_status() == ("SIGHUP", 129)
+    preemption._RECEIVED[:] = [signal.SIGTERM, signal.SIGHUP]  # the first one counts
+    assert preemption.interrupted_status() == ("SIGTERM", 143)
+    preemption._RECEIVED.clear()
+
+
+def test_a_rotation_whose_oldest_checkpoint_is_gone_is_no_error(tmp_path):
+    """Ray's checkpoint manager after a resume can hold a checkpoint the trial deleted after Ray's last
+    snapshot; rotating it out must not raise (it did: FileNotFoundError, an ERROR line and a traceback)."""
+    from ray.train import Checkpoint, CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+
+    from search.preemption import tolerate_deleted_checkpoints
+
+    def result(i: int, exists: bool) -> _TrainingResult:
+        path = tmp_path / f"checkpoint_{i:06d}"
+        if exists:
+            path.mkdir()
+        return _TrainingResult(checkpoint=Checkpoint.from_directory(str(path)), metrics={"step": i})
+
+    manager = _CheckpointManager(CheckpointConfig(num_to_keep=1))
+    manager.register_checkpoint(result(1, exists=False))  # restored bookkeeping: already deleted on disk
+    with pytest.raises(FileNotFoundError):
+        manager.register_checkpoint(result(2, exists=True))  # Ray as shipped
+    tolerate_deleted_checkpoints()
+    manager = _CheckpointManager(CheckpointConfig(num_to_keep=1))
+    manager.register_checkpoint(result(3, exists=False))
+    manager.register_checkpoint(result(4, exists=True))
+    manager.register_checkpoint(result(5, exists=True))  # an existing one is still deleted
+    assert not (tmp_path / "checkpoint_000004").exists() and (tmp_path / "checkpoint_000005").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["driver", "group"])
+def test_sigterm_stops_like_ctrl_c_and_the_resume_is_clean(tmp_path, target):
+    """SIGTERM to the driver, or to its whole process group as a scheduler sends it: exit 143, the parent
+    run KILLED (never FAILED or left RUNNING), one line with the resume command; the resume finishes the
+    study with every configuration COMPLETE once and prints no ERROR and no traceback."""
+    root = tmp_path / "runs"
+    args = [*ARGS, f"root={root}"]
+    proc = start(args)
+    wait_until_complete(root, "smoke", proc)
+    time.sleep(2)
+    assert proc.poll() is None, f"the study ended before it could be stopped: {proc.communicate()[1][-3000:]}"
+    (os.kill if target == "driver" else os.killpg)(proc.pid, signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 143, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: study 'smoke' was interrupted by SIGTERM") and "study run KILLED" in last, last
+    assert last.endswith(f"resume it with: python -m search.run {' '.join(ARGS)} root={root} resume=true"), last
+    assert "Traceback" not in err, err[-3000:]
+    _, parents, children = mlflow_runs(root, "smoke")
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert "RUNNING" not in {c.info.status for c in children}
+
+    resumed = run_cli([*args, "resume=true"], timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert noisy(resumed.stderr) == [], noisy(resumed.stderr)[:3]
+    assert optuna_states(root, "smoke") == {"COMPLETE": 4}
+    _, parents, children = mlflow_runs(root, "smoke")
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    assert len([c for c in children if c.info.status == "FINISHED"]) == 4
+
+
+@pytest.mark.slow
+def test_the_resume_after_kill_9_prints_no_error_and_no_traceback(tmp_path):
+    root = tmp_path / "runs"
+    args = [*ARGS, f"root={root}", "fixed.eval_every=10"]  # checkpoints rotate often: the case to survive
+    proc = start(args)
+    wait_until_complete(root, "smoke", proc)
+    time.sleep(3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    resumed = run_cli([*args, "resume=true"], timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert noisy(resumed.stderr) == [], noisy(resumed.stderr)[:3]
+    states = optuna_states(root, "smoke")
+    assert states.get("COMPLETE") == 4 and "RUNNING" not in states and "WAITING" not in states
