@@ -276,6 +276,7 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
         watch = FiniteWatch(device)
         while step < cfg.steps:
             stepper.warm_up(step)
+            method.before_step(step)
             logs: dict[str, torch.Tensor] = {}
             for _ in range(method.n_dis):
                 idx = sampler.next().to(device)
