@@ -362,11 +362,14 @@ def test_diff_augment_policies():
 
 # Per-step losses (loss/d, loss/con_real, loss/con_fake, loss/dis, loss/g; loss/d and its parts are the
 # last D step's) of DAMAGE_PIN with n_dis 1 and 2, computed by the code before the refactor that moved
-# the mask update out of d_loss (commit 5f2b7c9, where contrastive_aug did not exist and T was SimCLR's):
-#   git checkout 5f2b7c9 && python -c "import torch; torch.set_num_threads(1); from trainers.loop import train;
-#   [print(n, [(r['loss/d'], r['loss/con_real'], r['loss/con_fake'], r['loss/dis'], r['loss/g']) for r in rows])
-#    for n in (1, 2) for rows in [[]] if train({**PIN, 'n_dis': n}, lambda m, c: rows.append(m), evaluator=None) or 1]"
-# (PIN = DAMAGE_PIN without contrastive_aug), rounded to 6 decimals.
+# the mask update out of d_loss (commit 5f2b7c9, where contrastive_aug did not exist and T was SimCLR's),
+# rounded to 6 decimals, by this script run from a checkout of that commit:
+#   import torch; torch.set_num_threads(1); from trainers.loop import train
+#   for n_dis in (1, 2):
+#       rows = []
+#       train({**PIN, "n_dis": n_dis}, lambda m, c: rows.append({k: round(v, 6) for k, v in m.items()
+#             if k.startswith("loss/")}), evaluator=None)   # PIN = DAMAGE_PIN without contrastive_aug
+#       print(rows)
 DAMAGE_PIN = {"method": "damage", "dataset": "digits", "ch": 4, "z_dim": 16, "batch_size": 8, "device": "cpu",
               "imbalance": 10, "steps": 5, "eval_every": 1, "prune_every": 2, "seed": 3, "contrastive_aug": "simclr"}
 DAMAGE_BEFORE = {
