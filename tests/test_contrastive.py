@@ -528,3 +528,17 @@ def check_contract(name, knobs, tmp_path):
     assert all(math.isfinite(resumed[k]) for k in loss_keys)
     assert {k: resumed[k] for k in loss_keys} == {k: straight[k] for k in loss_keys}
     _assert_equal_tree(_step5(tmp_path / "resumed"), _step5(tmp_path / "straight"))
+
+
+def test_damage_masks_follow_epochs_of_data_whatever_n_dis():
+    """SDCLR recomputes masks once per epoch; a loop step reads n_dis real batches, so the default
+    period in loop steps is the epoch's batches divided by n_dis (independently: images / batch / n_dis)."""
+    from trainers.methods.damage import DamageGAN
+
+    for n_dis in (1, 2, 3):
+        cfg = make_config({**TINY, "method": "damage", "n_dis": n_dis})
+        data = load_data(cfg)
+        method = DamageGAN(cfg, data, torch.device("cpu"))
+        assert method.prune_every == max(1, len(data.train) // TINY["batch_size"] // n_dis)
+    cfg = make_config({**TINY, "method": "damage", "n_dis": 2, "prune_every": 7})
+    assert DamageGAN(cfg, load_data(cfg), torch.device("cpu")).prune_every == 7

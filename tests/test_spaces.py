@@ -312,3 +312,19 @@ def test_a_tell_that_fails_stops_the_run_and_the_resumed_searcher_tells_it(smoke
     resumed.on_trial_complete("t1", {"fid": 3.0})  # reconciles first: the untold configuration is told
     trials = stores.load_study("smoke").trials
     assert [(t.state.name, t.value) for t in trials[:2]] == [("COMPLETE", 12.0), ("COMPLETE", 3.0)]
+
+
+def test_a_cgan_space_without_gsr_lambda_says_gsr_is_off(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from search.run import gsr_off_note, print_study
+
+    off = load_space(write(tmp_path, "name: t\nmetric: fid\nfixed: {method: cgan}\n"
+                                     "params:\n  imbalance: {choice: [1, 10]}\n"))
+    print_study(off, SimpleNamespace(root=tmp_path), resume=False)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "without gSR" in line]
+    assert lines == [gsr_off_note(off)] and "gsr_lambda" in lines[0]
+    mixed = load_space(write(tmp_path, "name: t\nmetric: fid\nparams:\n  method: {choice: [dcgan, cgan]}\n"))
+    assert gsr_off_note(mixed) is not None
+    for name in ("gsr_paper", "gsr_lambda", "evidence_gsr", "imbalance_sweep", "sdclr_ablation", "smoke"):
+        assert gsr_off_note(load_space(name)) is None, name  # gSR searched or fixed, or no cgan

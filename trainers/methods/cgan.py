@@ -38,8 +38,8 @@ class CGANKnobs:
     gsr_lambda: float = setting(0.0, "weight of the group spectral regulariser (0 = off; divided by layers x classes)",
                                 between=(0.0, INF, "[]"))
     gsr_beta: float = setting(0.999, "beta of the effective-number class weights", between=(0.0, 1.0, "[)"))
-    gsr_power_iters: int = setting(1, "power-iteration steps per G step (the vectors persist across steps)",
-                                   positive=True)
+    gsr_power_iters: int = setting(4, "power-iteration steps per G step (gSRGAN's num_power_iter; the vectors "
+                                      "persist across steps, 10x this many on the first)", positive=True)
     lecam_lambda: float = setting(0.0, "weight of the LeCam regulariser in the D loss (0 = off)",
                                   between=(0.0, INF, "[]"))
     lecam_decay: float = setting(0.99, "EMA decay of LeCam's anchors", between=(0.0, 1.0, "[]"))

@@ -36,8 +36,8 @@ from trainers.settings import setting
 class DamageKnobs(ContraDKnobs):
     prune_ratio: float = setting(0.9, "fraction of each encoder conv's weights the SDCLR mask removes",
                                  between=(0.0, 1.0, "[)"))
-    prune_every: int | None = setting(None, "steps between mask updates; None = once per pass over the data",
-                                      positive=True)
+    prune_every: int | None = setting(None, "steps between mask updates; None = once per pass over the data "
+                                            "(SDCLR's once per epoch; a step reads n_dis batches)", positive=True)
 
 
 class DamageGAN(ContraD):
@@ -47,7 +47,8 @@ class DamageGAN(ContraD):
 
     @property
     def prune_every(self) -> int:
-        return self.knobs.prune_every or self.steps_per_epoch
+        # a loop step draws n_dis real batches: an epoch is steps_per_epoch / n_dis loop steps
+        return self.knobs.prune_every or max(1, self.steps_per_epoch // self.n_dis)
 
     def before_step(self, step):
         # once per step even with n_dis > 1 D steps, and not again at the step a resume starts from
