@@ -216,7 +216,30 @@ def test_cgan_contract_with_gsr_lecam_diffaugment_and_resume(tmp_path):
     for key in a["gsr_vectors"]:
         assert torch.equal(a["gsr_vectors"][key], b["gsr_vectors"][key])
     assert torch.equal(a["lecam_anchors"], b["lecam_anchors"])
-    assert bool(a["lecam_anchors"].ne(0).all())
+    assert bool(a["lecam_anchors"].ne(0).all()) and a["lecam_updates"] == b["lecam_updates"] == 3 * 2  # n_dis 2
+
+
+def test_lecam_anchors_are_zero_debiased_emas():
+    """lecam-gan's StyleGAN2 EMA (decay 0.99, zero_debias=True): after n updates the anchor is
+    sum_i (1 - d) d^(n - i) m_i / (1 - d^n), the first step's anchor the first step's mean. Checked against
+    that sum over the logits D gave (D in eval mode: spectral norm then does not move between calls)."""
+    method, cfg = _cgan(lecam_lambda=0.3)
+    method.D.eval()
+    decay, means, torch_gen = 0.99, [], torch.Generator().manual_seed(0)
+    for i in range(4):
+        real = torch.rand(8, 1, 16, 16, generator=torch_gen) * 2 - 1
+        fake = torch.rand(8, 1, 16, 16, generator=torch_gen) * 2 - 1
+        labels = torch.arange(8) % 10
+        _, logs = method.d_loss(real, labels, fake, labels, i)
+        with torch.no_grad():
+            logits = method.D(torch.cat([real, fake]), torch.cat([labels, labels]))
+        r, f = logits[:8], logits[8:]
+        means.append(torch.stack([r.mean(), f.mean()]))
+        n = len(means)
+        anchor = sum((1 - decay) * decay ** (n - 1 - j) * m for j, m in enumerate(means)) / (1 - decay ** n)
+        if i == 0:
+            torch.testing.assert_close(anchor, means[0])
+        assert float(logs["loss/lecam"]) == pytest.approx(float(lecam(r, f, anchor[0], anchor[1])), rel=1e-5)
 
 
 def test_cgan_without_gsr_still_reports_sigma_and_n_dis_default(tmp_path):
