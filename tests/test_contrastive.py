@@ -188,16 +188,19 @@ def test_pruned_forward_leaves_dense_state_untouched_and_gradients_masked():
 
 
 def _methods(ratio):
-    cfg = make_config({**TINY, "method": "damage", "prune_ratio": ratio})
+    # SimCLR's T, which the independent computations below redraw with simclr_augment
+    cfg = make_config({**TINY, "method": "damage", "prune_ratio": ratio, "contrastive_aug": "simclr"})
     data = load_data(cfg)
     torch.manual_seed(4)
     damage = METHODS["damage"](cfg, data, torch.device("cpu"))
-    contrad = METHODS["contrad"](make_config({**TINY, "method": "contrad"}), data, torch.device("cpu"))
+    contrad = METHODS["contrad"](make_config({**TINY, "method": "contrad", "contrastive_aug": "simclr"}), data,
+                                 torch.device("cpu"))
     contrad.D.load_state_dict(damage.D.state_dict())  # same weights and spectral-norm vectors
     return damage, contrad
 
 
 def _d_step_gradients(method, real, fake, step=0):
+    method.before_step(step)  # Damage GAN's masks
     torch.manual_seed(5)  # the same views t1 x, t2 x, t G z for both methods
     method.D.zero_grad(set_to_none=True)
     loss, logs = method.d_loss(real, None, fake, None, step)
@@ -218,7 +221,8 @@ def test_sdclr_gradient_equals_simclr_gradient_at_prune_ratio_zero():
             damage.masks = encoder_masks(damage.D.encoder, 0.0)
         with parametrize.cached():
             f1, f2, _ = method.D.encoder(views).chunk(3)
-            loss = method.real_contrastive_loss(views, f1, f2)
+            t1, t2, _ = views.chunk(3)
+            loss = method.real_contrastive_loss(t1, t2, f1, f2)
             loss.backward()
         return loss.detach(), {n: p.grad for n, p in method.D.named_parameters() if p.grad is not None}
 
@@ -259,8 +263,8 @@ def test_damage_supcon_fake_and_d_head_are_contrads_on_the_dense_network():
     seen = []
     original = damage.real_contrastive_loss
 
-    def spy(views, f1, f2):
-        loss = original(views, f1, f2)
+    def spy(t1, t2, f1, f2):
+        loss = original(t1, t2, f1, f2)
         return loss * 0.0  # keep only L_con- + L_dis in the total
 
     damage.real_contrastive_loss = spy
