@@ -50,6 +50,8 @@ def test_main_job_space_is_the_ablation_grid():
     assert len(space.seeds) >= 3 and space.fixed["dataset"] == "mnist"
     for cell in cells:
         assert ("prune_ratio" in space.trial_config(cell, 0)) == (cell["method"] == "damage")
+        assert space.trial_config(cell, 0).get("contrastive_aug") == \
+            ("digits" if cell["method"] in ("contrad", "damage") else None)
 
 
 def write(tmp_path: Path, text: str) -> str:
