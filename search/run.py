@@ -147,9 +147,23 @@ def trial_resources(space) -> dict[str, float]:
     return wanted
 
 
+def gsr_off_note(space) -> str | None:
+    """One line when a space runs method=cgan with gsr_lambda neither fixed nor searched: its default 0.0
+    trains the conditional GAN without gSR (the presets cannot carry it; the gSR spaces search it)."""
+    if "cgan" not in space.methods() or "gsr_lambda" in space.fixed:
+        return None
+    if any(p.name == "gsr_lambda" for p in space.params):
+        return None
+    return (f"# note: method=cgan runs without gSR in '{space.name}' (gsr_lambda is neither fixed nor searched, "
+            f"default 0.0); add gsr_lambda: 0.5 (gSRGAN's sn_reg_weight) under fixed: to turn it on")
+
+
 def print_study(space, stores: Stores, resume: bool) -> None:
     print(f"# study '{space.name}' ({'resume' if resume else 'new'}), stores under {stores.root}")
     print(yaml.safe_dump(space.to_dict(), sort_keys=False, allow_unicode=True).rstrip())
+    note = gsr_off_note(space)
+    if note:
+        print(note)
     sys.stdout.flush()
 
 

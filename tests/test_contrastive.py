@@ -12,7 +12,7 @@ import torch
 from torch.nn.utils import parametrize
 
 from trainers import checkpoint as ckpt
-from trainers.augment import diff_augment, simclr_augment
+from trainers.augment import CONTRASTIVE_POLICIES, contrastive_augment, diff_augment, resolve_policy, simclr_augment
 from trainers.config import make_config
 from trainers.data import load_data
 from trainers.losses import nt_xent, supcon_fake
@@ -188,16 +188,19 @@ def test_pruned_forward_leaves_dense_state_untouched_and_gradients_masked():
 
 
 def _methods(ratio):
-    cfg = make_config({**TINY, "method": "damage", "prune_ratio": ratio})
+    # SimCLR's T, which the independent computations below redraw with simclr_augment
+    cfg = make_config({**TINY, "method": "damage", "prune_ratio": ratio, "contrastive_aug": "simclr"})
     data = load_data(cfg)
     torch.manual_seed(4)
     damage = METHODS["damage"](cfg, data, torch.device("cpu"))
-    contrad = METHODS["contrad"](make_config({**TINY, "method": "contrad"}), data, torch.device("cpu"))
+    contrad = METHODS["contrad"](make_config({**TINY, "method": "contrad", "contrastive_aug": "simclr"}), data,
+                                 torch.device("cpu"))
     contrad.D.load_state_dict(damage.D.state_dict())  # same weights and spectral-norm vectors
     return damage, contrad
 
 
 def _d_step_gradients(method, real, fake, step=0):
+    method.before_step(step)  # Damage GAN's masks
     torch.manual_seed(5)  # the same views t1 x, t2 x, t G z for both methods
     method.D.zero_grad(set_to_none=True)
     loss, logs = method.d_loss(real, None, fake, None, step)
@@ -218,7 +221,8 @@ def test_sdclr_gradient_equals_simclr_gradient_at_prune_ratio_zero():
             damage.masks = encoder_masks(damage.D.encoder, 0.0)
         with parametrize.cached():
             f1, f2, _ = method.D.encoder(views).chunk(3)
-            loss = method.real_contrastive_loss(views, f1, f2)
+            t1, t2, _ = views.chunk(3)
+            loss = method.real_contrastive_loss(t1, t2, f1, f2)
             loss.backward()
         return loss.detach(), {n: p.grad for n, p in method.D.named_parameters() if p.grad is not None}
 
@@ -259,8 +263,8 @@ def test_damage_supcon_fake_and_d_head_are_contrads_on_the_dense_network():
     seen = []
     original = damage.real_contrastive_loss
 
-    def spy(views, f1, f2):
-        loss = original(views, f1, f2)
+    def spy(t1, t2, f1, f2):
+        loss = original(t1, t2, f1, f2)
         return loss * 0.0  # keep only L_con- + L_dis in the total
 
     damage.real_contrastive_loss = spy
@@ -302,6 +306,50 @@ def test_simclr_augment_is_per_image_in_range_and_seeded(channels):
     assert xg.grad is not None and xg.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("policy", sorted(CONTRASTIVE_POLICIES))
+def test_contrastive_policies_shape_range_seeded_per_image_and_differentiable(policy):
+    x = torch.rand(16, 1, 16, 16) * 2 - 1
+    state = ckpt.rng_state()  # the loop's RNG checkpoint: restoring it replays the same views
+    v1 = contrastive_augment(x, policy)
+    v2 = contrastive_augment(x, policy)
+    ckpt.set_rng_state(state)
+    assert torch.equal(contrastive_augment(x, policy), v1)
+    assert v1.shape == x.shape and not torch.equal(v1, v2)
+    assert v1.min() >= -1 - 1e-5 and v1.max() <= 1 + 1e-5
+    same = contrastive_augment(x[:1].expand(16, -1, -1, -1), policy)
+    assert (same - same[:1]).flatten(1).abs().amax(1).gt(1e-4).sum() >= 8  # each image its own draw
+    xg = x.clone().requires_grad_()
+    contrastive_augment(xg, policy).sum().backward()  # the G step goes through it
+    assert xg.grad is not None and xg.grad.abs().sum() > 0
+
+
+def test_digit_policies_keep_the_black_background_and_never_mirror():
+    # a black image stays black (the fill is the background, not mid-grey), and a one-pixel stroke at the
+    # left edge never lands in the right half (no flip; shifts of at most 1/8 of the side)
+    black = -torch.ones(8, 1, 16, 16)
+    stroke = black.clone()
+    stroke[:, :, 4:12, 1] = 1.0
+    torch.manual_seed(3)
+    for policy in ("digits", "translate"):
+        assert torch.allclose(contrastive_augment(black, policy), black, atol=1e-5)
+        for _ in range(20):
+            y = contrastive_augment(stroke, policy)
+            assert (y[..., 8:] > -0.5).sum() == 0, policy
+    shifted = contrastive_augment(stroke, "translate")  # whole-pixel shifts: the stroke keeps its 8 pixels
+    assert ((shifted > 0).flatten(1).sum(1) <= 8).all()
+    assert resolve_policy("auto", 1) == "digits" and resolve_policy("auto", 3) == "simclr"
+    assert resolve_policy("translate", 3) == "translate"
+
+
+def test_contrastive_aug_is_a_checked_knob_of_both_contrastive_methods():
+    for method in ("contrad", "damage"):
+        assert make_config({**TINY, "method": method}).knobs.contrastive_aug == "auto"
+        assert make_config({**TINY, "method": method, "contrastive_aug": "translate"}).knobs.contrastive_aug == \
+            "translate"
+    with pytest.raises(ConfigError, match="contrastive_aug"):
+        make_config({**TINY, "method": "contrad", "contrastive_aug": "flip"})
+
+
 def test_diff_augment_policies():
     torch.manual_seed(7)
     x = torch.rand(6, 3, 16, 16) * 2 - 1
@@ -312,6 +360,90 @@ def test_diff_augment_policies():
     assert ((cut == 0).all(1).flatten(1).sum(1) >= 4 * 4).all()  # a half-size square, clipped at the border
     with pytest.raises(ValueError, match="unknown DiffAugment policy 'colour'"):
         diff_augment(x, "color,colour")
+
+
+# -- Damage GAN's loss is a function; its masks move in the per-step hook -------------------------------
+
+# Per-step losses (loss/d, loss/con_real, loss/con_fake, loss/dis, loss/g; loss/d and its parts are the
+# last D step's) of DAMAGE_PIN with n_dis 1 and 2, computed by the code before the refactor that moved
+# the mask update out of d_loss (commit 5f2b7c9, where contrastive_aug did not exist and T was SimCLR's),
+# rounded to 6 decimals, by this script run from a checkout of that commit:
+#   import torch; torch.set_num_threads(1); from trainers.loop import train
+#   for n_dis in (1, 2):
+#       rows = []
+#       train({**PIN, "n_dis": n_dis}, lambda m, c: rows.append({k: round(v, 6) for k, v in m.items()
+#             if k.startswith("loss/")}), evaluator=None)   # PIN = DAMAGE_PIN without contrastive_aug
+#       print(rows)
+DAMAGE_PIN = {"method": "damage", "dataset": "digits", "ch": 4, "z_dim": 16, "batch_size": 8, "device": "cpu",
+              "imbalance": 10, "steps": 5, "eval_every": 1, "prune_every": 2, "seed": 3, "contrastive_aug": "simclr"}
+DAMAGE_BEFORE = {
+    1: [(9.94643, 5.44212, 3.119866, 1.384445, 0.679182),
+        (9.916531, 5.429993, 3.106114, 1.380424, 0.680008),
+        (9.838762, 5.423937, 3.040604, 1.374222, 0.677968),
+        (9.852864, 5.421026, 3.059752, 1.372086, 0.677554),
+        (9.618143, 5.426643, 2.839158, 1.352343, 0.6768)],
+    2: [(9.911477, 5.429009, 3.10133, 1.381138, 0.67873),
+        (9.85066, 5.420094, 3.054396, 1.37617, 0.67797),
+        (9.355237, 5.419965, 2.592891, 1.34238, 0.67921),
+        (9.059146, 5.42341, 2.362888, 1.272847, 0.69751),
+        (9.156913, 5.420494, 2.453652, 1.282766, 0.695611)],
+}
+
+
+@pytest.mark.parametrize("n_dis", [1, 2])
+def test_damage_losses_are_unchanged_by_the_refactor(n_dis):
+    from trainers.loop import train
+
+    keys = ["loss/d", "loss/con_real", "loss/con_fake", "loss/dis", "loss/g"]
+    rows = []
+    train({**DAMAGE_PIN, "n_dis": n_dis}, lambda m, c: rows.extend(m[k] for k in keys), evaluator=None)
+    assert rows == pytest.approx([v for row in DAMAGE_BEFORE[n_dis] for v in row], abs=2e-6)
+
+
+def test_damage_d_loss_changes_no_state_and_masks_move_only_in_before_step():
+    from trainers.methods.damage import DamageGAN
+
+    cfg = make_config({**TINY, "method": "damage", "prune_ratio": 0.5, "prune_every": 3})
+    method = DamageGAN(cfg, load_data(cfg), torch.device("cpu"))
+    method.before_step(0)
+    masks, real = {k: v.clone() for k, v in method.masks.items()}, torch.rand(8, 1, 16, 16) * 2 - 1
+    with torch.no_grad():
+        for p in prunable_convs(method.D.encoder).values():  # the weights move: new masks would differ
+            raw_weight(p).mul_(torch.rand_like(raw_weight(p)) * 2)
+    losses, weights = [], {k: v.clone() for k, v in method.D.state_dict().items()}
+    for step in (1, 3):  # a step at which the old d_loss recomputed the masks, too
+        method.D.load_state_dict(weights)  # spectral norm's power iteration advances at every call
+        torch.manual_seed(0)
+        losses.append(method.d_loss(real, None, real.flip(0), None, step)[0].item())
+        assert all(torch.equal(method.masks[k], masks[k]) for k in masks) and method.mask_step == 0
+    assert losses[0] == losses[1]  # the same arguments and RNG: the same loss, whatever the step
+    for step in (1, 2):
+        method.before_step(step)
+        assert method.mask_step == 0
+    method.before_step(3)
+    fresh = encoder_masks(method.D.encoder, 0.5)
+    assert method.mask_step == 3 and all(torch.equal(method.masks[k], fresh[k]) for k in fresh)
+    assert any(not torch.equal(masks[k], fresh[k]) for k in fresh)
+
+
+def test_real_contrastive_loss_takes_its_views_explicitly():
+    """ContraD's L_con+ reads only the features; Damage GAN's pruned pass encodes the t2 it is given, in
+    whatever batch order the caller built (independent computation: NT-Xent by hand on the two passes)."""
+    from trainers.methods.contrad import ContraD
+    from trainers.methods.damage import DamageGAN
+
+    cfg = make_config({**TINY, "method": "damage", "prune_ratio": 0.5})
+    method = DamageGAN(cfg, load_data(cfg), torch.device("cpu"))
+    method.before_step(0)
+    t1, t2 = torch.rand(8, 1, 16, 16) * 2 - 1, torch.rand(8, 1, 16, 16) * 2 - 1
+    with parametrize.cached():
+        f1, f2 = method.D.encoder(t1), method.D.encoder(t2)
+        got = method.real_contrastive_loss(t1, t2, f1, f2)
+        z_d = method.D.h_r(f1)
+        z_p = method.D.h_r(pruned_forward(method.D.encoder, method.masks, t2))
+    assert got.item() == pytest.approx(2 * nt_xent(z_d, z_p, cfg.knobs.temperature).item(), rel=1e-5)
+    contrad = ContraD.real_contrastive_loss(method, None, None, f1, f2)
+    assert contrad.item() == pytest.approx(nt_xent(method.D.h_r(f1), method.D.h_r(f2), 0.1).item(), rel=1e-5)
 
 
 # -- every registered method: trains, reports finite losses, resumes bit-exactly -----------------------
@@ -400,3 +532,17 @@ def check_contract(name, knobs, tmp_path):
     assert all(math.isfinite(resumed[k]) for k in loss_keys)
     assert {k: resumed[k] for k in loss_keys} == {k: straight[k] for k in loss_keys}
     _assert_equal_tree(_step5(tmp_path / "resumed"), _step5(tmp_path / "straight"))
+
+
+def test_damage_masks_follow_epochs_of_data_whatever_n_dis():
+    """SDCLR recomputes masks once per epoch; a loop step reads n_dis real batches, so the default
+    period in loop steps is the epoch's batches divided by n_dis (independently: images / batch / n_dis)."""
+    from trainers.methods.damage import DamageGAN
+
+    for n_dis in (1, 2, 3):
+        cfg = make_config({**TINY, "method": "damage", "n_dis": n_dis})
+        data = load_data(cfg)
+        method = DamageGAN(cfg, data, torch.device("cpu"))
+        assert method.prune_every == max(1, len(data.train) // TINY["batch_size"] // n_dis)
+    cfg = make_config({**TINY, "method": "damage", "n_dis": 2, "prune_every": 7})
+    assert DamageGAN(cfg, load_data(cfg), torch.device("cpu")).prune_every == 7

@@ -50,6 +50,8 @@ def test_main_job_space_is_the_ablation_grid():
     assert len(space.seeds) >= 3 and space.fixed["dataset"] == "mnist"
     for cell in cells:
         assert ("prune_ratio" in space.trial_config(cell, 0)) == (cell["method"] == "damage")
+        assert space.trial_config(cell, 0).get("contrastive_aug") == \
+            ("digits" if cell["method"] in ("contrad", "damage") else None)
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -389,3 +391,19 @@ def test_report_keys_are_refused_in_one_line(tmp_path, extra, message):
     with pytest.raises(SpaceError) as e:
         load_space(write(tmp_path, REPORT_KEYS_SPACE + extra + "\n"))
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_cgan_space_without_gsr_lambda_says_gsr_is_off(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from search.run import gsr_off_note, print_study
+
+    off = load_space(write(tmp_path, "name: t\nmetric: fid\nfixed: {method: cgan}\n"
+                                     "params:\n  imbalance: {choice: [1, 10]}\n"))
+    print_study(off, SimpleNamespace(root=tmp_path), resume=False)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "without gSR" in line]
+    assert lines == [gsr_off_note(off)] and "gsr_lambda" in lines[0]
+    mixed = load_space(write(tmp_path, "name: t\nmetric: fid\nparams:\n  method: {choice: [dcgan, cgan]}\n"))
+    assert gsr_off_note(mixed) is not None
+    for name in ("gsr_paper", "gsr_lambda", "evidence_gsr", "imbalance_sweep", "sdclr_ablation", "smoke"):
+        assert gsr_off_note(load_space(name)) is None, name  # gSR searched or fixed, or no cgan

@@ -3,6 +3,13 @@
 - ``simclr_augment``: ContraD's SimCLR-style T (kornia): random resized crop scale (0.2, 1), horizontal
   flip 0.5, colour jitter (0.4, 0.4, 0.4, 0.1) with p 0.8, greyscale p 0.2; colour ops are skipped for
   1-channel data. Each image gets its own random parameters. Differentiable, so the G step can use it.
+- ``contrastive_augment(x, policy)``: the contrastive methods' T by name (``CONTRASTIVE_POLICIES``):
+  ``simclr`` (above), and two policies for digits, where a 20% crop (7 x 7 pixels of a 16 x 16 digit)
+  or a mirror image is another symbol and teaches D an invariance that is wrong for the data:
+  ``digits`` (a mild random resized crop, scale 0.6-1, aspect 3/4-4/3, then a rotation of at most 10
+  degrees and a translation of at most 1/16 of the side; no flip) and ``translate`` (pad-and-crop
+  translations of at most 1/8 of the side, DiffAugment's translation with black padding; nothing else).
+  ``auto`` is ``digits`` for 1-channel data and ``simclr`` otherwise (docs/pilot.md, the contrastive pilot).
 - ``diff_augment``: DiffAugment (Zhao et al., 2020) policies ``color``, ``translation``, ``cutout``,
   differentiable; the caller applies the same policy to reals and fakes.
 
@@ -37,6 +44,42 @@ def simclr_augment(x: torch.Tensor) -> torch.Tensor:
     """One random SimCLR view of every image of ``x`` (B x C x H x W in [-1, 1])."""
     pipeline = simclr_pipeline(*x.shape[1:]).to(x.device)
     return pipeline((x + 1) * 0.5) * 2 - 1
+
+
+_DIGIT_PIPELINES: dict[tuple[int, int], nn.Module] = {}
+
+
+def digits_augment(x: torch.Tensor) -> torch.Tensor:
+    """One mild view of every digit of ``x``: crop scale (0.6, 1), rotation <= 10 deg, shift <= 1/16; no flip.
+    Both ops warp in [0, 1] with zero (black) fill, the digits' background."""
+    h, w = x.shape[2:]
+    if (h, w) not in _DIGIT_PIPELINES:
+        import kornia.augmentation as K
+
+        _DIGIT_PIPELINES[(h, w)] = nn.Sequential(
+            K.RandomResizedCrop((h, w), scale=(0.6, 1.0), cropping_mode="resample"),
+            K.RandomAffine(degrees=10.0, translate=(1 / 16, 1 / 16), p=1.0))
+    return _DIGIT_PIPELINES[(h, w)].to(x.device)((x + 1) * 0.5) * 2 - 1
+
+
+def translate_augment(x: torch.Tensor) -> torch.Tensor:
+    """Every image of ``x`` shifted by up to 1/8 of its side in each direction, black (-1) coming in."""
+    return _translation(x + 1) - 1  # _translation pads with 0: shift to a 0 background and back
+
+
+CONTRASTIVE_POLICIES = {"simclr": simclr_augment, "digits": digits_augment, "translate": translate_augment}
+
+
+def resolve_policy(policy: str, channels: int) -> str:
+    """``auto`` -> ``digits`` for 1-channel (digit) data, ``simclr`` for colour images."""
+    if policy == "auto":
+        return "digits" if channels == 1 else "simclr"
+    return policy
+
+
+def contrastive_augment(x: torch.Tensor, policy: str) -> torch.Tensor:
+    """One random view of every image of ``x`` under ``policy`` (a name of ``CONTRASTIVE_POLICIES`` or auto)."""
+    return CONTRASTIVE_POLICIES[resolve_policy(policy, x.shape[1])](x)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ It builds data, networks and the method from plain-dict registries and owns ever
 once for all methods (as ContraD's ``train_gan.py`` does for its variants): the two Adam optimisers,
 the linear learning-rate warm-up, ``n_dis`` D steps per G step (each on a new real batch and new
 detached fakes), zero_grad/backward/step, and D frozen while G's loss runs. A method only computes
-``d_loss`` and ``g_loss``. Every ``eval_every`` steps (and at the end) it evaluates, writes a
+``d_loss`` and ``g_loss``, and may update its own state once per step in ``before_step``. Every ``eval_every`` steps (and at the end) it evaluates, writes a
 checkpoint atomically and calls ``report(metrics, checkpoint_dir)``. It knows nothing of Ray, Optuna
 or MLflow.
 """
@@ -278,6 +278,7 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
         watch = FiniteWatch(device)
         while step < cfg.steps:
             stepper.warm_up(step)
+            method.before_step(step)
             logs: dict[str, torch.Tensor] = {}
             for _ in range(method.n_dis):
                 idx = sampler.next().to(device)

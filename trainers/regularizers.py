@@ -8,10 +8,12 @@ tail classes by the effective number of samples and divided by layers x classes 
 
     L_gSR = lam / (L * K) * sum_l sum_y w_y * (sigma_max(Gamma_y^l)^2 + sigma_max(B_y^l)^2)
 
-sigma_max comes from power iteration whose vectors persist across calls (one or a few iterations per
-G step track the slowly moving matrices, as spectral normalisation does). Upstream gSRGAN restarts
-from the same initial vector on every call (and its bias iteration reuses the gain's ``v0``); here the
-updated vectors are written back into the caller's state, one set per matrix.
+sigma_max comes from power iteration whose vectors persist across calls, as in gSRGAN
+(``src/utils/model_ops.py``, ``ConditionalBatchNorm2d.plot_sn``: ``u0..v1`` are kept and updated in
+place): ``FIRST_CALL_FACTOR`` x ``n_iter`` iterations from a random start on the first call (gSRGAN's
+"based on NVAE" warm start), then ``n_iter`` per G step (gSRGAN's ``num_power_iter``, 4 in SNGAN.json),
+which track the slowly moving matrices as spectral normalisation does. We differ in one detail: gSRGAN's
+bias iteration updates ``u1`` from the gain's ``v0`` (a slip); here each matrix has its own vectors.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 _EPS = 1e-12
+FIRST_CALL_FACTOR = 10  # iterations on the first call, in multiples of n_iter (gSRGAN's cold start)
 
 
 def closest_square(c: int) -> tuple[int, int]:
@@ -104,7 +107,8 @@ def group_spectral_penalty(gains: Sequence[torch.Tensor], biases: Sequence[torch
     may be empty to penalise gains only). Layers whose reshape has the same shape are stacked, so the work
     is one batched power iteration per distinct shape, over all classes and layers at once.
     ``vectors`` is the caller's persistent state (shape key -> left singular vectors); missing
-    entries are initialised from ``generator`` and every entry is replaced by its updated vectors.
+    entries are initialised from ``generator`` and iterated ``FIRST_CALL_FACTOR * n_iter`` times, and
+    every entry is replaced by its updated vectors.
     """
     if biases and len(biases) != len(gains):
         raise ValueError(f"{len(gains)} gain matrices but {len(biases)} bias matrices")
@@ -118,13 +122,13 @@ def group_spectral_penalty(gains: Sequence[torch.Tensor], biases: Sequence[torch
     for (a, b), rows in groups.items():
         mats = torch.cat(rows).view(-1, a, b)
         key = f"{a}x{b}"
-        u = vectors.get(key)
+        u, iterations = vectors.get(key), n_iter
         if u is None:
-            u = _initial_vectors(len(mats), a, mats, generator)
+            u, iterations = _initial_vectors(len(mats), a, mats, generator), FIRST_CALL_FACTOR * n_iter
         elif u.shape != (len(mats), a):
             raise ValueError(f"power-iteration state '{key}' has shape {tuple(u.shape)}, "
                              f"expected {(len(mats), a)}: it belongs to other layers")
-        u, v = power_iterate(mats, u, n_iter)
+        u, v = power_iterate(mats, u, iterations)
         vectors[key] = u
         weights = class_weights.to(mats.dtype).repeat(len(rows))
         total = total + (weights * _sigma(mats, u, v).square()).sum()

@@ -1,7 +1,9 @@
 """What a GAN method is, for the shared loop: networks, its own knobs, and two losses.
 
 A method builds its G and D (``build_nets``) and computes ``d_loss`` and ``g_loss``, each returning
-``(loss, logs)`` with ``logs`` a dict of detached scalar tensors. The loop (``trainers.loop``) owns
+``(loss, logs)`` with ``logs`` a dict of detached scalar tensors. Losses are functions of their
+arguments and the method's state; state that changes with training (Damage GAN's pruning masks) is
+updated in ``before_step``, which the loop calls once per step, before the step's D steps. The loop (``trainers.loop``) owns
 everything else, once for every method: the optimisers and their zero_grad/backward/step, the
 learning-rate warm-up, sampling the fakes each loss is given, and freezing D during the G step.
 A method's knobs are a frozen dataclass of ``setting`` fields named ``Knobs`` on its class.
@@ -52,6 +54,9 @@ class GANMethod:
     def g_loss(self, fake: torch.Tensor, fake_labels: torch.Tensor | None, step: int) -> tuple[torch.Tensor, Logs]:
         """G's loss on fakes that carry G's graph (D is frozen while it runs); ``loss/g`` defaults to it."""
         raise NotImplementedError
+
+    def before_step(self, step: int) -> None:
+        """Once per loop step ``step``, before its ``n_dis`` D steps and its G step (e.g. recompute masks)."""
 
     # -- shared -----------------------------------------------------------------------------------
     @property

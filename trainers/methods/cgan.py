@@ -5,7 +5,7 @@ G: class-conditional BatchNorm ``BN(x) * (1 + gamma_y) + beta_y`` in every block
 initialised orthogonally (nets.py). D: SNDCGAN trunk with a projection head. Hinge loss. Fake labels are
 uniform over the classes (base.py), as in gSRGAN's sampler; only real batches follow the long tail.
 Options: ``gsr_lambda`` (gSR on the embedding rows gamma_y, beta_y, in the G loss), ``lecam_lambda``
-(LeCam with EMA anchors of D's real/fake outputs, in the D loss), ``diffaugment`` (the same policy on
+(LeCam with zero-debiased EMA anchors of D's real/fake outputs, in the D loss), ``diffaugment`` (the same policy on
 real and fake images before D, in both steps).
 
 Logs: ``loss/g`` is the adversarial G term alone (comparable with gSR on and off), ``loss/gsr`` the
@@ -38,8 +38,8 @@ class CGANKnobs:
     gsr_lambda: float = setting(0.0, "weight of the group spectral regulariser (0 = off; divided by layers x classes)",
                                 between=(0.0, INF, "[]"))
     gsr_beta: float = setting(0.999, "beta of the effective-number class weights", between=(0.0, 1.0, "[)"))
-    gsr_power_iters: int = setting(1, "power-iteration steps per G step (the vectors persist across steps)",
-                                   positive=True)
+    gsr_power_iters: int = setting(4, "power-iteration steps per G step (gSRGAN's num_power_iter; the vectors "
+                                      "persist across steps, 10x this many on the first)", positive=True)
     lecam_lambda: float = setting(0.0, "weight of the LeCam regulariser in the D loss (0 = off)",
                                   between=(0.0, INF, "[]"))
     lecam_decay: float = setting(0.99, "EMA decay of LeCam's anchors", between=(0.0, 1.0, "[]"))
@@ -60,7 +60,9 @@ class ConditionalGAN(GANMethod):
         # so switching gSR on does not shift the rest of the run's random stream
         self.gsr_vectors: dict[str, torch.Tensor] = {}
         self._gsr_generator = torch.Generator().manual_seed(int(cfg.seed) + 104729)
-        self.lecam_anchors = torch.zeros(2, device=device)  # EMA of mean D(real), mean D(fake)
+        # EMA of mean D(real), mean D(fake) from 0, and its number of updates for the zero-debiasing
+        self.lecam_anchors = torch.zeros(2, device=device)
+        self.lecam_updates = 0
         self.augment = lambda x: x
         if self.knobs.diffaugment:
             self.augment = functools.partial(diff_augment, policy=self.knobs.diffaugment)
@@ -85,7 +87,11 @@ class ConditionalGAN(GANMethod):
             decay = self.knobs.lecam_decay
             means = torch.stack([real_logits.mean(), fake_logits.mean()]).detach()
             self.lecam_anchors.mul_(decay).add_(means, alpha=1.0 - decay)
-            reg = lecam(real_logits, fake_logits, self.lecam_anchors[0], self.lecam_anchors[1])
+            self.lecam_updates += 1
+            # lecam-gan's StyleGAN2 EMA (stylegan2/lecam_loss.py): decay 0.99 with zero_debias=True, so the
+            # anchors are the outputs' mean from the first step instead of starting near 0
+            anchors = self.lecam_anchors / (1.0 - decay ** self.lecam_updates) if decay < 1 else self.lecam_anchors
+            reg = lecam(real_logits, fake_logits, anchors[0], anchors[1])
             loss = loss + self.knobs.lecam_lambda * reg
             logs["loss/lecam"] = reg.detach()
         return loss, logs
@@ -119,7 +125,7 @@ class ConditionalGAN(GANMethod):
     def extra_state(self):
         return {"gsr_vectors": {k: v.clone() for k, v in self.gsr_vectors.items()},
                 "gsr_generator": self._gsr_generator.get_state(),
-                "lecam_anchors": self.lecam_anchors.clone()}
+                "lecam_anchors": self.lecam_anchors.clone(), "lecam_updates": self.lecam_updates}
 
     def load_extra_state(self, state):
         if not state:
@@ -127,3 +133,4 @@ class ConditionalGAN(GANMethod):
         self.gsr_vectors = {k: v.to(self.device) for k, v in state["gsr_vectors"].items()}
         self._gsr_generator.set_state(state["gsr_generator"])
         self.lecam_anchors = state["lecam_anchors"].to(self.device)
+        self.lecam_updates = int(state["lecam_updates"])

@@ -6,7 +6,8 @@ SNDCGAN (``models/gan/sndcgan.py``, ``models/gan/__init__.py``), every linear la
 spectral-normalised and their hidden width is ``head_hidden`` (512 there).
 
 One D step (ContraD's ``training/gan/contrad.py``): one augmentation call and one encoder forward over
-the 3B images (t1 x, t2 x, t G z), each head applied once. ``loss/con_real`` is L_con+,
+the 3B images (t1 x, t2 x, t G z), each head applied once. T is ``contrastive_aug`` (augment.py): the
+reference's SimCLR pipeline for colour images, a milder one without flips for digits (docs/pilot.md). ``loss/con_real`` is L_con+,
 ``loss/con_fake`` the unweighted L_con-, ``loss/dis`` the non-saturating d-head loss; ``loss/d`` is
 L_con+ + contrastive_weight * L_con- + L_dis. Damage GAN (damage.py) replaces only the real-side term.
 """
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from trainers.augment import simclr_augment
+from trainers.augment import CONTRASTIVE_POLICIES, contrastive_augment
 from trainers.losses import ns_d, ns_g, nt_xent, supcon_fake
 from trainers.methods.base import GANMethod
 from trainers.nets import Encoder, Generator
@@ -34,6 +35,10 @@ class ContraDKnobs:
     proj_dim: int = setting(128, "output size of the projection heads h_r and h_f", positive=True)
     head_hidden: int = setting(128, "hidden width of the heads h_r, h_f and d (CPU-sized; ContraD's SNDCGAN "
                                     "uses 512, the GPU presets' value)", positive=True)
+    contrastive_aug: str = setting("auto", "T of both contrastive views and of G's fakes: simclr (ContraD's), "
+                                           "digits (mild crop/rotation/shift, no flip), translate (pad-and-crop "
+                                           "shifts only); auto = digits for 1-channel data, simclr otherwise",
+                                   choices=("auto", *CONTRASTIVE_POLICIES))
 
 
 def _head(d: int, out: int, hidden: int) -> nn.Sequential:
@@ -65,12 +70,17 @@ class ContraD(GANMethod):
         return (Generator(cfg.z_dim, cfg.ch, self.resolution, self.channels),
                 ContrastiveDiscriminator(cfg.ch, self.resolution, self.channels, knobs.proj_dim, knobs.head_hidden))
 
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """One random view of every image of ``x`` under the method's ``contrastive_aug``."""
+        return contrastive_augment(x, self.knobs.contrastive_aug)
+
     def d_loss(self, real, labels, fake, fake_labels, step):
         b, knobs = len(real), self.knobs
-        views = simclr_augment(torch.cat([real, real, fake]))
+        views = self.augment(torch.cat([real, real, fake]))
         features = self.D.encoder(views)
+        t1, t2, _ = views.chunk(3)
         f1, f2, f_fake = features.chunk(3)
-        loss_real = self.real_contrastive_loss(views, f1, f2)
+        loss_real = self.real_contrastive_loss(t1, t2, f1, f2)
         z = self.D.h_f(features)
         loss_fake = supcon_fake(z[: 2 * b], z[2 * b:], knobs.temperature)
         logits = self.D.d(torch.cat([f1, f_fake]).detach()).squeeze(1)
@@ -79,13 +89,16 @@ class ContraD(GANMethod):
         return loss, {"loss/con_real": loss_real.detach(), "loss/con_fake": loss_fake.detach(),
                       "loss/dis": loss_dis.detach()}
 
-    def real_contrastive_loss(self, views: torch.Tensor, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
-        """L_con+: SimCLR (NT-Xent) between the dense features of the two real views ``f1``, ``f2``."""
+    def real_contrastive_loss(self, t1: torch.Tensor, t2: torch.Tensor, f1: torch.Tensor,
+                              f2: torch.Tensor) -> torch.Tensor:
+        """L_con+ of the real views ``t1``, ``t2`` (images) given their dense encoder features ``f1``, ``f2``:
+        SimCLR (NT-Xent) between the features' ``h_r`` projections (ContraD needs no image, Damage GAN
+        re-encodes ``t2`` under its masks)."""
         z1, z2 = self.D.h_r(torch.cat([f1, f2])).chunk(2)
         return nt_xent(z1, z2, self.knobs.temperature)
 
     def g_loss(self, fake, fake_labels, step):
-        return ns_g(self.D(simclr_augment(fake))), {}
+        return ns_g(self.D(self.augment(fake))), {}
 
     @classmethod
     def metric_names(cls, knobs, num_classes):

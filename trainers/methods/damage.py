@@ -14,7 +14,9 @@ runs ContraD's dense pass over the 3B views plus a pruned pass over the B views 
 through the encoder where ContraD runs 3B, about 4/3 of its D step.
 
 The masks are recomputed from the current weights every ``prune_every`` steps (default: once per pass
-over the training set) and checkpointed with the step they were computed at.
+over the training set, counted in loop steps) by the method's per-step hook ``before_step``, which the
+loop calls once per step before its D steps — never inside a loss, so ``d_loss`` is a function of its
+arguments, the weights and the masks — and checkpointed with the step they were computed at.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ from trainers.settings import setting
 class DamageKnobs(ContraDKnobs):
     prune_ratio: float = setting(0.9, "fraction of each encoder conv's weights the SDCLR mask removes",
                                  between=(0.0, 1.0, "[)"))
-    prune_every: int | None = setting(None, "steps between mask updates; None = once per pass over the data",
-                                      positive=True)
+    prune_every: int | None = setting(None, "steps between mask updates; None = once per pass over the data "
+                                            "(SDCLR's once per epoch; a step reads n_dis batches)", positive=True)
 
 
 class DamageGAN(ContraD):
@@ -45,20 +47,22 @@ class DamageGAN(ContraD):
 
     @property
     def prune_every(self) -> int:
-        return self.knobs.prune_every or self.steps_per_epoch
+        # a loop step draws n_dis real batches: an epoch is steps_per_epoch / n_dis loop steps
+        return self.knobs.prune_every or max(1, self.steps_per_epoch // self.n_dis)
 
-    def d_loss(self, real, labels, fake, fake_labels, step):
+    def before_step(self, step):
         # once per step even with n_dis > 1 D steps, and not again at the step a resume starts from
         if self.masks is None or (step % self.prune_every == 0 and step != self.mask_step):
             self.masks, self.mask_step = encoder_masks(self.D.encoder, self.knobs.prune_ratio), step
+
+    def d_loss(self, real, labels, fake, fake_labels, step):
         # the dense and the pruned pass read one W / sigma(W) per conv: M ⊙ (W / sigma(W)) is pruned
         with parametrize.cached():
             return super().d_loss(real, labels, fake, fake_labels, step)
 
-    def real_contrastive_loss(self, views, f1, f2):
-        """L_sdclr between the dense features of t1 x and the pruned features of t2 x."""
-        b = len(f1)
-        f2_pruned = pruned_forward(self.D.encoder, self.masks, views[b: 2 * b])
+    def real_contrastive_loss(self, t1, t2, f1, f2):
+        """L_sdclr between the dense features ``f1`` of ``t1`` and the pruned features of ``t2``."""
+        f2_pruned = pruned_forward(self.D.encoder, self.masks, t2)
         z_d, z_p = self.D.h_r(torch.cat([f1, f2_pruned])).chunk(2)
         tau = self.knobs.temperature
         return nt_xent(z_d, z_p.detach(), tau) + nt_xent(z_d.detach(), z_p, tau)
