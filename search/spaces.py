@@ -71,6 +71,10 @@ DEFAULT_METHOD = TrainConfig.method  # the trainer's, when a space neither fixes
 class SpaceError(ConfigError):
     """A space file is wrong; the message names the file, the key and the fix."""
 
+    def __init__(self, message: str):
+        # one line on the terminal even when a key or value itself holds a line break (a YAML key "\n")
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))
+
 
 @functools.cache
 def knob_readers() -> dict[str, frozenset[str]]:
