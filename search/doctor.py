@@ -72,6 +72,33 @@ def diagnose(stores, space: str, metrics: list[str], deep: bool = True, ray: boo
     return out
 
 
+def ready_to_resume(stores, space: str, has_ray: bool, metrics: list[str]) -> bool:
+    """Every check before a resume (``check_agreement``), then Ray's saved experiment set aside if it
+    cannot be read (``set_aside_damaged_ray_state``). Returns whether Ray's experiment is to be restored."""
+    from search.store_checks import ray_state_problem, set_aside_damaged_ray_state
+
+    damaged = ray_state_problem(stores.ray_experiment_dir(space)) is not None
+    check_agreement(stores, space, has_ray and not damaged, metrics, ray=not damaged)
+    return has_ray and not (damaged and set_aside_damaged_ray_state(stores, space))
+
+
+def check_agreement(stores, space: str, has_ray: bool, metrics: list[str], ray: bool = True) -> None:
+    """Before a resume: refuse disagreements that would lose a configuration, run one twice or loop:
+    the two that need their own advice first, then the doctor's checks (less per-run histories;
+    ``ray=False``: Ray's saved state left out, being unreadable)."""
+    from search.store_checks import StoreError, check_ray_against_optuna, doctor_command, optuna_study_names
+
+    check_ray_against_optuna(stores, space, has_ray)
+    if not stores.optuna_db.exists() or space not in optuna_study_names(stores.optuna_db):
+        return  # Optuna's study not yet created (the driver died before): nothing to disagree with
+    problems = diagnose(stores, space, metrics, deep=False, ray=ray).problems
+    if problems:
+        more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+        raise StoreError(f"the stores of study '{space}' under {stores.root} disagree ({problems[0]}{more}), so a "
+                         f"resume would lose or duplicate a trial; {doctor_command(stores, space)} lists every "
+                         f"disagreement; restore the stores from one backup, or start afresh under another root=")
+
+
 def _optuna(out: Diagnosis, trials, metrics: list[str]) -> None:
     from search.searcher import told_value
 

@@ -237,7 +237,7 @@ class Study:
 def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any], resume_cmd: str) -> int:
     from ray import tune
 
-    from search import definition, store_checks, tracking
+    from search import definition, doctor, store_checks, tracking
     from search.searcher import open_study
 
     store_checks.check_files(stores, space.name, resume, ray=False)  # before anything opens them
@@ -254,7 +254,7 @@ def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any], resume
     known = resume and definition.check_resume(stores, space.name, spec)  # another study: refused, exit 2
     tracking.check_reachable(stores.tracking_uri)
     if resume:  # the stores agree or it is refused; Ray's state set aside if unreadable
-        has_ray = store_checks.ready_to_resume(stores, space.name, has_ray, list(space.metric))
+        has_ray = doctor.ready_to_resume(stores, space.name, has_ray, list(space.metric))
     print_study(space, stores, resume)
     # every refusal (cluster, resources) comes before the first write to a store
     init_ray(run.get("ray_address"))

@@ -122,32 +122,7 @@ def check_files(stores, space: str, resume: bool = True, ray: bool = True) -> No
                          f"interrupted copy; {FIX}")
 
 
-def ready_to_resume(stores, space: str, has_ray: bool, metrics: list[str]) -> bool:
-    """Every check before a resume (``check_agreement``), then Ray's saved experiment set aside if it
-    cannot be read (``set_aside_damaged_ray_state``). Returns whether Ray's experiment is to be restored."""
-    damaged = ray_state_problem(stores.ray_experiment_dir(space)) is not None
-    check_agreement(stores, space, has_ray and not damaged, metrics, ray=not damaged)
-    return has_ray and not (damaged and set_aside_damaged_ray_state(stores, space))
-
-
-def check_agreement(stores, space: str, has_ray: bool, metrics: list[str], ray: bool = True) -> None:
-    """Before a resume: refuse disagreements that would lose a configuration, run one twice or loop:
-    the two that need their own advice first, then the doctor's checks (less per-run histories;
-    ``ray=False``: Ray's saved state left out, being unreadable)."""
-    _check_ray_against_optuna(stores, space, has_ray)
-    if not stores.optuna_db.exists() or space not in optuna_study_names(stores.optuna_db):
-        return  # Optuna's study not yet created (the driver died before): nothing to disagree with
-    from search.doctor import diagnose
-
-    problems = diagnose(stores, space, metrics, deep=False, ray=ray).problems
-    if problems:
-        more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
-        raise StoreError(f"the stores of study '{space}' under {stores.root} disagree ({problems[0]}{more}), so a "
-                         f"resume would lose or duplicate a trial; {doctor_command(stores, space)} lists every "
-                         f"disagreement; restore the stores from one backup, or start afresh under another root=")
-
-
-def _check_ray_against_optuna(stores, space: str, has_ray: bool) -> None:
+def check_ray_against_optuna(stores, space: str, has_ray: bool) -> None:
     names = optuna_study_names(stores.optuna_db) if stores.optuna_db.exists() else []
     if has_ray and space not in names:
         raise StoreError(f"{stores.optuna_db} (the Optuna store) holds no study '{space}' but Ray's experiment "

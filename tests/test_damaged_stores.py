@@ -83,7 +83,7 @@ def test_a_truncated_ray_state_is_named_by_the_doctor_and_set_aside_on_resume(tm
     """What a full disk left behind (a 0-byte experiment state, a truncated searcher state): the doctor
     names the file; a resume moves Ray's experiment aside, whole, and continues from Optuna."""
     from search.doctor import main as doctor_main
-    from search.store_checks import ready_to_resume
+    from search.doctor import ready_to_resume
 
     root = tmp_path / "runs"
     stores = study_on_disk(root)

@@ -9,8 +9,8 @@ mean over three seeds, per dataset. A space may set its own (``failure_value:`` 
 
 The table below was measured once with
 
-    python -m trainers.metrics.untrained space=sdclr_ablation    # mnist, the main job's settings
-    python -m trainers.metrics.untrained space=contrastive_weight  # digits, its searched spaces'
+    python benchmarks/untrained_penalty.py space=sdclr_ablation    # mnist, the main job's settings
+    python benchmarks/untrained_penalty.py space=contrastive_weight  # digits, its searched spaces'
 
 which evaluates an untrained DCGAN at the space's fixed settings (imbalance 100 where the space has it,
 else its first cell) for seeds 0, 1, 2 and prints the mean of every metric a penalty is kept for. The
@@ -22,9 +22,7 @@ their wrong-class penalty: the group figures are close to their worst possible v
 
 from __future__ import annotations
 
-import json
 import statistics
-import sys
 
 # the metrics a penalty is kept for: those a study optimises (lower or higher is better)
 PENALISED = ("fid", "kid", "fid_minority", "fid_majority", "kid_minority", "kid_majority", "precision_minority",
@@ -43,23 +41,18 @@ UNTRAINED: dict[str, dict[str, float]] = {
 }
 
 
-def measure(space_name: str, seeds: tuple[int, ...] = (0, 1, 2)) -> dict[str, float]:
-    """The mean over ``seeds`` of an untrained DCGAN's metrics at ``space_name``'s fixed settings."""
+def measure(configs: list[dict]) -> dict[str, float]:
+    """The mean over ``configs`` (trainer configs, one per seed) of an untrained generator's metrics."""
     import torch
 
-    from search.spaces import load_space
     from trainers.config import make_config
     from trainers.data import load_data
     from trainers.loop import build_evaluator, resolve_device, seed_everything
     from trainers.methods import get_method
 
-    space = load_space(space_name)
-    cells = space.grid() if space.sampler == "grid" else [{}]
-    cell = next((c for c in cells if c.get("imbalance") == 100), cells[0])
-    cell = {**cell, "method": "dcgan"}
     scores: dict[str, list[float]] = {name: [] for name in PENALISED}
-    for seed in seeds:
-        cfg = make_config(space.trial_config(space.sampled(cell) | {"method": "dcgan"}, seed))
+    for config in configs:
+        cfg = make_config(config)
         seed_everything(cfg.seed)
         device = resolve_device(cfg.device)
         data = load_data(cfg)
@@ -70,13 +63,3 @@ def measure(space_name: str, seeds: tuple[int, ...] = (0, 1, 2)) -> dict[str, fl
         for name in PENALISED:
             scores[name].append(float(metrics[name]))
     return {name: round(statistics.fmean(values), 4) for name, values in scores.items()}
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv) if "=" in a)
-    print(json.dumps(measure(args.get("space", "sdclr_ablation"))))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
