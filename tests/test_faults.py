@@ -166,9 +166,14 @@ def test_failing_trial_is_failed_everywhere_and_the_study_goes_on(tmp_path, faul
     assert failed.data.params["imbalance"] == "10.0"
     assert failed.data.metrics["step"] == 10  # what it reported before failing is kept, nothing after
     assert "(1 failed)" in proc.stdout
-    # the report still comes out, and counts the failed trial in its cell instead of averaging it in
+    # the report still comes out, counts the failed trial in its cell and enters it at the study's penalty (the
+    # untrained generator's fid on digits); the metrics with no penalty say it was excluded
     text = (root / "reports" / "faulty" / "report.md").read_text()
-    assert "failed or killed: 1" in text and "| dcgan | 10 | 15 | 1 | 1 | — |" in text, text
+    from trainers.metrics.untrained import UNTRAINED
+
+    penalty = UNTRAINED["digits"]["fid"]
+    row = f"| dcgan | 10 | 15 | 1 | 1 | {penalty:.3g} (n=1, 1 failed at {penalty:g}) | —; 1 failed, excluded |"
+    assert "failed or killed: 1" in text and row in text, text
 
 
 @pytest.mark.slow
