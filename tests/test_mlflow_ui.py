@@ -114,10 +114,16 @@ def wait_for_server(base: str, server: subprocess.Popen) -> str:
         try:
             with urllib.request.urlopen(base + "/health", timeout=2) as r:
                 if r.status == 200:
-                    return server.stdout.readline() + server.stdout.readline()
+                    break
         except OSError:
             time.sleep(1)
-    pytest.fail("mlflow_server did not come up within 120 s")
+    else:
+        pytest.fail("mlflow_server did not come up within 120 s")
+    # its header line and the study's link, past whatever MLflow's own server printed to the same stdout
+    lines = []
+    while len(lines) < 40 and not (lines and lines[-1].startswith("  ")):
+        lines.append(server.stdout.readline())
+    return "".join(lines)
 
 
 @pytest.mark.slow
