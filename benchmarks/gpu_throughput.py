@@ -59,6 +59,7 @@ def child(method: str, batch: int, mode: str, steps: int, warmup: int, ch: int, 
 
     def run(n: int, first: int) -> None:
         for step in range(first, first + n):
+            method_obj.before_step(step)  # the method's per-step hook, as the loop calls it (Damage GAN's masks)
             for _ in range(method_obj.n_dis):
                 stepper.d_step(images, labels, step)
             stepper.g_step(batch, step)

@@ -58,6 +58,7 @@ def child(method_name: str, steps: int, warmup: int, threads: int) -> None:
     for step in range(warmup + steps):
         idx = sampler.next()
         start = time.perf_counter()
+        method.before_step(step)  # the method's per-step hook, as the loop calls it (Damage GAN's masks)
         logs = stepper.d_step(images[idx], labels[idx], step)
         logs.update(stepper.g_step(cfg.batch_size, step))
         float(logs["loss/d"])  # a sync point, as the loop's finiteness check

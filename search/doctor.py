@@ -182,11 +182,17 @@ def _mlflow(out: Diagnosis, stores, space: str, metrics: list[str], complete, un
         if sampled and count > 1:
             out.problems.append(f"MLflow: {count} FINISHED runs of configuration {sampled}, seed {seed}: it ran twice")
     finished_ids = {r.data.tags.get(tracking.TAG_TRIAL) for r in finished}
+    open_ids = {r.data.tags.get(tracking.TAG_TRIAL): r.info.status for r in children if r.info.status != "FINISHED"}
     for trial in complete:
         for seed, trial_id in (trial.user_attrs.get("ray_trials") or {}).items():
-            if trial_id and trial_id not in finished_ids:
-                out.problems.append(f"Optuna trial {trial.number} is COMPLETE but its seed-{seed} Ray trial {trial_id} "
-                                    f"has no FINISHED MLflow run")
+            if not trial_id or trial_id in finished_ids:
+                continue
+            if trial_id in open_ids:  # left open by a driver that stopped (a tracking outage): a resume settles it
+                out.notes.append(f"Optuna trial {trial.number} is COMPLETE but its seed-{seed} Ray trial {trial_id}'s "
+                                 f"MLflow run is {open_ids[trial_id]}: resume=true settles it")
+            else:
+                out.problems.append(f"Optuna trial {trial.number} is COMPLETE but its seed-{seed} Ray trial "
+                                    f"{trial_id} has no MLflow run")
     stale = [r for r in children if r.info.status == "RUNNING"]
     if stale:
         out.notes.append(f"MLflow: {len(stale)} trial run(s) RUNNING (a driver running, or one killed: "

@@ -78,7 +78,7 @@ def test_doctor_on_a_finished_study_and_on_three_hand_damaged_copies(tmp_path, c
     client.set_tag(second.info.run_id, "sampled", first.data.tags["sampled"])
     code, out = doctor(copy, capsys)
     assert code == 1 and f"Ray trial {first.data.tags['ray.trial_id']} has 2 runs" in out, out
-    assert "FINISHED runs of configuration" in out and "has no FINISHED MLflow run" in out, out
+    assert "FINISHED runs of configuration" in out and "has no MLflow run" in out, out
 
     # 3. a step logged twice, and the parent run FINISHED while a configuration is left to run
     copy = tmp_path / "steps"
