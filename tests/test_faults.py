@@ -173,7 +173,7 @@ def test_failing_trial_is_failed_everywhere_and_the_study_goes_on(tmp_path, faul
 
     penalty = UNTRAINED["digits"]["fid"]
     row = f"| dcgan | 10 | 15 | 1 | 1 | {penalty:.3g} (n=1, 1 failed at {penalty:g}) | —; 1 failed, excluded |"
-    assert "failed or killed: 1" in text and row in text, text
+    assert "of which failed: 1; unfinished" in text and row in text, text
 
 
 @pytest.mark.slow

@@ -84,7 +84,7 @@ def test_report_lists_every_group_with_n_and_counts_failures(tmp_path):
     half = 4.302652729911275 * statistics.stdev(values) / math.sqrt(3)
     assert "| 3 | 1 |" in dcgan and f"{statistics.mean(values):.3g} ± {half:.2g} (n=3, 1 failed at {penalty:g})" in dcgan
     assert "20 (n=1)" in next(r for r in rows if r.startswith("| damage"))
-    assert "failed or killed: 1" in text and "1 failed, excluded" in dcgan  # metrics with no penalty say so
+    assert "of which failed: 1; unfinished" in text and "1 failed, excluded" in dcgan  # metrics with no penalty say so
     for heading in ("## Ablation table", "## Best configurations", "## Parameter importances"):
         assert heading in text
     for name in ("per_class.png", "class_histograms.png", "learning_curves.png"):
@@ -269,6 +269,28 @@ def test_failed_replicates_enter_the_table_at_the_penalty_and_get_a_failure_comp
     runs = members + [_trial("dcgan", 100, s, 1.0) for s in range(3)]
     rows = failure_comparisons(space, runs)
     assert len(rows) == 1 and rows[0].metric == "failure rate" and rows[0].diff.estimate == pytest.approx(1 / 3)
+
+
+def test_interrupted_replicates_are_neither_values_nor_failures():
+    """A stopped study leaves its running trials KILLED (kill -9: RUNNING); a resume reruns them. Those runs
+    are no evidence about the configuration: entered at the penalty they would make it look failed."""
+    from search.report import failure_comparisons
+    from search.report.runs import by_seed
+    from search.report.sections import cell
+
+    space = dataclasses.replace(load_space("sdclr_ablation"), failure_value={"kid_minority": 50.0})
+    killed = _trial("damage", 100, 2, 9.0, "KILLED")
+    rerun = _trial("damage", 100, 2, 2.0)
+    members = [_trial("damage", 100, 0, 1.0), _trial("damage", 100, 1, 3.0), rerun, killed,
+               _trial("damage", 100, 3, 7.0, "RUNNING")]
+    # the rerun's value stands for seed 2 whichever run MLflow lists first
+    assert by_seed(members, "kid_minority", 50.0) == {0: 1.0, 1: 3.0, 2: 2.0}
+    assert by_seed(members[::-1], "kid_minority", 50.0) == {0: 1.0, 1: 3.0, 2: 2.0}
+    mean, half, _ = mean_ci([1.0, 3.0, 2.0])
+    assert cell(space, members, "kid_minority") == (f"{mean:.3g} ± {half:.2g} (n=3); 2 unfinished "
+                                                    "(interrupted), excluded")
+    runs = members + [_trial("dcgan", 100, s, 1.0) for s in range(4)]
+    assert failure_comparisons(space, runs) == []  # no replicate failed: no failure-rate comparison
 
 
 def test_best_configurations_and_importances_are_computed_within_each_imbalance():

@@ -1,9 +1,11 @@
 """Loading a study's trials from MLflow, and reading one value per seed from them.
 
-A replicate that failed (its run did not finish) or diverged (it finished with a non-finite value of
-the metric) is never dropped silently: it enters at the space's ``failure_value`` for the metric, a
+A replicate that failed (its run ended FAILED: the trial raised) or diverged (it finished with a
+non-finite value of the metric) is never dropped silently: it enters at the space's ``failure_value`` for the metric, a
 penalty fixed before the study (``space.failure_value``); a space without one has its failures excluded,
-and every table says how many were.
+and every table says how many were. A replicate that was *interrupted* (its run RUNNING or KILLED: the
+driver stopped or was killed while it ran, and a resume reruns it) is not a failure of the configuration:
+it is left out of every value and rate, and the tables say how many were.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from search import tracking
+
+
+# MLflow run states of a trial the study stopped (KILLED) or a killed driver left behind (RUNNING, SCHEDULED)
+UNFINISHED = ("RUNNING", "SCHEDULED", "KILLED")
 
 
 @dataclass
@@ -39,8 +45,15 @@ class TrialRun:
     def finished(self) -> bool:
         return self.status == "FINISHED"
 
+    @property
+    def interrupted(self) -> bool:
+        """Stopped by the study's end, not by its own error (RUNNING or KILLED): neither a value nor a failure."""
+        return self.status in UNFINISHED
+
     def failed_on(self, metric: str) -> bool:
-        """Failed, or finished with a non-finite value of ``metric`` (diverged)."""
+        """Failed (the trial raised), or finished with a non-finite value of ``metric`` (diverged)."""
+        if self.interrupted:
+            return False
         if not self.finished:
             return True
         value = self.metrics.get(metric)
@@ -84,9 +97,12 @@ def penalty_of(space, metric: str) -> float | None:
 
 def by_seed(members: list[TrialRun], metric: str, penalty: float | None = None) -> dict[int, float]:
     """A configuration's value of ``metric`` per seed: a failed or diverged replicate at ``penalty`` (absent
-    when there is none); a finished run that never logged the metric is absent (not measured)."""
+    when there is none); a finished run that never logged the metric is absent (not measured), and so is an
+    interrupted one (a resumed study's rerun of that seed gives its value, whatever the order of the runs)."""
     out = {}
     for r in members:
+        if r.interrupted:
+            continue
         if r.failed_on(metric):
             if penalty is not None:
                 out[r.seed] = penalty
@@ -96,8 +112,8 @@ def by_seed(members: list[TrialRun], metric: str, penalty: float | None = None) 
 
 
 def failures_by_seed(members: list[TrialRun], metric: str) -> dict[int, float]:
-    """1 for a seed whose replicate failed or diverged on ``metric``, else 0."""
-    return {r.seed: float(r.failed_on(metric)) for r in members}
+    """1 for a seed whose replicate failed or diverged on ``metric``, else 0; interrupted replicates absent."""
+    return {r.seed: float(r.failed_on(metric)) for r in members if not r.interrupted}
 
 
 def group_keys(space) -> list[str]:

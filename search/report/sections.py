@@ -56,11 +56,14 @@ def cell(space, members: list[TrialRun], metric: str) -> str:
     if not any(metric in r.metrics for r in members):
         return "—"  # not measured by this study's runs
     failed = sum(r.failed_on(metric) for r in members)
+    interrupted = sum(r.interrupted for r in members)
     text = fmt(*mean_ci(values))
     if failed and penalty is not None:
-        return text[:-1] + f", {failed} failed at {penalty:g})" if text.endswith(")") else text
-    if failed:
-        return f"{text}; {failed} failed, excluded"
+        text = text[:-1] + f", {failed} failed at {penalty:g})" if text.endswith(")") else text
+    elif failed:
+        text = f"{text}; {failed} failed, excluded"
+    if interrupted:
+        text = f"{text}; {interrupted} unfinished (interrupted), excluded"
     return text
 
 
@@ -75,12 +78,15 @@ def header(s: Study) -> list[str]:
     states: dict[str, int] = {}
     for t in (s.study.trials if s.study is not None else []):
         states[t.state.name] = states.get(t.state.name, 0) + 1
-    failed = sum(not r.finished for r in s.runs)
+    failed = sum(not r.finished and not r.interrupted for r in s.runs)
+    interrupted = sum(r.interrupted for r in s.runs)
     space = s.space
     return [f"# Study `{space.name}`", "", space.description, "",
             f"- metric: {space.metric_arg} ({space.mode_arg}); sampler {space.sampler}; "
             f"scheduler {space.scheduler['type']}; seeds {list(space.seeds)}",
-            f"- trials (MLflow child runs): {len(s.runs)}, of which failed or killed: {failed}",
+            f"- trials (MLflow child runs): {len(s.runs)}, of which failed: {failed}; unfinished (the study was "
+            f"stopped or its driver killed while they ran; excluded from every value and rate, a resume reruns "
+            f"them): {interrupted}",
             "- Optuna configurations: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())), ""]
 
 
@@ -93,7 +99,7 @@ def ablation_table(s: Study) -> list[str]:
                  "says how many were")
     lines = ["## Ablation table", "",
              f"Mean ± half-width of the 95% t confidence interval over seed replicates (n); {rule}. `failed`: "
-             "failed, killed or diverged replicates of the configuration (its failure rate is compared below).", "",
+             "failed or diverged replicates of the configuration (its failure rate is compared below).", "",
              "| " + " | ".join(keys + ["trials", "failed"] + list(TABLE_METRICS)) + " |",
              "|" + "---|" * (len(keys) + 2 + len(TABLE_METRICS))]
     groups: dict[tuple, list[TrialRun]] = {}
