@@ -25,14 +25,16 @@ LATE = 1.1  # a seed degrades late when its last FID > LATE x its best earlier F
 
 
 def load(out: Path) -> dict[tuple[str, str, int], list[dict]]:
-    """(method, policy, seed) -> its evaluations in step order."""
-    runs: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
+    """(method, policy, seed) -> its evaluations in step order. Where a seed was run twice (a 1,500-step
+    run, then a longer one to read a second budget), the longest run stands: its first steps are the
+    shorter run's (same seed, no schedule), so nothing is counted twice."""
+    runs: dict[tuple[str, str, int], dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for line in out.read_text().splitlines():
         if line.strip():
             r = json.loads(line)
             o = r["overrides"]
-            runs[(o["method"], o.get("contrastive_aug", "—"), int(r["seed"]))].append(r)
-    return {k: sorted(v, key=lambda r: r["step"]) for k, v in runs.items()}
+            runs[(o["method"], o.get("contrastive_aug", "—"), int(r["seed"]))][int(o["steps"])].append(r)
+    return {k: sorted(by_budget[max(by_budget)], key=lambda r: r["step"]) for k, by_budget in runs.items()}
 
 
 def at_budget(evals: list[dict], budget: int) -> dict | None:

@@ -118,6 +118,7 @@ def test_smoke_study_end_to_end(tmp_path):
     # the report written at the end: every cell of the grid with its n, figures beside it
     report = root / "reports" / "smoke" / "report.md"
     assert f"# report: {report}" in proc.stdout
+    assert "Downloading artifacts" not in proc.stdout + proc.stderr  # no progress bar per copied sample grid
     text = report.read_text()
     for cell in ("| dcgan | — | 1 | 1 | 0 |", "| dcgan | — | 10 | 1 | 0 |", "| damage | 0.5 | 1 | 1 | 0 |",
                  "| damage | 0.5 | 10 | 1 | 0 |"):

@@ -11,6 +11,7 @@ search's efficiency. The package: ``runs`` (loading), ``comparisons`` (families,
 
 from __future__ import annotations
 
+import os
 import sys
 
 from search.report.comparisons import (Comparison, Family, adjust, compared_metrics, failure_comparisons, family,
@@ -29,6 +30,7 @@ __all__ = ["Comparison", "Family", "SECTIONS", "TrialRun", "adjust", "by_seed", 
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per copied sample grid
     return run_command(__doc__, _report, argv)
 
 
