@@ -45,7 +45,8 @@ CORRELATION = -0.6  # kid (lower better) and recall (higher better) of one run m
 def null_space():
     space = load_space("sdclr_ablation")
     fields = {f: getattr(space, f) for f in space.__dataclass_fields__}
-    return SimpleNamespace(**fields, failure_value=PENALTY, methods=space.methods)
+    # the simulation's own penalty (its values are on its own scale, not the untrained generator's)
+    return SimpleNamespace(**{**fields, "failure_value": PENALTY}, methods=space.methods)
 
 
 def draw(rng: np.random.Generator, dist: str, size) -> np.ndarray:
@@ -125,6 +126,7 @@ def main(argv: list[str]) -> int:
                   [cells[f"n{n}_normal_no_failures"]["interval_coverage"] for n in (3, 6)])), 4),
               "intervals": totals["intervals"], "failure_rate": FAIL_RATE, "cells": cells,
               "seconds": round(time.time() - started, 1)}
+    gc.unfreeze()
     print(json.dumps(result))
     return 0
 

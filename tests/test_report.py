@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import statistics
+from pathlib import Path
 
 import optuna
 import pytest
@@ -324,3 +325,19 @@ def test_evaluation_noise_share_is_reported_only_when_trials_log_evalsd():
     rows = [line for line in evaluation_noise(Study(space, None, runs)) if line.startswith("| kid_minority")]
     share = 0.25 / statistics.variance([1.0, 3.0, 2.0, 4.0])
     assert rows == [f"| kid_minority | {share:.0%} | {1 - share:.0%} | 4 |"]
+
+
+def test_calibration_benchmark_runs_the_reports_code_path(capsys):
+    """benchmarks/report_calibration.py builds null studies of the main job's shape from the current space
+    schema and passes them through ``family``: kept runnable (a few studies; its figures come from 2,000)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "report_calibration.py"
+    spec = importlib.util.spec_from_file_location("report_calibration", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["studies=3", "seed=1"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["studies"] == 3 * 6 and set(result["cells"]) >= {"n3_normal", "n6_lognormal", "n3_normal_no_failures"}
+    assert 0 <= result["familywise_false_resolution"] <= result["familywise_false_resolution_unadjusted"] <= 1
+    assert result["cells"]["n3_normal"]["family_size"] >= 17  # the main job's comparisons (+ failure-rate rows)
