@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import math
 import pickle
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -56,8 +55,6 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from search.spaces import Space
 from search.stores import Stores
-
-RACE_ALPHA = 0.05  # a race's level: a budget rule, not a finding of the report
 
 
 def open_study(space: Space, stores: Stores) -> optuna.Study:
@@ -199,24 +196,13 @@ class ReplicateSearcher(Searcher):
         config["told"] = True
 
     # -- sequential seeds in a grid: the family decides after each block ------------------------------
-    def _runs(self) -> list:
-        """The replicates so far as the report's TrialRun records (what ``sequential_plan.replay`` reads)."""
-        from search.report.runs import TrialRun
-
-        runs = []
-        for number, config in self.state["configs"].items():
-            for seed, metrics in config.get("metrics", {}).items():
-                runs.append(TrialRun(str(config["ray_trials"].get(seed, number)), "FAILED" if metrics is None
-                                     else "FINISHED", {}, dict(config["sampled"]), dict(metrics or {}),
-                                     tags={"seed": str(seed)}))
-        return runs
-
     def _plan(self):
-        from search.sequential_plan import replay
+        from search.sequential_plan import replay, runs_of
 
         ended = sum(len(config.get("metrics", {})) for config in self.state["configs"].values())
         if self._plan_cache is None or self._plan_cache[0] != ended:
-            plan = replay(self.space, self._runs(), [_key(c["sampled"]) for c in self.state["configs"].values()])
+            configs = self.state["configs"]
+            plan = replay(self.space, runs_of(configs), [_key(c["sampled"]) for c in configs.values()])
             self.state["looks"], self.state["done"] = plan.looks, plan.done
             self._plan_cache = (ended, plan)
         return self._plan_cache[1]
@@ -245,49 +231,22 @@ class ReplicateSearcher(Searcher):
     # -- racing in a space that selects --------------------------------------------------------------
     def _race(self, number: int) -> None:
         """A configuration's block ended: race it against the incumbent; more seeds, or tell."""
-        from search.sequential import decide
+        from search.sequential_plan import incumbent_of, race
 
         config = self.state["configs"][number]
         if config["told"] or set(config["ray_trials"]) - set(config["values"]):
             return
         looks, ran = self.space.sequential.looks, sorted(config["values"])
-        incumbent = self._incumbent(number) if len(ran) < looks[-1] else None  # after the last block: no race
-        record: dict[str, Any] = {"seeds": len(ran), "incumbent": incumbent, "verdict": "no incumbent"}
-        if incumbent is not None:
-            mine, theirs = self._per_seed(config), self._per_seed(self.state["configs"][incumbent])
-            diffs = [mine[s] - theirs[s] for s in sorted(mine) if s in theirs]
-            if len(diffs) >= 2:
-                d = decide(diffs, looks=looks, alpha=RACE_ALPHA)
-                worse = d.verdict == "resolved" and (d.low > 0 if self.space.mode[0] == "min" else d.high < 0)
-                record.update(verdict="worse" if worse else d.verdict, n=d.n, low=d.low, high=d.high)
-        config["race"].append(record)
-        if record["verdict"] == "worse":
+        incumbent = incumbent_of(self.space, self.state["configs"], number) if len(ran) < looks[-1] else None
+        config["race"].append(race(self.space, config, self.state["configs"].get(incumbent), incumbent))
+        if config["race"][-1]["verdict"] == "worse":
             config["raced_out"] = True
             self._tell_once(number, ran, raced_out=True, race=config["race"])
         elif len(ran) >= looks[-1]:
             self._tell_once(number, ran, raced_out=False, race=config["race"])
-        else:
+        else:  # the next block, before any new configuration
             following = next(size for size in looks if size > len(ran))
             self.state["pending"][:0] = [(number, s) for s in self.space.seeds[len(ran):following]]
-
-    def _per_seed(self, config: dict[str, Any]) -> dict[int, float]:
-        """A configuration's objective per seed, a failed replicate at the penalty (absent without one)."""
-        penalty = self.space.failure_value.get(self.space.metric[0])
-        out = {}
-        for seed, values in config["values"].items():
-            value = values[0] if values is not None else penalty
-            if value is not None:
-                out[seed] = float(value)
-        return out
-
-    def _incumbent(self, number: int) -> int | None:
-        """The best configuration (by its told mean) that ran every seed and was not raced out."""
-        done = [(c["told_value"], n) for n, c in self.state["configs"].items() if n != number and c["told"]
-                and c.get("told_value") is not None and not c.get("raced_out")
-                and len(c["values"]) >= self.space.sequential.looks[-1]]
-        if not done:
-            return None
-        return (min(done) if self.space.mode[0] == "min" else max(done))[1]
 
     # -- telling Optuna --------------------------------------------------------------------------------
     def _tell(self, number: int, config: dict[str, Any], seeds: list[int], extra: dict[str, Any]) -> None:
@@ -307,28 +266,14 @@ class ReplicateSearcher(Searcher):
         for key, value in attrs.items():
             db.set_trial_user_attr(storage_id, key, value)
         if extra.get("raced_out"):
-            self._tag_raced_out(config, len(seeds))
+            from search.sequential_plan import tag_raced_out
+
+            tag_raced_out(self.stores.tracking_uri, self.space.name, config["ray_trials"].values(), len(seeds))
         if told is not None:
             study.tell(number, told if self.space.multi_objective else told[0])
         else:
             study.tell(number, state=TrialState.FAIL)
         config["told_value"] = told[0] if told is not None else None
-
-    def _tag_raced_out(self, config: dict[str, Any], seeds: int) -> None:
-        """Tag a raced-out configuration's MLflow runs (the replicates' runs the driver's callback made)."""
-        from search import tracking
-
-        uri = self.stores.tracking_uri
-        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-            return  # no MLflow store yet (a searcher fed by hand): no run to tag, and none to create
-        client = tracking.client_for(uri)
-        experiment = client.get_experiment_by_name(self.space.name)
-        if experiment is None:
-            return
-        for trial_id in config["ray_trials"].values():
-            for run in client.search_runs([experiment.experiment_id], max_results=5,
-                                          filter_string=f"tags.`{tracking.TAG_TRIAL}` = '{trial_id}'"):
-                client.set_tag(run.info.run_id, "raced_out", f"true (after {seeds} seeds)")
 
     def _finished(self, number: int) -> bool:
         trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,

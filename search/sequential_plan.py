@@ -37,9 +37,10 @@ from typing import Any
 
 from search.report.comparisons import ALPHA, Comparison, members
 from search.report.runs import TrialRun, configurations
-from search.sequential import configurations_to_run, decide_family
+from search.sequential import configurations_to_run, decide, decide_family
 
 FAMILY_RULE = "holm"
+RACE_ALPHA = 0.05  # a race's level: a budget rule, not a finding of the report
 
 
 @dataclass
@@ -117,7 +118,10 @@ def replay(space, runs: list[TrialRun], keys: list[tuple] | None = None) -> Plan
             plan.open = list(names)
         still = {n: by_name[n] for n in plan.open if n in by_name}
         last = index == len(looks) - 1
-        testable = {n: c for n, c in still.items() if c.pairs}
+        # identical differences (sd 0: both arms at the penalty, a metric that is 0 everywhere) say nothing
+        # about the next seed: as in the report, untestable, so they stay open (decide would call a zero-width
+        # interval resolved or futile)
+        testable = {n: c for n, c in still.items() if len(set(c.pairs.values())) > 1}
         decisions = decide_family({n: list(c.pairs.values()) for n, c in testable.items()}, looks=looks,
                                   alpha=ALPHA, margins={n: margin_of(space, c) for n, c in testable.items()},
                                   family_size=max(1, plan.family_size), resolved_before=resolved,
@@ -126,9 +130,14 @@ def replay(space, runs: list[TrialRun], keys: list[tuple] | None = None) -> Plan
         verdicts: dict[str, str] = {}
         for n in plan.open:
             c = still.get(n)
-            if c is None or n not in decisions:  # no finished pair: nothing to test now or later
+            if c is None or not c.pairs:  # no finished pair: nothing to test now or later
                 entry = {"verdict": "inconclusive", "why": "no finished pair", "n": 0, "look": index + 1,
                          "low": math.nan, "high": math.nan, "estimate": math.nan, "level": math.nan, "margin": None}
+            elif n not in decisions:  # sd 0
+                values = list(c.pairs.values())
+                entry = {"verdict": "inconclusive" if last else "continue", "n": len(values), "look": index + 1,
+                         "why": "sd 0 (identical differences): untestable", "low": math.nan, "high": math.nan,
+                         "estimate": values[0], "level": math.nan, "margin": None}
             else:
                 d = decisions[n]
                 verdict = "inconclusive" if last and d.verdict == "continue" else d.verdict
@@ -158,3 +167,68 @@ def replay(space, runs: list[TrialRun], keys: list[tuple] | None = None) -> Plan
             return plan
     plan.block, plan.done, plan.running, plan.wanted = len(looks), True, [], []
     return plan
+
+
+def runs_of(configs: dict[int, dict[str, Any]]) -> list[TrialRun]:
+    """A searcher's replicates so far (its state's configurations) as the report's TrialRun records."""
+    runs = []
+    for number, config in configs.items():
+        for seed, metrics in config.get("metrics", {}).items():
+            runs.append(TrialRun(str(config["ray_trials"].get(seed, number)), "FAILED" if metrics is None
+                                 else "FINISHED", {}, dict(config["sampled"]), dict(metrics or {}),
+                                 tags={"seed": str(seed)}))
+    return runs
+
+
+# -- racing (a space that selects) -------------------------------------------------------------------------
+def per_seed(space, config: dict[str, Any]) -> dict[int, float]:
+    """A configuration's objective per seed, a failed replicate at the penalty (absent without one)."""
+    penalty = space.failure_value.get(space.metric[0])
+    out = {}
+    for seed, values in config["values"].items():
+        value = values[0] if values is not None else penalty
+        if value is not None:
+            out[seed] = float(value)
+    return out
+
+
+def incumbent_of(space, configs: dict[int, dict[str, Any]], number: int) -> int | None:
+    """The best configuration other than ``number`` (by its told mean) that ran every seed and was not
+    raced out; None before one has."""
+    done = [(c["told_value"], n) for n, c in configs.items() if n != number and c["told"]
+            and c.get("told_value") is not None and not c.get("raced_out")
+            and len(c["values"]) >= space.sequential.looks[-1]]
+    if not done:
+        return None
+    return (min(done) if space.mode[0] == "min" else max(done))[1]
+
+
+def race(space, config: dict[str, Any], incumbent: dict[str, Any] | None, number: int | None) -> dict[str, Any]:
+    """One race of ``config`` against the incumbent on their common seeds: ``verdict`` "worse" (resolved
+    worse: it stops), "resolved" (better), "continue", or "no incumbent"."""
+    record: dict[str, Any] = {"seeds": len(config["values"]), "incumbent": number, "verdict": "no incumbent"}
+    if incumbent is None:
+        return record
+    mine, theirs = per_seed(space, config), per_seed(space, incumbent)
+    diffs = [mine[s] - theirs[s] for s in sorted(mine) if s in theirs]
+    if len(diffs) >= 2:
+        d = decide(diffs, looks=space.sequential.looks, alpha=RACE_ALPHA)
+        worse = d.verdict == "resolved" and (d.low > 0 if space.mode[0] == "min" else d.high < 0)
+        record.update(verdict="worse" if worse else d.verdict, n=d.n, low=d.low, high=d.high)
+    return record
+
+
+def tag_raced_out(tracking_uri: str, experiment: str, trial_ids, seeds: int) -> None:
+    """Tag the MLflow runs of a raced-out configuration's replicates (made by the driver's callback)."""
+    from pathlib import Path
+
+    from search import tracking
+
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).exists():
+        return  # no MLflow store yet (a searcher fed by hand): no run to tag, and none to create
+    client = tracking.client_for(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    for trial_id in trial_ids if found is not None else ():
+        for run in client.search_runs([found.experiment_id], max_results=5,
+                                      filter_string=f"tags.`{tracking.TAG_TRIAL}` = '{trial_id}'"):
+            client.set_tag(run.info.run_id, "raced_out", f"true (after {seeds} seeds)")
