@@ -423,3 +423,16 @@ def test_extending_seeds_on_resume_runs_the_new_seeds(tmp_path):
     assert sorted(t.user_attrs["n_seeds"] for t in trials) == [1] * 4 + [2] * 4
     again = run("seeds=[0,1]", "resume=true")  # the extended study resumes as itself: nothing runs
     assert again.returncode == 0 and "extending" not in again.stdout, again.stderr[-2000:]
+
+
+def test_a_raced_out_configuration_is_tagged_in_mlflow(tmp_path):
+    from search import tracking
+    from search.sequential_plan import tag_raced_out
+
+    uri = f"sqlite:///{made(tmp_path / 'runs') / 'mlflow.db'}"
+    client = tracking.client_for(uri)
+    experiment = client.create_experiment("race_unit")
+    runs = {tid: client.create_run(experiment, tags={tracking.TAG_TRIAL: tid}).info.run_id for tid in ("a", "b", "c")}
+    tag_raced_out(uri, "race_unit", ["a", "b"], 6)
+    tags = {tid: client.get_run(run).data.tags.get("raced_out") for tid, run in runs.items()}
+    assert tags == {"a": "true (after 6 seeds)", "b": "true (after 6 seeds)", "c": None}
