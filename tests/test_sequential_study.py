@@ -436,3 +436,50 @@ def test_a_raced_out_configuration_is_tagged_in_mlflow(tmp_path):
     tag_raced_out(uri, "race_unit", ["a", "b"], 6)
     tags = {tid: client.get_run(run).data.tags.get("raced_out") for tid, run in runs.items()}
     assert tags == {"a": "true (after 6 seeds)", "b": "true (after 6 seeds)", "c": None}
+
+
+def test_a_space_that_selects_asks_its_budget_of_configurations_then_finishes(tmp_path):
+    """Ray asks until the searcher says FINISHED (num_samples=-1): a fixed-seed tpe study stops at num_samples."""
+    from search.searcher import ReplicateSearcher, open_study
+
+    space = load_space("contrastive_weight", {"num_samples": 3, "seeds": 2})
+    stores = Stores.at(made(tmp_path / "runs"))
+    open_study(space, stores)
+    searcher = ReplicateSearcher(space, stores)
+    assert searcher.start_budget() == 3
+    proposed = []
+    while (config := searcher.suggest(f"t{len(proposed)}")) not in (None, Searcher.FINISHED):
+        proposed.append(config)
+        searcher.on_trial_complete(f"t{len(proposed) - 1}", {m: 1.0 for m in space.objective})
+    assert config == Searcher.FINISHED and [c["seed"] for c in proposed] == [0, 1] * 3
+    assert [t.state.name for t in stores.load_study(space.name).trials] == ["COMPLETE"] * 3
+
+
+@pytest.mark.slow
+def test_a_racing_study_runs_end_to_end_and_tells_each_configuration_its_mean(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from search.report.runs import configurations, load_runs
+
+    space_path = tmp_path / "race_e2e.yaml"
+    space_path.write_text(RACE.replace("race_unit", "race_e2e").replace("num_samples: 6", "num_samples: 3")
+                          .replace("start: 3, step: 3, max: 9", "start: 2, step: 2, max: 4")
+                          .replace("steps: 20", "steps: 10").replace("failure_value: {fid: 400.0}\n", ""))
+    root = tmp_path / "runs"
+    proc = subprocess.run([sys.executable, "-m", "search.run", f"space={space_path}", f"root={root}", "max_concurrent=2"],
+                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    space = load_space(str(space_path))
+    stores = Stores.at(root)
+    trials = stores.load_study("race_e2e").trials
+    assert len(trials) == 3 and all(t.state.name == "COMPLETE" for t in trials)
+    runs = load_runs(space, stores.tracking_uri)
+    by_config = configurations(runs)
+    for t in trials:
+        members = by_config[tuple(sorted(t.params.items()))]
+        assert sorted(r.seed for r in members) == list(range(t.user_attrs["n_seeds"])) and t.user_attrs["n_seeds"] in (2, 4)
+        assert t.value == pytest.approx(np.mean([r.metrics["val/fid"] for r in members]))
+        assert all(("raced_out" in r.tags) == bool(t.user_attrs.get("raced_out")) for r in members)
+    assert "## Sequential decisions (racing)" in (root / "reports" / "race_e2e" / "report.md").read_text()
