@@ -234,7 +234,8 @@ class ReplicateSearcher(Searcher):
         from search.sequential_plan import incumbent_of, race
 
         config = self.state["configs"][number]
-        if config["told"] or set(config["ray_trials"]) - set(config["values"]):
+        queued = any(n == number for n, _ in self.state["pending"])  # its block is not all proposed yet
+        if config["told"] or queued or set(config["ray_trials"]) - set(config["values"]):
             return
         looks, ran = self.space.sequential.looks, sorted(config["values"])
         incumbent = incumbent_of(self.space, self.state["configs"], number) if len(ran) < looks[-1] else None

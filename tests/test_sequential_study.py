@@ -258,8 +258,8 @@ def test_racing_drops_the_resolved_worse_and_never_tells_better_than_the_mean(tm
         return 100.0 + 2000 * lr + 0.1 * seed * (1 + lr * 100)  # worse with lr, a seed effect shared by all
 
     proposed, running, counter = [], [], 0
-    while True:  # three trials at a time, as max_concurrent: 3 would run them
-        while len(running) < 3 and (config := searcher.suggest(f"t{counter}")) not in (None, Searcher.FINISHED):
+    while True:  # two trials at a time, as max_concurrent: 2 would run them (blocks are 3 seeds)
+        while len(running) < 2 and (config := searcher.suggest(f"t{counter}")) not in (None, Searcher.FINISHED):
             proposed.append(config)
             running.append((f"t{counter}", config))
             counter += 1
@@ -270,6 +270,8 @@ def test_racing_drops_the_resolved_worse_and_never_tells_better_than_the_mean(tm
         v = val(config["lr_g"], config["seed"])
         searcher.on_trial_complete(tid, None if v is None else {"val/fid": v, "fid": v}, error=v is None)
     assert config == Searcher.FINISHED
+    replicates = [(c["lr_g"], c["seed"]) for c in proposed]
+    assert len(replicates) == len(set(replicates)), "a replicate was proposed twice"
     trials = [t for t in stores.load_study("race_unit").trials]
     assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials)
     raced = [t for t in trials if t.user_attrs.get("raced_out")]
