@@ -10,9 +10,12 @@ differs is refused in one line naming the differing keys.
 Declared safe (not compared): ``max_concurrent`` (the resumed limiter takes the new value, see
 ``StudyLimiter``), ``description`` and ``source`` (the space file's path: the content is what counts),
 ``fixed.cache_dir`` and ``fixed.data_root`` (locations, which move with a root copied to another
-machine; what they hold is not a setting). Everything else is compared, ``seeds`` included: Ray's
-saved searcher would not run new seeds for configurations already proposed, so extending a study's
-seeds is refused too (start the larger study under another ``root=``).
+machine; what they hold is not a setting). Everything else is compared, ``seeds`` included, with one
+exception: a finished study's ``seeds`` may be *extended* (the new list holds every old seed), and the
+resume runs the new seeds of every configuration (``seeds_extension``; search.searcher says how Optuna is
+told). Ray's saved experiment of the finished study cannot take new trials (its search is over), so it is
+moved aside and the new seeds run as a new Ray experiment of the same Optuna study and MLflow parent run.
+A sequential spec (``seeds: {sequential: ...}``) cannot change: its boundaries depend on every look.
 """
 
 from __future__ import annotations
@@ -104,17 +107,54 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def seeds_extension(stores, name: str, spec: dict[str, Any]) -> tuple[list, list] | None:
+    """(old seeds, new seeds) when ``spec`` differs from the recorded definition only by a longer list of
+    seeds holding every old one; else None."""
+    old = recorded(stores, name)
+    if old is None:
+        return None
+    before, after = old.get("seeds"), spec.get("seeds")
+    if (isinstance(before, list) and isinstance(after, list) and set(before) < set(after)
+            and not differences({**old, "seeds": after}, spec)):
+        return before, after
+    return None
+
+
+def prepare_seeds_extension(stores, name: str, seeds: tuple[list, list]) -> None:
+    """Before a resume that extends ``seeds``: refuse it unless the study has finished (every configuration
+    told), then move Ray's finished experiment aside (its search is over: it would take no new trial)."""
+    import time
+
+    from optuna.trial import TrialState
+
+    study = stores.load_study(name)
+    unfinished = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+    if unfinished:
+        raise DefinitionError(f"seeds {seeds[0]} -> {seeds[1]}: a study's seeds can be extended once it has "
+                              f"finished, and {len(unfinished)} configuration(s) of '{name}' are unfinished; "
+                              f"resume it with seeds={json.dumps(seeds[0]).replace(' ', '')} first, then extend")
+    folder = stores.ray_experiment_dir(name)
+    if folder.exists():
+        aside = folder.with_name(f"{name}.seeds-{len(seeds[0])}-{time.strftime('%Y%m%d-%H%M%S')}")
+        folder.rename(aside)
+        print(f"# extending seeds {seeds[0]} -> {seeds[1]}: the new seeds of every configuration run as a new Ray "
+              f"experiment (the finished one moved to {aside})", flush=True)
+
+
 def check_resume(stores, name: str, spec: dict[str, Any]) -> bool:
-    """Refuse (DefinitionError, one line) a resume whose definition differs from the recorded one.
-    Returns False when nothing was recorded (a study started before this check): the caller records it."""
+    """Refuse (DefinitionError, one line) a resume whose definition differs from the recorded one, except
+    by extended seeds (``seeds_extension``). Returns False when nothing was recorded (a study started before
+    this check): the caller records it."""
     old = recorded(stores, name)
     if old is None:
         return False
     diff = differences(old, spec)
+    if seeds_extension(stores, name, spec):
+        diff = [d for d in diff if not d.startswith("seeds:")]
     if diff:
         shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
-        hint = (" (extending seeds on resume is not supported: Ray's saved searcher would not run them)"
-                if any(d.startswith("seeds:") for d in diff) else "")
+        hint = (" (seeds may only be extended: a longer list holding every old seed, nothing else changed; a "
+                "sequential spec cannot change)" if any(d.startswith("seeds") for d in diff) else "")
         raise DefinitionError(
             f"resume=true but this is not the study stored under root={stores.root} ({shown}){hint}; resume "
             f"with the arguments it started with (recorded in {definition_file(stores, name)}), or start the "

@@ -103,8 +103,9 @@ def _optuna(out: Diagnosis, trials, metrics: list[str]) -> None:
     from search.searcher import told_value
 
     seen: dict[str, int] = {}
+    extended = {t.user_attrs.get("extends") for t in trials}  # a configuration whose seeds were extended
     for trial in trials:
-        if trial.state.name != "COMPLETE":
+        if trial.state.name != "COMPLETE" or trial.number in extended:
             continue
         key = json.dumps(trial.params, sort_keys=True)
         if key in seen:

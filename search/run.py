@@ -253,9 +253,13 @@ def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any], resume
                          f"it, or pass another root= to start afresh")
     spec = definition.definition_of(space, stores)
     known = resume and definition.check_resume(stores, space.name, spec)  # another study: refused, exit 2
+    extension = definition.seeds_extension(stores, space.name, spec) if resume else None
     tracking.check_reachable(stores.tracking_uri)
     if resume:  # the stores agree or it is refused; Ray's state set aside if unreadable
         has_ray = doctor.ready_to_resume(stores, space.name, has_ray, list(space.metric))
+        if extension:  # refused unless the study finished; its new seeds run as a new Ray experiment
+            definition.prepare_seeds_extension(stores, space.name, extension)
+            has_ray = False
     print_study(space, stores, resume)
     # every refusal (cluster, resources) comes before the first write to a store
     init_ray(run.get("ray_address"))
@@ -266,7 +270,7 @@ def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any], resume
         # studies of other spaces may share this root: creating the SQLite schemas is not safe to race
         with stores.schema_lock():
             open_study(space, stores)
-            if not known:  # a new study, or one started before definitions were recorded
+            if not known or extension:  # a new study, one started before definitions were recorded, or extended
                 if resume:
                     print(f"# no definition recorded for study '{space.name}' (started by an older version): "
                           f"recording this one; later resumes are compared with it")
@@ -306,13 +310,14 @@ def make_tuner(study: Study, restore: bool, resources: dict[str, float]):
                                   resume_errored=False, restart_errored=False)
     searcher = ReplicateSearcher(space, stores)
     # a resume with only Optuna stored (the driver died before Ray's first experiment checkpoint)
-    # runs what the study still lacks; a new study runs every configuration
-    configurations = searcher.remaining()
+    # runs what the study still lacks; a new study runs every configuration. Ray asks for trials until the
+    # searcher says FINISHED (num_samples=-1): sequential seeds and extended seeds have no count known now
+    searcher.start_budget()
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=StudyLimiter(searcher, max_concurrent=space.max_concurrent),
                                     scheduler=make_scheduler(space), reuse_actors=True,
-                                    num_samples=configurations * len(space.seeds),
+                                    num_samples=-1,
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=space.name, storage_path=str(stores.ray_dir),

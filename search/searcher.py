@@ -22,6 +22,25 @@ grid cell is enqueued again; a configuration Optuna already holds a result for i
 A tell that fails (a full disk under the study's SQLite file) cannot be raised where Ray calls it (Ray
 would fail a finished trial); the configuration stays untold, so a resumed searcher tells it, and the
 failure is raised at the searcher's next call that can end the run (a result, a suggestion).
+
+**Sequential seeds** (``seeds: {sequential: {start, step, max}}``, ``search.sequential_plan``). In a grid
+every configuration runs the first block of seeds; after each block the report's family is tested and
+only the configurations of open comparisons run the next block. Optuna is told a configuration's value
+once, when it stops (no open comparison needs it, or the study ends): the tell is held until its last
+block, so each configuration stays one Optuna trial, told the mean over the seeds it ran, their number in
+the user attribute ``n_seeds``. The looks are replayed from the replicates (a pure function), recorded in
+``state["looks"]`` and saved with Ray's searcher checkpoint; a resumed searcher replays the same data to
+the same decisions and proposes only replicates that have no Ray trial yet, so no block runs twice.
+In a space that selects (tpe, random, qmc) the same spec **races** configurations: each starts on
+``start`` seeds and gets the next block only while it is not resolved worse than the incumbent (the best
+configuration that ran every seed) on their common seeds (``search.sequential.decide`` at alpha 0.05, no
+family: a race is a budget rule, not a reported finding). A raced-out configuration is told its mean so
+far (failed replicates at the penalty), marked ``raced_out`` in Optuna and as a tag on its MLflow runs.
+
+**Extending** a finished fixed-seed study's ``seeds`` on resume (``search.definition.seeds_extension``)
+runs only the new seeds of each configuration. Optuna cannot tell a finished trial again, so each
+configuration gets a new trial with the same parameters (user attribute ``extends``: the old trial's
+number), told the mean over all its seeds; the old trial stays as it was, and the report counts the new one.
 """
 
 from __future__ import annotations
@@ -52,11 +71,12 @@ def open_study(space: Space, stores: Stores) -> optuna.Study:
 # what one driver process holds and no pickle carries: the study's storage (``_db``) and the study opened
 # on it, whether this process has reconciled with the study yet (once per driver), and a tell that failed
 # (``_failure``, raised at the next call Ray lets end the run)
-_DRIVER_STATE: dict[str, Any] = {"_db": None, "_study": None, "_reconciled": False, "_failure": None}
+_DRIVER_STATE: dict[str, Any] = {"_db": None, "_study": None, "_reconciled": False, "_failure": None,
+                                  "_plan_cache": None}
 
 
 class ReplicateSearcher(Searcher):
-    """Proposes each configuration of ``space`` once per seed and tells its study the mean."""
+    """Proposes each configuration of ``space`` once per seed (or seeds in blocks) and tells its study the mean."""
 
     def __init__(self, space: Space, stores: Stores):
         super().__init__(metric=space.objective_arg, mode=space.mode_arg)
@@ -87,14 +107,9 @@ class ReplicateSearcher(Searcher):
         state = self.state
         if trial_id not in state["trials"]:
             if not state["pending"]:
-                if self.space.sampler == "grid" and not self.study.get_trials(deepcopy=False,
-                                                                              states=(TrialState.WAITING,)):
-                    return Searcher.FINISHED  # every cell is asked
-                trial = self.study.ask()
-                number = trial.number
-                state["configs"][number] = {"sampled": self.space.sample(trial), "ray_trials": {}, "values": {},
-                                            "told": False}
-                state["pending"] = [(number, seed) for seed in self.space.seeds]
+                ended = self._next_block()
+                if ended is not None or not state["pending"]:
+                    return ended  # FINISHED, or None: the running replicates decide what comes next
             number, seed = state["pending"].pop(0)
             state["trials"][trial_id] = (number, seed)
             state["configs"][number]["ray_trials"][seed] = trial_id
@@ -108,21 +123,16 @@ class ReplicateSearcher(Searcher):
         number, seed = self.state["trials"][trial_id]
         config = self.state["configs"][number]
         config["values"][seed] = None if error else self._values(result)
+        config.setdefault("metrics", {})[seed] = None if error else _numbers(result)
         try:
-            self._settle(number)
+            if self.space.sequential is None:
+                self._settle(number)
+            elif self.space.selects:
+                self._race(number)
+            else:
+                self._advance()
         except Exception as e:  # noqa: BLE001 - Ray swallows what this hook raises
             self._failure = e
-
-    def _settle(self, number: int) -> None:
-        """Tell the study about configuration ``number`` once every replicate has ended."""
-        config = self.state["configs"][number]
-        if len(config["values"]) < len(self.space.seeds) or config["told"]:
-            return
-        if not self._finished(number):
-            # (finished already: a driver killed after telling Optuna but before Ray saved its state; the
-            # resumed replicate ended again from its last checkpoint, and Optuna's value came from the same)
-            self._tell(number, config)
-        config["told"] = True
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._raise_failure()
@@ -138,13 +148,115 @@ class ReplicateSearcher(Searcher):
             return None
         return [float(v) for v in values]
 
-    def _tell(self, number: int, config: dict[str, Any]) -> None:
-        seeds = self.space.seeds
+    # -- what runs next ------------------------------------------------------------------------------
+    def _next_block(self) -> str | None:
+        """Queue the next replicates in ``pending``; FINISHED when nothing is left, else None."""
+        state, space = self.state, self.space
+        if space.sequential is not None and not space.selects:
+            if self._waiting_cells():  # the first block: every cell of the grid, its first seeds
+                while self._waiting_cells():
+                    self._ask(space.seeds[: space.sequential.looks[0]])
+                return None
+            self._advance()
+            return Searcher.FINISHED if state["done"] and self._all_told() else None
+        if space.sampler == "grid" and not self._waiting_cells():
+            return Searcher.FINISHED if self._all_told() or space.sequential is None else None
+        if state["budget"] is not None and state["asked"] >= state["budget"]:
+            return Searcher.FINISHED if self._all_told() or space.sequential is None else None
+        self._ask(space.seeds if space.sequential is None else space.seeds[: space.sequential.start])
+        return None
+
+    def _waiting_cells(self) -> bool:
+        return self.space.sampler == "grid" and bool(self.study.get_trials(deepcopy=False,
+                                                                           states=(TrialState.WAITING,)))
+
+    def _all_told(self) -> bool:
+        return all(config["told"] for config in self.state["configs"].values())
+
+    def _ask(self, seeds) -> int:
+        trial = self.study.ask()
+        self.state["configs"][trial.number] = _new_config(self.space.sample(trial))
+        self.state["pending"] += [(trial.number, seed) for seed in seeds]
+        self.state["asked"] += 1
+        return trial.number
+
+    def _settle(self, number: int) -> None:
+        """Tell the study about configuration ``number`` once every replicate has ended."""
+        config = self.state["configs"][number]
+        if len(config["values"]) < len(self.space.seeds) or config["told"]:
+            return
+        self._tell_once(number, self.space.seeds)
+
+    def _tell_once(self, number: int, seeds, **attrs: Any) -> None:
+        config = self.state["configs"][number]
+        if not self._finished(number):
+            # (finished already: a driver killed after telling Optuna but before Ray saved its state; the
+            # resumed replicate ended again from its last checkpoint, and Optuna's value came from the same)
+            self._tell(number, config, list(seeds), attrs)
+        config["told"] = True
+
+    # -- sequential seeds in a grid: the family decides after each block ------------------------------
+    def _plan(self):
+        from search.sequential_plan import replay, runs_of
+
+        ended = sum(len(config.get("metrics", {})) for config in self.state["configs"].values())
+        if self._plan_cache is None or self._plan_cache[0] != ended:
+            configs = self.state["configs"]
+            plan = replay(self.space, runs_of(configs), [_key(c["sampled"]) for c in configs.values()])
+            self.state["looks"], self.state["done"] = plan.looks, plan.done
+            self._plan_cache = (ended, plan)
+        return self._plan_cache[1]
+
+    def _advance(self) -> None:
+        """After a replicate ended: queue the replicates the current block lacks, and tell each configuration
+        that no open comparison needs any more."""
+        if self._waiting_cells():
+            return
+        plan = self._plan()
+        numbers = {_key(config["sampled"]): number for number, config in self.state["configs"].items()}
+        queued = set(self.state["pending"])
+        for key, seed in plan.wanted:
+            number = numbers[key]
+            if seed not in self.state["configs"][number]["ray_trials"] and (number, seed) not in queued:
+                self.state["pending"].append((number, seed))
+        if not plan.looks:
+            return
+        running = set(plan.running)
+        for number, config in self.state["configs"].items():
+            key = _key(config["sampled"])
+            if config["told"] or key in running or set(config["ray_trials"]) - set(config["values"]):
+                continue
+            self._tell_once(number, sorted(config["values"]), sequential_stopped_at_look=plan.stopped_at.get(key))
+
+    # -- racing in a space that selects --------------------------------------------------------------
+    def _race(self, number: int) -> None:
+        """A configuration's block ended: race it against the incumbent; more seeds, or tell."""
+        from search.sequential_plan import incumbent_of, race
+
+        config = self.state["configs"][number]
+        queued = any(n == number for n, _ in self.state["pending"])  # its block is not all proposed yet
+        if config["told"] or queued or set(config["ray_trials"]) - set(config["values"]):
+            return
+        looks, ran = self.space.sequential.looks, sorted(config["values"])
+        incumbent = incumbent_of(self.space, self.state["configs"], number) if len(ran) < looks[-1] else None
+        config["race"].append(race(self.space, config, self.state["configs"].get(incumbent), incumbent))
+        if config["race"][-1]["verdict"] == "worse":
+            config["raced_out"] = True
+            self._tell_once(number, ran, raced_out=True, race=config["race"])
+        elif len(ran) >= looks[-1]:
+            self._tell_once(number, ran, raced_out=False, race=config["race"])
+        else:  # the next block, before any new configuration
+            following = next(size for size in looks if size > len(ran))
+            self.state["pending"][:0] = [(number, s) for s in self.space.seeds[len(ran):following]]
+
+    # -- telling Optuna --------------------------------------------------------------------------------
+    def _tell(self, number: int, config: dict[str, Any], seeds: list[int], extra: dict[str, Any]) -> None:
         values = [config["values"][seed] for seed in seeds]
         told = told_value(values, self.space.metric, self.space.failure_value)
         failed = sum(v is None for v in values)
-        attrs: dict[str, Any] = {"seeds": list(seeds), "failed_replicates": failed,
-                                 "ray_trials": {str(seed): config["ray_trials"].get(seed) for seed in seeds}}
+        attrs: dict[str, Any] = {"seeds": list(seeds), "n_seeds": len(seeds), "failed_replicates": failed,
+                                 "ray_trials": {str(seed): config["ray_trials"].get(seed) for seed in seeds},
+                                 **{k: v for k, v in extra.items() if v is not None}}
         for i, metric in enumerate(self.space.objective):
             attrs[f"{metric}/replicates"] = [v[i] if v else None for v in values]
         if failed and told is not None:
@@ -154,10 +266,15 @@ class ReplicateSearcher(Searcher):
         storage_id = db.get_trial_id_from_study_id_trial_number(db.get_study_id_from_name(self.space.name), number)
         for key, value in attrs.items():
             db.set_trial_user_attr(storage_id, key, value)
+        if extra.get("raced_out"):
+            from search.sequential_plan import tag_raced_out
+
+            tag_raced_out(self.stores.tracking_uri, self.space.name, config["ray_trials"].values(), len(seeds))
         if told is not None:
             study.tell(number, told if self.space.multi_objective else told[0])
         else:
             study.tell(number, state=TrialState.FAIL)
+        config["told_value"] = told[0] if told is not None else None
 
     def _finished(self, number: int) -> bool:
         trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,
@@ -168,12 +285,13 @@ class ReplicateSearcher(Searcher):
     def reconcile(self) -> None:
         """Once per driver: tell FAIL every RUNNING trial of the study this searcher does not track (a
         dead driver asked it after Ray's last save; Ray will not run it) and enqueue its grid cell again,
-        so that the cell still runs once."""
+        so that the cell still runs once; then queue the new seeds of a study whose seeds were extended."""
         if self._reconciled:
             return
         self._reconciled = True
-        for number in list(self.state["configs"]):  # replicates all ended, the tell failed (a full disk)
-            self._settle(number)
+        if self.space.sequential is None:
+            for number in list(self.state["configs"]):  # replicates all ended, the tell failed (a full disk)
+                self._settle(number)
         tracked = {number for number, config in self.state["configs"].items() if not config["told"]}
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if trial.number in tracked:
@@ -181,6 +299,31 @@ class ReplicateSearcher(Searcher):
             self.study.tell(trial.number, state=TrialState.FAIL)
             if self.space.sampler == "grid":
                 self.study.enqueue_trial(trial.params)
+        self._extend_seeds()
+
+    def _extend_seeds(self) -> None:
+        """Every configuration told on fewer of the space's seeds than it now lists (``seeds`` extended on
+        resume) gets a new trial with its parameters (Optuna cannot tell a finished trial again), its old
+        replicates' values, and the new seeds queued."""
+        if self.space.sequential is not None or self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return
+        trials = self.study.get_trials(deepcopy=False)
+        extended = {t.user_attrs.get("extends") for t in trials}
+        for old in trials:
+            ran = old.user_attrs.get("seeds")
+            if (old.state not in (TrialState.COMPLETE, TrialState.FAIL) or old.number in extended
+                    or not isinstance(ran, list) or not set(ran) < set(self.space.seeds)):
+                continue
+            self.study.enqueue_trial(old.params, user_attrs={"extends": old.number})
+            trial = self.study.ask()
+            config = _new_config(self.space.sample(trial))
+            replicates = [old.user_attrs.get(f"{m}/replicates") or [None] * len(ran) for m in self.space.objective]
+            for j, seed in enumerate(ran):
+                values = [r[j] for r in replicates]
+                config["values"][seed] = None if any(v is None for v in values) else [float(v) for v in values]
+                config["ray_trials"][seed] = (old.user_attrs.get("ray_trials") or {}).get(str(seed))
+            self.state["configs"][trial.number] = config
+            self.state["pending"] += [(trial.number, seed) for seed in self.space.seeds if seed not in ran]
 
     def remaining(self) -> int:
         """Configurations still to run when a new Ray experiment continues this study: the enqueued grid
@@ -191,6 +334,12 @@ class ReplicateSearcher(Searcher):
         complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         return max(0, self.space.num_samples - len(complete))
 
+    def start_budget(self) -> int:
+        """For a new Ray experiment (which runs until this searcher says FINISHED): the configurations it
+        may ask (``remaining``), kept in the state."""
+        self.state["budget"] = self.remaining()
+        return self.state["budget"]
+
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
             pickle.dump({"state": self.state, "sampler": self.sampler}, f)
@@ -198,8 +347,22 @@ class ReplicateSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             saved = pickle.load(f)
-        self.state, self.sampler = saved["state"], saved["sampler"]
+        self.state, self.sampler = {**_empty_state(), "budget": None, **saved["state"]}, saved["sampler"]
         self.__dict__.update(_DRIVER_STATE)
+
+
+def _key(sampled: dict[str, Any]) -> tuple:
+    """A configuration's key as the report's ``configurations`` makes it."""
+    return tuple(sorted(sampled.items(), key=lambda kv: kv[0]))
+
+
+def _numbers(result: dict | None) -> dict[str, float]:
+    """The numeric metrics of a result (a non-finite one kept: the report reads it as a diverged replicate)."""
+    return {k: float(v) for k, v in (result or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _new_config(sampled: dict[str, Any]) -> dict[str, Any]:
+    return {"sampled": sampled, "ray_trials": {}, "values": {}, "metrics": {}, "told": False, "race": []}
 
 
 def told_value(values: list[list[float] | None], metrics: tuple[str, ...],
@@ -227,6 +390,8 @@ class StudyLimiter(ConcurrencyLimiter):
 
 
 def _empty_state() -> dict[str, Any]:
-    """configs: Optuna trial number -> {sampled params, Ray trial per seed, value per seed, told};
-    trials: Ray trial id -> (Optuna trial number, seed); pending: (number, seed) not yet proposed."""
-    return {"configs": {}, "trials": {}, "pending": []}
+    """configs: Optuna trial number -> {sampled params, Ray trial per seed, value per seed, metrics per seed,
+    told, race decisions}; trials: Ray trial id -> (Optuna trial number, seed); pending: (number, seed) not
+    yet proposed; asked: configurations asked of Optuna; budget: how many this Ray experiment may ask (None:
+    Ray's num_samples limits it, a study started before); looks/done: a sequential grid's looks so far."""
+    return {"configs": {}, "trials": {}, "pending": [], "asked": 0, "budget": None, "looks": [], "done": False}

@@ -84,6 +84,31 @@ def knob_readers() -> dict[str, frozenset[str]]:
 
 
 @dataclass(frozen=True)
+class SequentialSeeds:
+    """``seeds: {sequential: {start: 3, step: 3, max: 12, margin: {fid: 5%}}}``: seeds 0..max-1 run in
+    blocks. A grid tests its report's family after each block and runs only what an open comparison
+    needs; a space that selects races each configuration against the incumbent (search.sequential_plan).
+    ``margin`` (metric -> ("relative" | "absolute", size)) bounds futility; None: the space's ``effects:``."""
+
+    start: int
+    step: int
+    max: int
+    margin: dict | None = None
+
+    @property
+    def looks(self) -> tuple[int, ...]:
+        """The planned cumulative numbers of seeds: start, start + step, ..., max (max always a look)."""
+        sizes = list(range(self.start, self.max + 1, self.step))
+        return tuple(sizes if sizes[-1] == self.max else [*sizes, self.max])
+
+    def to_dict(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {"start": self.start, "step": self.step, "max": self.max}
+        if self.margin is not None:
+            spec["margin"] = {m: f"{100 * v:g}%" if k == "relative" else v for m, (k, v) in self.margin.items()}
+        return spec
+
+
+@dataclass(frozen=True)
 class Param:
     name: str
     kind: str  # choice | uniform | loguniform | int
@@ -163,6 +188,8 @@ class Space:
     # metric -> the value a failed or diverged replicate enters its configuration's mean at (fixed before the
     # study: the space's failure_value over the untrained generator's score, trainers.metrics.untrained)
     failure_value: dict = field(default_factory=dict)
+    # ``seeds: {sequential: ...}``: seeds run in blocks (search.sequential_plan); None: every seed at once
+    sequential: SequentialSeeds | None = None
 
     @property
     def multi_objective(self) -> bool:
@@ -245,7 +272,9 @@ class Space:
             "name": self.name, "description": self.description, "metric": self.metric_arg,
             "mode": self.mode_arg, "sampler": self.sampler, "scheduler": self.scheduler,
             "num_samples": self.num_samples, "max_concurrent": self.max_concurrent,
-            "resources": self.resources, "seeds": list(self.seeds), "fixed": self.fixed,
+            "resources": self.resources,
+            "seeds": {"sequential": self.sequential.to_dict()} if self.sequential else list(self.seeds),
+            "fixed": self.fixed,
             "params": {p.name: _param_to_dict(p) for p in self.params}, "source": self.source,
             **({"presets": list(self.presets)} if self.presets else {}),
             **({"primary": list(self.primary)} if self.primary else {}),
@@ -510,7 +539,7 @@ def validate_space(raw: dict, source: str = "<space>", presets: tuple[str, ...] 
 
     sampler = _word(source, "sampler", raw.get("sampler", "tpe"), list(SAMPLERS))
     scheduler = _scheduler(raw.get("scheduler", "fifo"), metric, source)
-    seeds = _seeds(raw.get("seeds", 1), source)
+    seeds, sequential = _seeds(raw.get("seeds", 1), source, metric, sampler)
     sampler_seed = _number(source, "sampler_seed", raw.get("sampler_seed", 0), int)
     if not 0 <= sampler_seed < SEED_RANGE:
         raise _err(source, "sampler_seed", f"= {sampler_seed} must be in [0, 2**32)")
@@ -545,7 +574,7 @@ def validate_space(raw: dict, source: str = "<space>", presets: tuple[str, ...] 
     space = Space(name=name, description=str(raw.get("description", "")), metric=metric, mode=mode,
                   sampler=sampler, scheduler=scheduler, num_samples=1, max_concurrent=1, resources=resources,
                   seeds=seeds, fixed=fixed, params=params, source=source, sampler_seed=sampler_seed, presets=presets,
-                  failure_value=failure_value)
+                  failure_value=failure_value, sequential=sequential)
     cells = None
     if sampler == "grid":
         cells = _grid(space)
@@ -605,17 +634,8 @@ def _report_keys(raw: dict, space: Space, source: str) -> dict:
         if spec["a"] == spec["b"]:
             raise _err(source, where, "compares a configuration with itself: a and b must differ")
         checked.append(spec)
-    effects = {}
-    for metric, size in _mapping(source, "effects", raw.get("effects") or {}, "{fid: 5%, kid_minority: 0.5}").items():
-        if isinstance(size, str) and size.strip().endswith("%"):
-            try:
-                effects[metric] = ("relative", float(size.strip()[:-1]) / 100)
-            except ValueError:
-                raise _err(source, f"effects.{metric}", f"= {size!r} must be a percentage such as 5% or a number")
-        else:
-            effects[metric] = ("absolute", _number(source, f"effects.{metric}", size))
-        if not effects[metric][1] > 0:
-            raise _err(source, f"effects.{metric}", f"= {size!r} must be > 0 (the size of the effect, either sign)")
+    effects = {metric: _effect_size(source, f"effects.{metric}", size) for metric, size in
+               _mapping(source, "effects", raw.get("effects") or {}, "{fid: 5%, kid_minority: 0.5}").items()}
     blocks = raw.get("blocks")
     if blocks is not None:
         if not isinstance(blocks, list) or not all(isinstance(b, str) for b in blocks):
@@ -625,6 +645,20 @@ def _report_keys(raw: dict, space: Space, source: str) -> dict:
                 raise _err(source, f"blocks.{b}", f"is not a parameter of this space; valid: {', '.join(settings)}")
         blocks = tuple(blocks)
     return {"primary": tuple(checked), "effects": effects, "blocks": blocks}
+def _effect_size(source: str, key: str, size: Any) -> tuple[str, float]:
+    """``5%`` -> ("relative", 0.05); a number -> ("absolute", number); either > 0."""
+    if isinstance(size, str) and size.strip().endswith("%"):
+        try:
+            effect = ("relative", float(size.strip()[:-1]) / 100)
+        except ValueError:
+            raise _err(source, key, f"= {size!r} must be a percentage such as 5% or a number") from None
+    else:
+        effect = ("absolute", _number(source, key, size))
+    if not effect[1] > 0:
+        raise _err(source, key, f"= {size!r} must be > 0 (the size of the effect, either sign)")
+    return effect
+
+
 def _failure_value(raw: Any, metric: tuple[str, ...], dataset: Any, source: str) -> dict[str, float]:
     """The penalty of each metric: the space's ``failure_value`` (a mapping metric -> number), else the
     untrained generator's score on the space's fixed dataset (``trainers.metrics.untrained.UNTRAINED``); a
@@ -679,19 +713,63 @@ def _scheduler(raw: Any, metric: tuple[str, ...], source: str) -> dict:
     return scheduler
 
 
-def _seeds(seeds: Any, source: str) -> tuple[int, ...]:
+SEQUENTIAL_EXAMPLE = "seeds: {sequential: {start: 3, step: 3, max: 12}}"
+
+
+def _seeds(seeds: Any, source: str, metric: tuple[str, ...] = (), sampler: str = "grid"
+           ) -> tuple[tuple[int, ...], SequentialSeeds | None]:
+    """The seeds (a count, a list, or ``{sequential: {start, step, max, margin}}``: seeds 0..max-1 in blocks)
+    and the sequential spec (None for a fixed set of seeds)."""
+    if isinstance(seeds, Mapping):
+        extra = [k for k in seeds if k != "sequential"]
+        if extra or "sequential" not in seeds:
+            raise _err(source, f"seeds.{extra[0]}" if extra else "seeds", f"is not a seeds setting; write a count, "
+                       f"a list of seeds, or {SEQUENTIAL_EXAMPLE}")
+        spec = _mapping(source, "seeds.sequential", seeds["sequential"], "{start: 3, step: 3, max: 12}")
+        for key in spec:
+            if key not in ("start", "step", "max", "margin"):
+                raise _err(source, f"seeds.sequential.{key}", f"is not a sequential setting; valid: start, step, "
+                                                              f"max, margin (e.g. {SEQUENTIAL_EXAMPLE})")
+        sizes = {}
+        for key, least in (("start", 2), ("step", 1), ("max", 2)):
+            if key not in spec:
+                raise _err(source, f"seeds.sequential.{key}", f"is missing; write {SEQUENTIAL_EXAMPLE}")
+            value = spec[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= MAX_SEEDS:
+                raise _err(source, f"seeds.sequential.{key}", f"= {value!r} must be a whole number in {least}.."
+                                                              f"{MAX_SEEDS} (e.g. {SEQUENTIAL_EXAMPLE})")
+            sizes[key] = value
+        if sizes["max"] <= sizes["start"]:
+            raise _err(source, "seeds.sequential.max", f"= {sizes['max']} must exceed start = {sizes['start']} (one "
+                                                       f"block is a fixed study: write seeds: {sizes['start']})")
+        margin = None
+        if spec.get("margin") is not None:
+            margin = {}
+            from search.report.comparisons import COMPARED  # the metrics a report's family compares
+
+            compared = list(dict.fromkeys([*metric, *COMPARED]))
+            for name, size in _mapping(source, "seeds.sequential.margin", spec["margin"], "{fid: 5%}").items():
+                if name not in compared:
+                    raise _err(source, f"seeds.sequential.margin.{name}", f"is not a metric the report compares; "
+                                                                          f"valid: {', '.join(compared)}")
+                margin[name] = _effect_size(source, f"seeds.sequential.margin.{name}", size)
+        if sampler != "grid" and len(metric) > 1:
+            raise _err(source, "seeds.sequential", f"races configurations on one metric, but this space has "
+                                                   f"{len(metric)}; use one metric, or a fixed count of seeds")
+        return tuple(range(sizes["max"])), SequentialSeeds(margin=margin, **sizes)
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         if not 1 <= seeds <= MAX_SEEDS:
             raise _err(source, "seeds", f"= {seeds} must be a count in 1..{MAX_SEEDS} (replicates per sampled "
                                         f"configuration)")
-        return tuple(range(seeds))
+        return tuple(range(seeds)), None
     if isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         if len(set(seeds)) != len(seeds):
             raise _err(source, "seeds", f"has duplicates: {seeds}")
         if len(seeds) > MAX_SEEDS or not all(0 <= s < SEED_RANGE for s in seeds):
             raise _err(source, "seeds", f"must list at most {MAX_SEEDS} seeds, each in [0, 2**32)")
-        return tuple(seeds)
-    raise _err(source, "seeds", f"must be a count >= 1 or a list of integer seeds, got {seeds!r}")
+        return tuple(seeds), None
+    raise _err(source, "seeds", f"must be a count >= 1, a list of integer seeds, or {SEQUENTIAL_EXAMPLE}; "
+                                f"got {seeds!r}")
 
 
 def _parse_params(raw_params: Any, source: str) -> tuple[Param, ...]:

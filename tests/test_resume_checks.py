@@ -38,7 +38,7 @@ def started_study(root: Path, args: list[str]) -> None:
 
 
 @pytest.mark.parametrize("changed, key", [
-    (["seeds=2"], "seeds"),
+    (["seeds=[5]"], "seeds"),  # not an extension: seed 0 is gone
     (["fixed.steps=40"], "fixed.steps"),
     (["num_samples=2"], "num_samples"),
     (["tracking_uri=sqlite:////tmp/elsewhere/mlflow.db"], "tracking_uri"),
@@ -54,7 +54,19 @@ def test_resume_with_another_definition_is_refused_and_touches_nothing(tmp_path,
     assert "not the study stored" in err[0] and f"({key}: " in err[0], err[0]
     assert snapshot(root) == before
     if key == "seeds":
-        assert "extending seeds on resume is not supported" in err[0]
+        assert "seeds may only be extended: a longer list holding every old seed" in err[0]
+
+
+def test_extending_the_seeds_of_an_unfinished_study_is_refused_and_touches_nothing(tmp_path, capsys):
+    root = tmp_path / "runs"
+    started_study(root, ["space=smoke"])  # its four cells still WAITING: unfinished
+    before = snapshot(root)
+    assert run_main(["space=smoke", f"root={root}", "resume=true", "seeds=2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert ("seeds [0] -> [0, 1]: a study's seeds can be extended once it has finished, and 4 configuration(s) of "
+            "'smoke' are unfinished; resume it with seeds=[0] first, then extend") in err[0], err[0]
+    assert snapshot(root) == before
 
 
 def test_an_edited_space_file_is_refused_on_resume(tmp_path, capsys):

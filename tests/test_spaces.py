@@ -335,7 +335,7 @@ def test_a_tell_that_fails_stops_the_run_and_the_resumed_searcher_tells_it(smoke
     searcher.suggest("t1")
     real_tell = searcher._tell
 
-    def full_disk(number, config):
+    def full_disk(*args):
         raise OSError(28, "database or disk is full")
 
     monkeypatch.setattr(searcher, "_tell", full_disk)

@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from search.report.runs import TrialRun, by_seed, configurations, failures_by_seed, label_of, penalty_of
@@ -47,6 +47,8 @@ class Comparison:
     primary: bool = False
     key: tuple = ()  # (configuration a, configuration b, metric): finds a secondary that repeats a primary
     reference: float = math.nan  # the mean of arm a over the paired seeds: what a relative effect is relative to
+    configs: tuple = ()  # the configurations it compares (a sequential study runs them while it is open)
+    pairs: dict = field(default_factory=dict)  # seed -> the paired difference b - a (what the sequential rule tests)
     p_adjusted: float = math.nan
     sim_low: float = math.nan
     sim_high: float = math.nan
@@ -125,6 +127,11 @@ def _paired(a: dict[int, float], b: dict[int, float], detail: bool) -> Differenc
     return paired_difference(a, b, detail=detail)
 
 
+def _pairs(a: dict[int, float], b: dict[int, float]) -> dict[int, float]:
+    """seed -> b - a over the seeds both have a finite value for, in seed order (what ``_paired`` tests)."""
+    return {s: b[s] - a[s] for s in sorted(a) if s in b and math.isfinite(a[s]) and math.isfinite(b[s])}
+
+
 def _mean_a(a: dict[int, float], b: dict[int, float]) -> float:
     seeds = [s for s in a if s in b and math.isfinite(a[s]) and math.isfinite(b[s])]
     return sum(a[s] for s in seeds) / len(seeds) if seeds else math.nan
@@ -156,7 +163,8 @@ def method_comparisons(space, runs: list[TrialRun], detail: bool = True) -> list
             own = {k: v for k, v in config if (k, v) not in context(config)}
             out.append(Comparison("methods", label_of(dict(context(config))),
                                   f"{label_of(own)} − {baseline}", metric, _paired(a, b, detail),
-                                  key=(base_config, config, metric), reference=_mean_a(a, b)))
+                                  key=(base_config, config, metric), reference=_mean_a(a, b),
+                                  configs=(base_config, config), pairs=_pairs(a, b)))
     return out
 
 
@@ -199,12 +207,16 @@ def imbalance_comparisons(space, runs: list[TrialRun], detail: bool = True) -> l
             per_config.append({s: vb[s] - va[s] for s in va if s in vb
                                and math.isfinite(va[s]) and math.isfinite(vb[s])})
             out.append(Comparison("imbalance", label, what, metric, _paired(va, vb, detail),
-                                  key=(config_a, config_b, metric), reference=_mean_a(va, vb)))
+                                  key=(config_a, config_b, metric), reference=_mean_a(va, vb),
+                                  configs=(config_a, config_b), pairs=_pairs(va, vb)))
         if len(rows) > 1:
             seeds = set.intersection(*(set(d) for d in per_config))
             pooled = {s: sum(d[s] for d in per_config) / len(per_config) for s in sorted(seeds)}
+            references = [c.reference for c in out[-len(rows):] if math.isfinite(c.reference)]
             out.append(Comparison("imbalance", f"all {len(rows)} configurations pooled", what, metric,
-                                  one_sample(pooled, detail=detail)))
+                                  one_sample(pooled, detail=detail),
+                                  reference=sum(references) / len(references) if references else math.nan,
+                                  configs=tuple(c for row in rows for c in row[1:3]), pairs=dict(pooled)))
     return out
 
 
@@ -219,9 +231,9 @@ def failure_comparisons(space, runs: list[TrialRun], detail: bool = True) -> lis
         if c.metric != metric:
             continue
         base, other = groups[c.key[0]], groups[c.key[1]]
-        out.append(Comparison("failures", c.context, c.what, FAILURE,
-                              _paired(failures_by_seed(base, metric), failures_by_seed(other, metric), detail),
-                              key=(c.key[0], c.key[1], FAILURE)))
+        a, b = failures_by_seed(base, metric), failures_by_seed(other, metric)
+        out.append(Comparison("failures", c.context, c.what, FAILURE, _paired(a, b, detail),
+                              key=(c.key[0], c.key[1], FAILURE), configs=c.configs, pairs=_pairs(a, b)))
     return out
 
 
@@ -255,17 +267,23 @@ def primary_comparisons(space, runs: list[TrialRun], detail: bool = True) -> lis
         (keys_a, a), (keys_b, b) = arms
         key = (keys_a[0], keys_b[0], metric) if len(keys_a) == 1 and len(keys_b) == 1 else ()
         out.append(Comparison("primary", label_of(where), f"{label_of(spec['b'])} − {label_of(spec['a'])}", metric,
-                              _paired(a, b, detail), primary=True, key=key, reference=_mean_a(a, b)))
+                              _paired(a, b, detail), primary=True, key=key, reference=_mean_a(a, b),
+                              configs=(*keys_a, *keys_b), pairs=_pairs(a, b)))
     return out
+
+
+def members(space, runs: list[TrialRun], detail: bool = True) -> list[Comparison]:
+    """Every comparison of the report, primary ones first (a secondary that repeats a primary left out),
+    before adjustment: the family's hypotheses (search.sequential_plan tests them look by look)."""
+    primary = primary_comparisons(space, runs, detail)
+    keys = {c.key for c in primary if c.key}
+    return primary + [c for make in (method_comparisons, imbalance_comparisons, failure_comparisons)
+                      for c in make(space, runs, detail) if not (c.key and c.key in keys)]
 
 
 def family(space, runs: list[TrialRun], alpha: float = ALPHA, detail: bool = True) -> Family:
     """Every comparison of the report (primary ones first), adjusted as one family."""
-    primary = primary_comparisons(space, runs, detail)
-    keys = {c.key for c in primary if c.key}
-    rest = [c for make in (method_comparisons, imbalance_comparisons, failure_comparisons)
-            for c in make(space, runs, detail) if not (c.key and c.key in keys)]
-    return adjust(primary + rest, alpha)
+    return adjust(members(space, runs, detail), alpha)
 
 
 def comparison_table(comparisons: list[Comparison], family: Family) -> list[str]:

@@ -83,7 +83,9 @@ def header(s: Study) -> list[str]:
     space = s.space
     return [f"# Study `{space.name}`", "", space.description, "",
             f"- metric: {space.metric_arg} ({space.mode_arg}); sampler {space.sampler}; "
-            f"scheduler {space.scheduler['type']}; seeds {list(space.seeds)}",
+            f"scheduler {space.scheduler['type']}; seeds "
+            + (f"in blocks, looks at {list(space.sequential.looks)}" if getattr(space, "sequential", None)
+               else f"{list(space.seeds)}"),
             f"- trials (MLflow child runs): {len(s.runs)}, of which failed: {failed}; unfinished (the study was "
             f"stopped or its driver killed while they ran; excluded from every value and rate, a resume reruns "
             f"them): {interrupted}",
@@ -199,8 +201,10 @@ def best_configurations(s: Study) -> list[str]:
         lines += [f"Ranked within each level of {', '.join(blocks)} (a data condition is a block, not a knob); the "
                   "values are the ones the sampler was told.", ""]
     by_block: dict[tuple, list] = {}
+    extended = {t.user_attrs.get("extends") for t in complete}  # seeds extended on resume: the newer trial counts
     for t in complete:
-        by_block.setdefault(tuple((b, t.params.get(b)) for b in blocks), []).append(t)
+        if t.number not in extended:
+            by_block.setdefault(tuple((b, t.params.get(b)) for b in blocks), []).append(t)
     for block, trials in sorted(by_block.items(), key=lambda kv: [str(v) for _, v in kv[0]]):
         if blocks:
             lines.append(f"**{label_of(dict(block))}**")
@@ -212,11 +216,12 @@ def best_configurations(s: Study) -> list[str]:
         else:
             for t in sorted(trials, key=lambda t: t.value, reverse=space.mode[0] == "max")[:5]:
                 k = int(t.user_attrs.get("failed_replicates", 0))
-                n = len(space.seeds)
+                n = int(t.user_attrs.get("n_seeds", len(space.seeds)))  # sequential seeds: those it ran
                 averaged = (f"mean over {n} seeds, {k} failed entered at {penalty:g}" if k and penalty is not None
                             else f"mean over the {n - k} finished of {n} seeds; {k} failed, excluded" if k
                             else f"mean over {n} seed{'s' if n > 1 else ''}")
-                lines.append(f"- {space.metric[0]} {t.value:.4g} ({averaged}): {t.params}")
+                raced = "; raced out" if t.user_attrs.get("raced_out") else ""
+                lines.append(f"- {space.metric[0]} {t.value:.4g} ({averaged}{raced}): {t.params}")
         lines.append("")
     return lines
 
@@ -352,8 +357,16 @@ def where_to_look(s: Study) -> list[str]:
             "is this report's headline).", ""]
 
 
+def sequential_decisions(s: Study) -> list[str]:
+    from search.report.sequential import racing_lines, sequential_lines
+
+    if getattr(s.space, "sequential", None) is None:
+        return []
+    return racing_lines(s.space, s.study) if s.space.selects else sequential_lines(s.space, s.runs)
+
+
 SECTIONS: list[Callable[[Study], list[str]]] = [
-    header, ablation_table, comparisons, evaluation_noise, best_configurations, figure_sections, importance_section,
+    header, ablation_table, sequential_decisions, comparisons, evaluation_noise, best_configurations, figure_sections, importance_section,
     sample_grids, efficiency, where_to_look]
 
 
