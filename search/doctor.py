@@ -6,8 +6,8 @@ Reads (never writes) the study's Optuna study, MLflow runs and Ray's saved exper
     study's fixed penalty, as the searcher tells it);
   - MLflow holds one parent run, one run per Ray trial, at most one FINISHED run per configuration and
     seed, no step of a metric logged twice, and a FINISHED run for every replicate of a COMPLETE one;
-  - every configuration Ray's searcher is running is RUNNING in Optuna and its unfinished trials still
-    have their folders;
+  - every configuration Ray's searcher is running is RUNNING in Optuna (an unfinished trial whose folder
+    is gone is a note: a resume restarts it from scratch);
   - the parent run's status matches the study (FINISHED only when nothing is left to run).
 
 Prints one line per disagreement and exits 1, or says the stores agree and exits 0. Notes (things a
@@ -145,8 +145,9 @@ def _ray(out: Diagnosis, stores, space: str, by_number) -> set[int]:
                                     f"{'WAITING' if trial else 'missing'}: Optuna's store is older than Ray's")
             for seed, trial_id in config.get("ray_trials", {}).items():
                 if seed not in config.get("values", {}) and not (folder / f"trial_{trial_id}").is_dir():
-                    out.problems.append(f"Ray trial {trial_id} (configuration {number}, seed {seed}) is unfinished "
-                                        f"but its folder {folder / f'trial_{trial_id}'} is gone")
+                    out.notes.append(f"Ray trial {trial_id} (configuration {number}, seed {seed}) is unfinished but "
+                                     f"its folder {folder / f'trial_{trial_id}'} is gone: resume=true restarts it "
+                                     f"from scratch")
     for number, trial in by_number.items():
         if trial.state.name == "RUNNING" and number not in tracked:
             out.notes.append(f"Optuna trial {number} is RUNNING but no saved Ray state runs it (asked after Ray's "
@@ -229,7 +230,7 @@ def _doctor(argv: list[str]) -> int:
     if unknown or "space" not in args:
         raise ConfigError("usage: python -m search.doctor space=NAME [root=DIR] [tracking_uri=URI]"
                           + (f" ({', '.join(unknown)} unknown)" if unknown else ""))
-    root = directory_arg("root", args.get("root", "runs"))
+    root = directory_arg("root", args.get("root", "runs"), write=False)  # read only: a read-only copy is fine
     stores = Stores.at(root, args.get("tracking_uri"))
     space = load_space(str(args["space"]))
     recorded = definition.recorded(stores, space.name) or {}

@@ -34,7 +34,8 @@ def test_a_running_configuration_optuna_holds_as_waiting_disagrees(tmp_path, cap
     code, out = doctor(root, capsys)
     assert code == 1, out
     assert "disagree: Ray's searcher runs configuration 2 but Optuna holds it as WAITING" in out
-    assert "Ray trial abc (configuration 2, seed 0) is unfinished but its folder" in out
+    assert "note: Ray trial abc (configuration 2, seed 0) is unfinished but its folder" in out  # a resume reruns it
+    assert "resume=true restarts it from scratch" in out
 
 
 def test_a_damaged_store_file_disagrees_in_one_line(tmp_path, capsys):
