@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -100,7 +100,9 @@ class FaultSchedule(RuleBasedStateMachine):
         self.log: list[str] = []
 
     def args(self) -> list[str]:
-        started = (self.root / "optuna.db").exists() or (self.root / "ray").exists()
+        from search.stores import Stores  # as search.run tells a new study from a stored one
+
+        started = Stores.at(self.root).has_study("schedules") or (self.root / "ray" / "schedules").is_dir()
         return [f"space={self.base / 'schedules.yaml'}", f"root={self.root}", "report=false",
                 *(["resume=true"] if started else [])]
 
@@ -160,5 +162,6 @@ def test_random_fault_schedules_lose_and_duplicate_nothing(reference):
     started = time.monotonic()
     run_state_machine_as_test(FaultSchedule, settings=settings(
         max_examples=EXAMPLES, stateful_step_count=STEPS, derandomize=True, deadline=None, database=None,
+        phases=[Phase.generate],  # no shrinking: each schedule costs minutes; a failure prints its schedule
         suppress_health_check=list(HealthCheck)))
     print(f"{FaultSchedule.runs} schedules in {time.monotonic() - started:.0f} s")
