@@ -49,9 +49,11 @@ def diagnose(stores, space: str, metrics: list[str], deep: bool = True, ray: boo
     names = store_checks.optuna_study_names(stores.optuna_db) if stores.optuna_db.exists() else []
     experiment_dir = stores.ray_experiment_dir(space)
     if space not in names:
-        ray_too = ray and experiment_dir.is_dir()
-        out.problems.append(f"{stores.optuna_db} holds no study '{space}'"
-                            + (f" but Ray's experiment {experiment_dir} exists" if ray_too else ""))
+        if ray and experiment_dir.is_dir():
+            out.problems.append(f"{stores.optuna_db} holds no study '{space}' but Ray's experiment {experiment_dir} "
+                                f"exists")
+        else:  # never started, or stopped before it created its study (search.run then starts it afresh)
+            out.notes.append(f"no study '{space}' is stored under {stores.root} yet: nothing to disagree")
         return out
     try:
         trials = stores.load_study(space).get_trials(deepcopy=False)

@@ -2,8 +2,8 @@
 create their schemas in an empty SQLite file), naming the store's path, what is wrong and what to do.
 
 Checked read-only, in this order: the SQLite files (Optuna's, the local MLflow store) can be read and
-pass SQLite's quick check; the MLflow store's schema is whole (not half created); Ray's saved experiment (its newest experiment state, searcher state and
-tuner file) can be read; and, for a resume, the stores agree where a disagreement would make the resumed
+pass SQLite's quick check; the MLflow store's schema is whole (not half created); Ray's saved experiment
+(its newest experiment state, searcher state and tuner file) can be read; and, for a resume, the stores agree where a disagreement would make the resumed
 study lose a configuration, run one twice or loop (Ray's experiment without the Optuna study; a
 configuration Ray's searcher is running that Optuna holds as WAITING). Every refusal is a StoreError:
 exit 1, nothing on disk changed. ``python -m search.doctor`` runs the same checks and more.

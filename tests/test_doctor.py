@@ -95,3 +95,19 @@ def test_doctor_on_a_finished_study_and_on_three_hand_damaged_copies(tmp_path, c
     # and search.run refuses to resume such stores, pointing at the doctor
     resumed = run_cli(["space=smoke", f"root={copy}", "report=false", "resume=true"], timeout=300)
     assert resumed.returncode == 1 and "python -m search.doctor space=smoke" in resumed.stderr, resumed.stderr[-2000:]
+
+
+def test_a_study_stopped_before_it_created_its_optuna_study_agrees(tmp_path, capsys):
+    """SIGTERM 12 s after a start landed between Optuna's schema and its study (the fault schedules found it):
+    an optuna.db without the study and no Ray experiment is a study not started yet (search.run starts it
+    afresh), not a disagreement; beside Ray's experiment it still is one."""
+    import optuna
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    optuna.create_study(study_name="other", storage=f"sqlite:///{root / 'optuna.db'}")
+    code, out = doctor(root, capsys)
+    assert code == 0 and "note: no study 'smoke' is stored under" in out, out
+    (root / "ray" / "smoke").mkdir(parents=True)
+    code, out = doctor(root, capsys)
+    assert code == 1 and "holds no study 'smoke' but Ray's experiment" in out, out

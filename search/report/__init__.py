@@ -5,8 +5,10 @@ with PNG figures beside it, and logs the folder to the study's MLflow parent run
 (mean ± 95% CI over seeds, failed replicates at the space's penalty), the comparisons as one family
 adjusted by Holm (primary ones first when the space declares them), evaluation against training noise,
 the best configurations and importances within each data condition, figures, sample grids and the
-search's efficiency. The package: ``runs`` (loading), ``comparisons`` (families, adjustment, verdicts),
-``figures``, ``sections`` (``write_report`` as a list of section functions).
+search's efficiency. It first checks the study as ``search.run`` does before a resume (``check_study``): an
+unreachable tracking URI or a root with no study is one line and exit 2, a damaged or missing store one line
+and exit 1, with nothing written. The package: ``runs`` (loading), ``comparisons`` (families, adjustment,
+verdicts), ``figures``, ``sections`` (``write_report`` as a list of section functions).
 """
 
 from __future__ import annotations
