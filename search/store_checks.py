@@ -3,10 +3,11 @@ create their schemas in an empty SQLite file), naming the store's path, what is 
 
 Checked read-only, in this order: the SQLite files (Optuna's, the local MLflow store) can be read and
 pass SQLite's quick check; the MLflow store's schema is whole (not half created); Ray's saved experiment
-(its newest experiment state, searcher state and tuner file) can be read; and, for a resume, the stores agree where a disagreement would make the resumed
-study lose a configuration, run one twice or loop (Ray's experiment without the Optuna study; a
-configuration Ray's searcher is running that Optuna holds as WAITING). Every refusal is a StoreError:
-exit 1, nothing on disk changed. ``python -m search.doctor`` runs the same checks and more.
+(its newest experiment state, searcher state and tuner file) can be read; and, for a resume, the stores
+agree where a disagreement would make the resumed study lose a configuration, run one twice or loop
+(Ray's experiment without the Optuna study; a configuration Ray's searcher is running that Optuna holds as
+WAITING). Every refusal is a StoreError: exit 1, nothing on disk changed. ``python -m search.doctor`` runs
+the same checks and more.
 """
 
 from __future__ import annotations
@@ -76,12 +77,16 @@ def mlflow_schema_problem(path: Path) -> str | None:
     head = _get_latest_schema_revision()
     if versions == [head]:
         return None
+    import shlex
+
     found = f"schema version {versions[0]}" if len(versions) == 1 else "no schema version"
     if not runs:
+        aside = shlex.join(["mv", str(path), f"{path}.partial"])
         return (f"holds a half-created MLflow schema ({len(tables)} tables, {found}, no run): a start was stopped "
-                f"while MLflow created it; move it aside (mv {path} {path}.partial) and run the command again")
+                f"while MLflow created it; move it aside ({aside}) and run the command again")
+    upgrade = shlex.join(["mlflow", "db", "upgrade", f"sqlite:///{path}"])
     return (f"has MLflow {found}, not the {head} this MLflow expects: a store of another MLflow version; back it "
-            f"up, then run: mlflow db upgrade sqlite:///{path}")
+            f"up, then run: {upgrade}")
 
 
 def optuna_study_names(path: Path) -> list[str]:
