@@ -246,6 +246,9 @@ def _doctor(argv: list[str]) -> int:
     if result.problems:
         print(f"# study '{space.name}' under {stores.root}: {len(result.problems)} disagreement(s)")
         return 1
+    if not stores.has_study(space.name):  # a wrong root= or space=, or a study stopped before it began
+        print(f"# study '{space.name}' under {stores.root}: not stored, nothing to check")
+        return 0
     print(f"# study '{space.name}' under {stores.root}: the stores agree")
     return 0
 

@@ -108,6 +108,7 @@ def test_a_study_stopped_before_it_created_its_optuna_study_agrees(tmp_path, cap
     optuna.create_study(study_name="other", storage=f"sqlite:///{root / 'optuna.db'}")
     code, out = doctor(root, capsys)
     assert code == 0 and "note: no study 'smoke' is stored under" in out, out
+    assert out.strip().endswith("not stored, nothing to check"), out
     (root / "ray" / "smoke").mkdir(parents=True)
     code, out = doctor(root, capsys)
     assert code == 1 and "holds no study 'smoke' but Ray's experiment" in out, out
