@@ -7,6 +7,7 @@ reach the port read and delete every run: put it behind an authenticating proxy 
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import shutil
 import subprocess
@@ -42,8 +43,9 @@ def parse(argv: list[str]) -> tuple[Stores, str, int, int]:
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers={workers!r} must be a positive integer")
     if not stores.mlflow_db.is_file():
-        raise ConfigError(f"no MLflow store at {stores.mlflow_db}; run a study first "
-                          f"(python -m search.run space=smoke root={stores.root}) or pass root= of an existing one")
+        first = shlex.join(["python", "-m", "search.run", "space=smoke", f"root={stores.root}"])
+        raise ConfigError(f"no MLflow store at {stores.mlflow_db}; run a study first ({first}) or pass root= of an "
+                          f"existing one")
     host = args.get("host", "127.0.0.1")
     if not isinstance(host, str) or not host.strip():
         raise ConfigError(f"host={host!r} must be an address to bind (127.0.0.1, or 0.0.0.0 to expose the UI)")

@@ -220,6 +220,39 @@ class MLflowTrialCallback(tune.Callback):
             self.client.set_terminated(run_id, status="FAILED")
 
 
+class RestartLostTrials(tune.Callback):
+    """A trial about to continue from a checkpoint that is gone (its folder under ``ray/<space>/`` deleted,
+    a root copied without it) restarts from scratch instead. Ray would fail its restore ("does not exist
+    on storage anymore"), retry it from the same missing checkpoint, then mark it ERROR: its configuration
+    told FAIL though nothing prevents running it again, and no later resume would rerun it. Trials are
+    seeded, so the rerun reproduces the steps the trial's MLflow run already holds (not logged twice:
+    ``MLflowTrialCallback``). Ray calls ``on_trial_start`` just before it schedules the restore; it has no
+    public way to drop a trial's checkpoint, so the trial's checkpoint bookkeeping is replaced by an empty
+    one of the same configuration."""
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        from ray.train._internal.checkpoint_manager import _CheckpointManager
+
+        manager = trial.run_metadata.checkpoint_manager
+        latest = manager.latest_checkpoint_result if manager is not None else None
+        if latest is None or checkpoint_exists(latest.checkpoint):
+            return
+        trial.run_metadata.checkpoint_manager = _CheckpointManager(checkpoint_config=manager.checkpoint_config)
+        trial.invalidate_json_state()
+        print(f"# trial {trial.trial_id}: its checkpoint {latest.checkpoint.path} is gone (its folder deleted?); "
+              f"restarting it from scratch", flush=True)
+
+
+def checkpoint_exists(checkpoint) -> bool:
+    """Whether a Ray checkpoint's folder is on its storage (local disk, or a cluster's shared/cloud storage)."""
+    import pyarrow.fs
+
+    try:
+        return checkpoint.filesystem.get_file_info(checkpoint.path).type != pyarrow.fs.FileType.NotFound
+    except OSError:
+        return False
+
+
 class InjectedDriverCrash(RuntimeError):
     """The test-only crash of ``InjectedCrash``."""
 

@@ -6,8 +6,8 @@ Reads (never writes) the study's Optuna study, MLflow runs and Ray's saved exper
     study's fixed penalty, as the searcher tells it);
   - MLflow holds one parent run, one run per Ray trial, at most one FINISHED run per configuration and
     seed, no step of a metric logged twice, and a FINISHED run for every replicate of a COMPLETE one;
-  - every configuration Ray's searcher is running is RUNNING in Optuna and its unfinished trials still
-    have their folders;
+  - every configuration Ray's searcher is running is RUNNING in Optuna (an unfinished trial whose folder
+    is gone is a note: a resume restarts it from scratch);
   - the parent run's status matches the study (FINISHED only when nothing is left to run).
 
 Prints one line per disagreement and exits 1, or says the stores agree and exits 0. Notes (things a
@@ -49,9 +49,11 @@ def diagnose(stores, space: str, metrics: list[str], deep: bool = True, ray: boo
     names = store_checks.optuna_study_names(stores.optuna_db) if stores.optuna_db.exists() else []
     experiment_dir = stores.ray_experiment_dir(space)
     if space not in names:
-        ray_too = ray and experiment_dir.is_dir()
-        out.problems.append(f"{stores.optuna_db} holds no study '{space}'"
-                            + (f" but Ray's experiment {experiment_dir} exists" if ray_too else ""))
+        if ray and experiment_dir.is_dir():
+            out.problems.append(f"{stores.optuna_db} holds no study '{space}' but Ray's experiment {experiment_dir} "
+                                f"exists")
+        else:  # never started, or stopped before it created its study (search.run then starts it afresh)
+            out.notes.append(f"no study '{space}' is stored under {stores.root} yet: nothing to disagree")
         return out
     try:
         trials = stores.load_study(space).get_trials(deepcopy=False)
@@ -146,8 +148,9 @@ def _ray(out: Diagnosis, stores, space: str, by_number) -> set[int]:
                                     f"{'WAITING' if trial else 'missing'}: Optuna's store is older than Ray's")
             for seed, trial_id in config.get("ray_trials", {}).items():
                 if seed not in config.get("values", {}) and not (folder / f"trial_{trial_id}").is_dir():
-                    out.problems.append(f"Ray trial {trial_id} (configuration {number}, seed {seed}) is unfinished "
-                                        f"but its folder {folder / f'trial_{trial_id}'} is gone")
+                    out.notes.append(f"Ray trial {trial_id} (configuration {number}, seed {seed}) is unfinished but "
+                                     f"its folder {folder / f'trial_{trial_id}'} is gone: resume=true restarts it "
+                                     f"from scratch")
     for number, trial in by_number.items():
         if trial.state.name == "RUNNING" and number not in tracked:
             out.notes.append(f"Optuna trial {number} is RUNNING but no saved Ray state runs it (asked after Ray's "
@@ -230,7 +233,7 @@ def _doctor(argv: list[str]) -> int:
     if unknown or "space" not in args:
         raise ConfigError("usage: python -m search.doctor space=NAME [root=DIR] [tracking_uri=URI]"
                           + (f" ({', '.join(unknown)} unknown)" if unknown else ""))
-    root = directory_arg("root", args.get("root", "runs"))
+    root = directory_arg("root", args.get("root", "runs"), write=False)  # read only: a read-only copy is fine
     stores = Stores.at(root, args.get("tracking_uri"))
     space = load_space(str(args["space"]))
     recorded = definition.recorded(stores, space.name) or {}
@@ -244,6 +247,9 @@ def _doctor(argv: list[str]) -> int:
     if result.problems:
         print(f"# study '{space.name}' under {stores.root}: {len(result.problems)} disagreement(s)")
         return 1
+    if not stores.has_study(space.name):  # a wrong root= or space=, or a study stopped before it began
+        print(f"# study '{space.name}' under {stores.root}: not stored, nothing to check")
+        return 0
     print(f"# study '{space.name}' under {stores.root}: the stores agree")
     return 0
 

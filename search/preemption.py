@@ -5,6 +5,8 @@
   stop (trials checkpoint, the experiment state is saved); the exit code is 128 + the signal.
 - The local Ray's processes run in a session of their own, so a signal to the driver's process group
   reaches the driver only, which then shuts Ray down itself.
+- A watcher process stops Ray's processes when the driver dies, kill -9 of its PID alone included (Ray's
+  fate sharing stopped the GCS and the raylet but left the raylet's agents running).
 - Ray's checkpoint rotation tolerates a checkpoint already deleted (a trial that rotated after the last
   experiment snapshot, then an interruption): without it a clean resume logs an ERROR and a traceback.
 
@@ -84,6 +86,7 @@ def ray_processes_in_their_own_session() -> None:
 
     class OwnSessionPopen(popen):
         own_session = True
+        started: list[int] = []  # the process groups it made (each process leads its own)
 
         def __init__(self, *args, **kwargs):
             kwargs.setdefault("start_new_session", True)
@@ -96,8 +99,53 @@ def ray_processes_in_their_own_session() -> None:
 
             kwargs["preexec_fn"] = preexec
             super().__init__(*args, **kwargs)
+            OwnSessionPopen.started.append(self.pid)
 
     services.ConsolePopen = OwnSessionPopen
+
+
+# Run by the watcher: blocks on its stdin, a pipe whose write end only the driver holds; end of file means
+# the driver is gone (or exited). Then the process groups named on its command line are stopped: SIGTERM,
+# and SIGKILL to what is left after a grace period. Plain Python, no imports of the project.
+WATCHER = """
+import os, signal, sys, time
+sys.stdin.buffer.read()
+groups = [int(g) for g in sys.argv[1:]]
+def signal_groups(sig):
+    sent = 0
+    for g in groups:
+        try:
+            os.killpg(g, sig)
+            sent += 1
+        except OSError:
+            pass
+    return sent
+if signal_groups(signal.SIGTERM):
+    deadline = time.monotonic() + 3.0
+    while signal_groups(0) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    signal_groups(signal.SIGKILL)
+"""
+_WATCHER: list = []  # the watcher's Popen: its stdin pipe stays open for as long as this driver lives
+
+
+def ray_processes_die_with_the_driver() -> None:
+    """After the local Ray started: a watcher process, in a session of its own, that stops the process
+    groups of Ray's processes (the GCS, the raylet with the agents and workers it starts, the log monitor)
+    when the driver dies in any way, kill -9 of its PID alone included. Ray's own fate sharing
+    (PR_SET_PDEATHSIG) stops the GCS and the raylet, but not the raylet's agents: ray::DashboardAgent and
+    ray::RuntimeEnvAgent noticed their raylet gone and then waited on the dead GCS, left running (about
+    180 MB). The watcher learns of the death from a pipe only the driver holds (closed by the kernel at
+    the driver's exit), so it needs no polling and no PID that could be reused."""
+    import subprocess
+
+    from ray._private import services
+
+    groups = getattr(services.ConsolePopen, "started", [])
+    if not groups or _WATCHER or sys.platform == "win32":
+        return
+    _WATCHER.append(subprocess.Popen([sys.executable, "-c", WATCHER, *map(str, groups)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
 
 
 def tolerate_deleted_checkpoints() -> None:

@@ -108,8 +108,8 @@ def trial_dirname(trial) -> str:
 def init_ray(address: str | None) -> None:
     import ray
 
-    from search.preemption import (ray_processes_in_their_own_session, stop_signals_held,
-                                   tolerate_deleted_checkpoints)
+    from search.preemption import (ray_processes_die_with_the_driver, ray_processes_in_their_own_session,
+                                   stop_signals_held, tolerate_deleted_checkpoints)
     from search.trainable import worker_env
 
     tolerate_deleted_checkpoints()
@@ -129,6 +129,8 @@ def init_ray(address: str | None) -> None:
         else:
             ray_processes_in_their_own_session()
             ray.init(object_store_memory=OBJECT_STORE_BYTES, **kwargs)
+    if not address:  # after the signals are let through again: the watcher does not inherit them held
+        ray_processes_die_with_the_driver()
 
 
 def trial_resources(space) -> dict[str, float]:
@@ -275,6 +277,8 @@ def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any], resume
                     print(f"# no definition recorded for study '{space.name}' (started by an older version): "
                           f"recording this one; later resumes are compared with it")
                 definition.record(stores, space.name, spec)
+            if not stores.remote_tracking_uri:
+                tracking.create_local_store(stores.mlflow_db)
             client = tracking.client_for(stores.tracking_uri)
             study.experiment_id = tracking.ensure_experiment(client, space.name,
                                                              stores.experiment_artifact_location(space.name))
@@ -296,7 +300,7 @@ def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any], resume
 def make_tuner(study: Study, restore: bool, resources: dict[str, float]):
     from ray import tune
 
-    from search.callback import MLflowTrialCallback, fault_callbacks
+    from search.callback import MLflowTrialCallback, RestartLostTrials, fault_callbacks
     from search.searcher import ReplicateSearcher, StudyLimiter
     from search.trainable import run_trial
 
@@ -324,7 +328,7 @@ def make_tuner(study: Study, restore: bool, resources: dict[str, float]):
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[MLflowTrialCallback(stores.tracking_uri, study.experiment_id, study.parent_run_id, space),
-                       *fault_callbacks()],
+                       RestartLostTrials(), *fault_callbacks()],
             progress_reporter=progress_reporter(space), verbose=1),
     )
 

@@ -2,11 +2,12 @@
 create their schemas in an empty SQLite file), naming the store's path, what is wrong and what to do.
 
 Checked read-only, in this order: the SQLite files (Optuna's, the local MLflow store) can be read and
-pass SQLite's quick check; Ray's saved experiment (its newest experiment state, searcher state and
-tuner file) can be read; and, for a resume, the stores agree where a disagreement would make the resumed
-study lose a configuration, run one twice or loop (Ray's experiment without the Optuna study; a
-configuration Ray's searcher is running that Optuna holds as WAITING). Every refusal is a StoreError:
-exit 1, nothing on disk changed. ``python -m search.doctor`` runs the same checks and more.
+pass SQLite's quick check; the MLflow store's schema is whole (not half created); Ray's saved experiment
+(its newest experiment state, searcher state and tuner file) can be read; and, for a resume, the stores
+agree where a disagreement would make the resumed study lose a configuration, run one twice or loop
+(Ray's experiment without the Optuna study; a configuration Ray's searcher is running that Optuna holds as
+WAITING). Every refusal is a StoreError: exit 1, nothing on disk changed. ``python -m search.doctor`` runs
+the same checks and more.
 """
 
 from __future__ import annotations
@@ -51,6 +52,41 @@ def sqlite_problem(path: Path) -> str | None:
     if rows != [("ok",)]:
         return f"fails SQLite's integrity check ({rows[0][0] if rows else 'no answer'})"
     return None
+
+
+def mlflow_schema_problem(path: Path) -> str | None:
+    """What is wrong with the MLflow schema of the SQLite file at ``path``, read-only (None: MLflow's
+    current schema, an empty database that MLflow will fill, or no file). MLflow creates its schema in
+    dozens of migrations that are not one transaction: a start stopped among them leaves some tables
+    without the last schema version, which MLflow would try to migrate again when opened (and fail,
+    half way, writing). ``search.tracking.create_local_store`` makes new stores whole or not at all."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=60)
+    try:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return None
+        versions = [v for (v,) in db.execute("SELECT version_num FROM alembic_version")] \
+            if "alembic_version" in tables else []
+        runs = db.execute("SELECT count(*) FROM runs").fetchone()[0] if "runs" in tables else 0
+    finally:
+        db.close()
+    from mlflow.store.db.utils import _get_latest_schema_revision  # MLflow's own head (no public name)
+
+    head = _get_latest_schema_revision()
+    if versions == [head]:
+        return None
+    import shlex
+
+    found = f"schema version {versions[0]}" if len(versions) == 1 else "no schema version"
+    if not runs:
+        aside = shlex.join(["mv", str(path), f"{path}.partial"])
+        return (f"holds a half-created MLflow schema ({len(tables)} tables, {found}, no run): a start was stopped "
+                f"while MLflow created it; move it aside ({aside}) and run the command again")
+    upgrade = shlex.join(["mlflow", "db", "upgrade", f"sqlite:///{path}"])
+    return (f"has MLflow {found}, not the {head} this MLflow expects: a store of another MLflow version; back it "
+            f"up, then run: {upgrade}")
 
 
 def optuna_study_names(path: Path) -> list[str]:
@@ -115,6 +151,10 @@ def check_files(stores, space: str, resume: bool = True, ray: bool = True) -> No
             continue
         if problem:
             raise StoreError(f"{path} ({what}) {problem}; {FIX}")
+    if not stores.remote_tracking_uri:
+        problem = mlflow_schema_problem(stores.mlflow_db)
+        if problem:
+            raise StoreError(f"{stores.mlflow_db} (the MLflow store) {problem}")
     problem = ray_state_problem(stores.ray_experiment_dir(space)) if ray else None
     if problem:
         path, what = problem

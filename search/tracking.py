@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -48,6 +49,31 @@ def git_commit() -> str:
 def client_for(tracking_uri: str):
     from mlflow.tracking import MlflowClient
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+def create_local_store(path: Path) -> None:
+    """A new local MLflow store made whole or not at all: MLflow creates its schema in dozens of migrations
+    that are not one transaction, and a driver stopped among them (Ctrl-C, kill -9, a full disk) would leave
+    a half-created ``mlflow.db`` that no later start can open. The schema is made in a temporary file beside
+    it, then renamed into place (atomic). An existing store is left as it is."""
+    import os
+    import uuid
+
+    if path.exists():
+        return
+    # a name of its own each time: MLflow caches an engine per database URI, and one cached for an earlier,
+    # stopped attempt would still be connected to that attempt's (deleted) file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        # the default artifact root MlflowClient gives a store it creates (only the Default experiment uses it)
+        store = SqlAlchemyStore(f"sqlite:///{tmp}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)
+        store.engine.dispose()  # every connection closed: the file alone holds the schema
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def unreachable(tracking_uri: str, timeout_s: float = 10.0) -> str | None:
@@ -119,7 +145,7 @@ def where_to_look(stores, experiment_id: str, markdown: bool = False) -> str:
     the local store and the link it will answer (the command in backticks for a markdown report)."""
     if stores.tracking_uri.startswith(("http://", "https://")):
         return runs_view_url(stores.tracking_uri, experiment_id)
-    command = f"python -m mlflow_server root={stores.root}"
+    command = shlex.join(["python", "-m", "mlflow_server", f"root={stores.root}"])  # pasted into a shell
     url = runs_view_url("http://127.0.0.1:5000", experiment_id)
     return f"`{command}`, then open {url}" if markdown else f"{command}   then open {url}"
 

@@ -34,7 +34,8 @@ def test_a_running_configuration_optuna_holds_as_waiting_disagrees(tmp_path, cap
     code, out = doctor(root, capsys)
     assert code == 1, out
     assert "disagree: Ray's searcher runs configuration 2 but Optuna holds it as WAITING" in out
-    assert "Ray trial abc (configuration 2, seed 0) is unfinished but its folder" in out
+    assert "note: Ray trial abc (configuration 2, seed 0) is unfinished but its folder" in out  # a resume reruns it
+    assert "resume=true restarts it from scratch" in out
 
 
 def test_a_damaged_store_file_disagrees_in_one_line(tmp_path, capsys):
@@ -94,3 +95,20 @@ def test_doctor_on_a_finished_study_and_on_three_hand_damaged_copies(tmp_path, c
     # and search.run refuses to resume such stores, pointing at the doctor
     resumed = run_cli(["space=smoke", f"root={copy}", "report=false", "resume=true"], timeout=300)
     assert resumed.returncode == 1 and "python -m search.doctor space=smoke" in resumed.stderr, resumed.stderr[-2000:]
+
+
+def test_a_study_stopped_before_it_created_its_optuna_study_agrees(tmp_path, capsys):
+    """SIGTERM 12 s after a start landed between Optuna's schema and its study (the fault schedules found it):
+    an optuna.db without the study and no Ray experiment is a study not started yet (search.run starts it
+    afresh), not a disagreement; beside Ray's experiment it still is one."""
+    import optuna
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    optuna.create_study(study_name="other", storage=f"sqlite:///{root / 'optuna.db'}")
+    code, out = doctor(root, capsys)
+    assert code == 0 and "note: no study 'smoke' is stored under" in out, out
+    assert out.strip().endswith("not stored, nothing to check"), out
+    (root / "ray" / "smoke").mkdir(parents=True)
+    code, out = doctor(root, capsys)
+    assert code == 1 and "holds no study 'smoke' but Ray's experiment" in out, out

@@ -3,6 +3,7 @@ duplicated by value, odd root= values, mlflow_server's port and host, corrupt .n
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
@@ -151,3 +152,51 @@ def test_a_bad_override_among_thousands_is_named_alone():
     with pytest.raises(ConfigError) as e:
         parse_overrides(["x=${nope}"])
     assert "x=${nope}" in str(e.value) and len(str(e.value)) < 700
+
+
+def test_a_folder_nothing_can_be_written_in_is_one_line(tmp_path, capsys):
+    """cache_dir=/proc/x passed the permission-bit check (root may write anywhere by the bits) and failed
+    later with a traceback; the check now makes (and removes) a folder in the nearest existing parent."""
+    from search.run import main as run_main
+    from trainers.train import main as train_main
+
+    root = tmp_path / "r"
+    for main, args, key in ((train_main, ["cache_dir=/proc/x", f"root={root}", "steps=2"], "cache_dir"),
+                            (train_main, ["workdir=/proc/x/w", f"root={root}", "steps=2"], "workdir"),
+                            (run_main, ["space=smoke", f"root={root}", "fixed.cache_dir=/proc/x"], "fixed.cache_dir"),
+                            (run_main, ["space=smoke", "root=/proc/x"], "root")):
+        assert main(args) == 2, (args, capsys.readouterr().err)
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {key}=/proc/x") and "nothing can be written in /proc" in err, err
+        assert "\n" not in err and "Traceback" not in err, err
+    assert not root.exists() and not list(tmp_path.iterdir())  # the probe was removed
+
+
+def test_printed_commands_paste_into_a_shell(tmp_path):
+    """Every command the platform prints for a user to paste (resume, the MLflow UI, the doctor, the first
+    run) reads back, through bash, as the words it was made of: a root with a space, a quote, $ and ;."""
+    from search.report import check_study
+    from search.run import resume_command
+    from search.store_checks import doctor_command
+    from search.stores import Stores
+    from search.tracking import where_to_look
+    from trainers.config import ConfigError
+
+    stores = Stores.at(tmp_path / "my runs; it's $HOME")
+    root = f"root={stores.root}"
+
+    def words(command: str) -> list[str]:
+        out = subprocess.run(["bash", "-c", f"printf '%s\\0' {command}"], capture_output=True, text=True, check=True)
+        return out.stdout.split("\0")[:-1]
+
+    resume = resume_command(["space=smoke", "fixed.steps=60", "root=elsewhere", "description=a b"], stores.root)
+    assert words(resume) == ["python", "-m", "search.run", "space=smoke", "fixed.steps=60", "description=a b", root,
+                             "resume=true"]
+    ui = where_to_look(stores, "1")
+    assert words(ui.split("   then open ")[0]) == ["python", "-m", "mlflow_server", root], ui
+    markdown = where_to_look(stores, "1", markdown=True)
+    assert words(markdown.split("`")[1]) == ["python", "-m", "mlflow_server", root], markdown
+    assert words(doctor_command(stores, "smoke")) == ["python", "-m", "search.doctor", "space=smoke", root]
+    with pytest.raises(ConfigError) as refused:  # the report's 'run it first'
+        check_study(stores, "smoke")
+    assert words(str(refused.value).split("run it first: ")[1]) == ["python", "-m", "search.run", "space=smoke", root]

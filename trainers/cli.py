@@ -18,9 +18,9 @@ def nan_as_null(metrics: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
 
 
-def directory_arg(key: str, value: object) -> Path:
+def directory_arg(key: str, value: object, write: bool = True) -> Path:
     """The folder named by ``key=value``, which may not exist yet: refused with one line when it, or
-    the nearest of its parents that exists, is not a directory or cannot be written."""
+    the nearest of its parents that exists, is not a directory or (``write``) cannot be written."""
     if not isinstance(value, (str, os.PathLike)) or not str(value):
         # root= (null), root=1e3, root=true, root=[a,b] would become folders named None, 1000.0, True, ...
         raise ConfigError(f"{key}={value!r} is not a folder's path; give one (a path that reads as a number "
@@ -36,9 +36,22 @@ def directory_arg(key: str, value: object) -> Path:
         raise ConfigError(f"{key}={value} exists and is not a directory; give a folder (new or existing)")
     if not existing.is_dir():
         raise ConfigError(f"{key}={value} cannot be made: {existing} is a file, not a directory; give another folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key}={value}: {existing} is not writable; give a folder you can write to")
+    if write:
+        writable(key, value, existing)
     return path
+
+
+def writable(key: str, value: object, existing: Path) -> None:
+    """Refuse ``existing`` (the folder or its nearest existing parent) unless a folder can really be made
+    in it: permission bits say nothing to root, nor about a read-only mount or /proc. The probe is
+    removed at once."""
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".write-check-", dir=existing))
+    except OSError as e:
+        raise ConfigError(f"{key}={value}: nothing can be written in {existing} ({e.strerror or e}); give a "
+                          f"folder you can write to") from None
 
 
 def root_and_cache(overrides: dict) -> Path:
