@@ -132,6 +132,11 @@ class TrainConfig:
                        choices=("off", "bf16"))
     compile: bool = setting(False, "torch.compile G and D's parts (in place: checkpoints keep their keys)")
     channels_last: bool = setting(False, "nets and image batches in channels-last memory format")
+    g_ema: float = setting(0.0, "decay of an EMA copy of G's weights, updated after every G step and scored instead "
+                                "of G (0 = off; trainers/ema.py; training is the same either way)",
+                           between=(0.0, 1.0, "[)"))
+    g_ema_start: int = setting(0, "G steps the EMA copy follows G exactly before it starts averaging (BigGAN's and "
+                                  "StudioGAN's ema_start)", between=(0, INF, "[]"))
 
     # --- evaluation, checkpoints and the paths this trial writes ---
     eval_every: int = setting(500, "evaluate, checkpoint and report every this many steps (and at the end)",
