@@ -213,3 +213,23 @@ def test_benchmark_multiplier_median_and_invariances():
     shifted = bench.analyse(_synthetic(lambda v, seed, step: v + 0.3 * seed), new="X/n100/last1")
     assert shifted["effective_seed_multiplier"] == pytest.approx(1.0)
     assert set(shifted["variants"]) == {f"{g}/n100/last{k}" for g in ("G", "X") for k in (1, 2)}
+
+
+class Counting:
+    """An evaluator whose figure is the step (a float) beside an int that must not be averaged."""
+
+    def evaluate(self, method, step, out_dir=None):
+        return {"figure": float(step), "count": step}
+
+
+def test_last_k_reports_the_mean_of_the_last_k_evaluations_and_resumes_exactly(tmp_path):
+    cfg = {**TINY, "eval_every": 1, "eval": {"last_k": 2}}
+    straight = []
+    train({**cfg, "steps": 4}, lambda m, c: straight.append(m), workdir=tmp_path / "s", evaluator=Counting())
+    assert [m["figure"] for m in straight] == [1.0, 1.5, 2.5, 3.5]
+    assert [m["count"] for m in straight] == [1, 2, 3, 4]
+    resumed = []
+    train({**cfg, "steps": 2}, lambda m, c: resumed.append(m), workdir=tmp_path / "r", evaluator=Counting())
+    train({**cfg, "steps": 4}, lambda m, c: resumed.append(m), workdir=tmp_path / "r", resume_from=tmp_path / "r",
+          evaluator=Counting())
+    assert [m["figure"] for m in resumed] == [1.0, 1.5, 2.5, 3.5]

@@ -192,6 +192,23 @@ def _inject_fault(cfg: TrainConfig, step: int, workdir: Path, logs: dict[str, to
         logs["loss/d"] = torch.tensor(float("nan"))
 
 
+class TrailingMean:
+    """``eval.last_k``: each evaluation's float figures reported as their mean over the last k evaluations
+    (this one included), so a trial's value is the mean of its last k evaluations; its history is
+    checkpointed, so a resumed trial reports the same numbers."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.history: list[dict[str, float]] = []
+
+    def __call__(self, figures: Mapping[str, Any]) -> dict[str, Any]:
+        # floats only: counts and sizes (ints) are this evaluation's
+        self.history = [*self.history, {k: float(v) for k, v in figures.items() if isinstance(v, float)}][-self.k:]
+        means = {name: sum(h[name] for h in self.history if name in h) / sum(name in h for h in self.history)
+                 for name in self.history[-1]}
+        return {**figures, **means}
+
+
 FINITE_CHECK_EVERY = 20  # steps between looks at the finiteness record (each look is a host sync)
 
 
@@ -251,6 +268,7 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
         evaluator = build_evaluator(cfg, data, device)
     # copied before the Stepper compiles G or changes its memory format: the copy is a plain module
     ema = GEma(method.G, cfg.g_ema, cfg.g_ema_start) if cfg.g_ema > 0 else None
+    trailing = TrailingMean(cfg.eval.last_k)
     stepper = Stepper(method, cfg)
     sampler = BatchSampler(data.train.labels, cfg.batch_size, cfg.seed, data.num_classes,
                            class_balanced=cfg.class_balanced_sampling)
@@ -268,6 +286,7 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
                                   f"(it was trained with g_ema=0); resume with g_ema=0 or start afresh")
             ema.load_state_dict(state["G_ema"])
         sampler.load_state_dict(state["sampler"])
+        trailing.history = list(state.get("eval_history", []))
         ckpt.set_rng_state(state["rng"])
         step = int(state["step"])
 
@@ -319,12 +338,14 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
                 if evaluator is not None:
                     artifacts = workdir / f".artifacts-{step}"
                     with ema.in_place_of(method) if ema is not None else contextlib.nullcontext():
-                        metrics.update(evaluator.evaluate(method, step, artifacts))
+                        metrics.update(trailing(evaluator.evaluate(method, step, artifacts)))
                 metrics["time/eval_s"] = time.perf_counter() - t0
                 state = {**stepper.state_dict(), "sampler": sampler.state_dict(), "rng": ckpt.rng_state(),
                          "step": step}
                 if ema is not None:
                     state["G_ema"] = ema.state_dict()
+                if cfg.eval.last_k > 1:
+                    state["eval_history"] = trailing.history
                 path = ckpt.save_checkpoint(workdir, step, state, metrics, config_dict, artifacts,
                                             keep=cfg.keep_checkpoints, data=data_info)
                 if bar is not None:

@@ -59,6 +59,9 @@ class EvalConfig:
     split: str = setting("test", "test: every figure against the test images; val_test: each class's test images "
                                  "halved, val/<metric> against one half (what a searching study selects on), the "
                                  "normal names against the other", choices=("test", "val_test"))
+    last_k: int = setting(1, "every float figure an evaluation reports is the mean of it and the previous last_k - 1 "
+                             "evaluations' (1 = this evaluation alone; benchmarks/variance_reduction.py)",
+                          positive=True)
     reference_draws: int = setting(5, "reference draws each figure is scored against (subsamples of a class's "
                                       "pool, bootstrap resamples where N is the whole pool); evalsd/<metric> is "
                                       "their sd", positive=True)
