@@ -189,7 +189,8 @@ def standardised_effects(space, trials: list[Mapping[str, Any]], variant: str) -
 
 
 def multiplier(old: Mapping[tuple, Mapping[str, float]], new: Mapping[tuple, Mapping[str, float]]) -> dict[str, float]:
-    """Median over the comparisons of new/old squared standardised effect, and of old/new variance."""
+    """Median over the comparisons of new/old squared standardised effect, and of old/new variance; how many
+    comparisons gained (a sign count: with 3 seeds the median alone hides how mixed the gains are)."""
     effect, variance = [], []
     for key, o in old.items():
         n = new.get(key)
@@ -201,7 +202,7 @@ def multiplier(old: Mapping[tuple, Mapping[str, float]], new: Mapping[tuple, Map
             variance.append(o["sd"] ** 2 / n["sd"] ** 2)
     return {"effective_seed_multiplier": statistics.median(effect) if effect else math.nan,
             "variance_ratio": statistics.median(variance) if variance else math.nan,
-            "comparisons": len(effect)}
+            "comparisons": len(effect), "gained": sum(r > 1 for r in effect)}
 
 
 def seed_variance(trials: list[Mapping[str, Any]], variant: str, metric: str) -> float:

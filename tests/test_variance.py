@@ -205,6 +205,7 @@ def test_benchmark_multiplier_median_and_invariances():
     got = bench.multiplier(old, new)
     assert got["effective_seed_multiplier"] == statistics.median([3.0, 1.0, 0.5])
     assert got["variance_ratio"] == statistics.median([4.0, 4.0])
+    assert got["gained"] == 1 and got["comparisons"] == 3
     # scaling every value leaves (mean/sd)^2 alone and divides the variance by the square of the scale
     scaled = bench.analyse(_synthetic(lambda v, seed, step: 2.0 * v), new="X/n100/last1")
     assert scaled["effective_seed_multiplier"] == pytest.approx(1.0)
