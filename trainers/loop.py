@@ -5,8 +5,9 @@ once for all methods (as ContraD's ``train_gan.py`` does for its variants): the 
 the linear learning-rate warm-up, ``n_dis`` D steps per G step (each on a new real batch and new
 detached fakes), zero_grad/backward/step, and D frozen while G's loss runs. A method only computes
 ``d_loss`` and ``g_loss``, and may update its own state once per step in ``before_step``. Every ``eval_every`` steps (and at the end) it evaluates, writes a
-checkpoint atomically and calls ``report(metrics, checkpoint_dir)``. It knows nothing of Ray, Optuna
-or MLflow.
+checkpoint atomically and calls ``report(metrics, checkpoint_dir)``. With ``g_ema`` > 0 an EMA copy of
+G's weights (``trainers.ema``) is updated after every G step, checkpointed with the rest, and is the
+generator the evaluation samples. It knows nothing of Ray, Optuna or MLflow.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from trainers import checkpoint as ckpt
 from trainers.config import TrainConfig, make_config, to_dict
 from trainers.data import BatchSampler, DataBundle, load_data, to_float
+from trainers.ema import GEma
 from trainers.methods import GANMethod, get_method
 
 Report = Callable[[dict[str, Any], str], None]
@@ -190,6 +192,23 @@ def _inject_fault(cfg: TrainConfig, step: int, workdir: Path, logs: dict[str, to
         logs["loss/d"] = torch.tensor(float("nan"))
 
 
+class TrailingMean:
+    """``eval.last_k``: each evaluation's float figures reported as their mean over the last k evaluations
+    (this one included), so a trial's value is the mean of its last k evaluations; its history is
+    checkpointed, so a resumed trial reports the same numbers."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.history: list[dict[str, float]] = []
+
+    def __call__(self, figures: Mapping[str, Any]) -> dict[str, Any]:
+        # floats only: counts and sizes (ints) are this evaluation's
+        self.history = [*self.history, {k: float(v) for k, v in figures.items() if isinstance(v, float)}][-self.k:]
+        means = {name: sum(h[name] for h in self.history if name in h) / sum(name in h for h in self.history)
+                 for name in self.history[-1]}
+        return {**figures, **means}
+
+
 FINITE_CHECK_EVERY = 20  # steps between looks at the finiteness record (each look is a host sync)
 
 
@@ -223,12 +242,13 @@ class FiniteWatch:
 def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
           should_stop: Callable[[], bool] | None = None, *, workdir: str | Path | None = None,
           resume_from: str | Path | None = None, progress: bool = False,
-          evaluator: Any = "auto") -> dict[str, Any]:
+          evaluator: Any = "auto", on_g_step: Callable[[GANMethod], None] | None = None) -> dict[str, Any]:
     """Train one trial; returns the last reported metrics.
 
     ``workdir`` holds checkpoints (a temporary directory if None); ``resume_from`` is a checkpoint
     directory or a work dir whose newest readable checkpoint is loaded. ``evaluator`` defaults to
-    the metrics package's; pass None to report losses and timings only.
+    the metrics package's; pass None to report losses and timings only. ``on_g_step(method)`` is called
+    after every G step (a measurement's own EMA copies: ``benchmarks/variance_reduction.py``).
     """
     cfg = make_config(cfg)
     report = report or (lambda metrics, checkpoint_dir: None)
@@ -246,6 +266,9 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
     workdir.mkdir(parents=True, exist_ok=True)
     if evaluator == "auto":
         evaluator = build_evaluator(cfg, data, device)
+    # copied before the Stepper compiles G or changes its memory format: the copy is a plain module
+    ema = GEma(method.G, cfg.g_ema, cfg.g_ema_start) if cfg.g_ema > 0 else None
+    trailing = TrailingMean(cfg.eval.last_k)
     stepper = Stepper(method, cfg)
     sampler = BatchSampler(data.train.labels, cfg.batch_size, cfg.seed, data.num_classes,
                            class_balanced=cfg.class_balanced_sampling)
@@ -256,7 +279,14 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
     if resume_from is not None:
         state, _ = ckpt.load_latest(resume_from)
         stepper.load_state_dict(state)
+        if ema is not None:
+            if "G_ema" not in state:
+                from trainers.config import ConfigError
+                raise ConfigError(f"g_ema={cfg.g_ema} but the checkpoint under {resume_from} has no EMA copy of G "
+                                  f"(it was trained with g_ema=0); resume with g_ema=0 or start afresh")
+            ema.load_state_dict(state["G_ema"])
         sampler.load_state_dict(state["sampler"])
+        trailing.history = list(state.get("eval_history", []))
         ckpt.set_rng_state(state["rng"])
         step = int(state["step"])
 
@@ -284,6 +314,10 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
                 idx = sampler.next().to(device)
                 logs.update(stepper.d_step(to_float(train_images[idx]), train_labels[idx], step))
             logs.update(stepper.g_step(cfg.batch_size, step))
+            if ema is not None:
+                ema.update(method.G)
+            if on_g_step is not None:
+                on_g_step(method)
             if faults:
                 _inject_fault(cfg, step, workdir, logs)
             watch.add(step, logs)
@@ -303,10 +337,15 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
                 artifacts = None
                 if evaluator is not None:
                     artifacts = workdir / f".artifacts-{step}"
-                    metrics.update(evaluator.evaluate(method, step, artifacts))
+                    with ema.in_place_of(method) if ema is not None else contextlib.nullcontext():
+                        metrics.update(trailing(evaluator.evaluate(method, step, artifacts)))
                 metrics["time/eval_s"] = time.perf_counter() - t0
                 state = {**stepper.state_dict(), "sampler": sampler.state_dict(), "rng": ckpt.rng_state(),
                          "step": step}
+                if ema is not None:
+                    state["G_ema"] = ema.state_dict()
+                if cfg.eval.last_k > 1:
+                    state["eval_history"] = trailing.history
                 path = ckpt.save_checkpoint(workdir, step, state, metrics, config_dict, artifacts,
                                             keep=cfg.keep_checkpoints, data=data_info)
                 if bar is not None:

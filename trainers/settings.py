@@ -59,6 +59,9 @@ class EvalConfig:
     split: str = setting("test", "test: every figure against the test images; val_test: each class's test images "
                                  "halved, val/<metric> against one half (what a searching study selects on), the "
                                  "normal names against the other", choices=("test", "val_test"))
+    last_k: int = setting(1, "every float figure an evaluation reports is the mean of it and the previous last_k - 1 "
+                             "evaluations' (1 = this evaluation alone; benchmarks/variance_reduction.py)",
+                          positive=True)
     reference_draws: int = setting(5, "reference draws each figure is scored against (subsamples of a class's "
                                       "pool, bootstrap resamples where N is the whole pool); evalsd/<metric> is "
                                       "their sd", positive=True)
@@ -132,6 +135,11 @@ class TrainConfig:
                        choices=("off", "bf16"))
     compile: bool = setting(False, "torch.compile G and D's parts (in place: checkpoints keep their keys)")
     channels_last: bool = setting(False, "nets and image batches in channels-last memory format")
+    g_ema: float = setting(0.0, "decay of an EMA copy of G's weights, updated after every G step and scored instead "
+                                "of G (0 = off; trainers/ema.py; training is the same either way)",
+                           between=(0.0, 1.0, "[)"))
+    g_ema_start: int = setting(0, "G steps the EMA copy follows G exactly before it starts averaging (BigGAN's and "
+                                  "StudioGAN's ema_start)", between=(0, INF, "[]"))
 
     # --- evaluation, checkpoints and the paths this trial writes ---
     eval_every: int = setting(500, "evaluate, checkpoint and report every this many steps (and at the end)",
