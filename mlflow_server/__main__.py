@@ -15,7 +15,8 @@ from pathlib import Path
 
 from search.stores import Stores
 from trainers.cli import directory_arg, run_command
-from trainers.config import ConfigError, parse_overrides
+from trainers.config import parse_overrides
+from trainers.fields import ConfigError
 
 KEYS = ("root", "port", "host", "workers")
 

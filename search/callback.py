@@ -26,8 +26,8 @@ from ray import tune
 from search import tracking
 from search.trainable import GPU_IDS
 from trainers.checkpoint import DATA_FILE
-from trainers.cli import one_line
 from trainers.config import flat_dict, make_config
+from trainers.fields import one_line
 
 RAY_RESULT_KEYS = {
     "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",

@@ -25,8 +25,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainers.cli import directory_arg, one_line, run_command
-from trainers.config import ConfigError, parse_overrides
+from trainers.cli import directory_arg, run_command
+from trainers.config import parse_overrides
+from trainers.fields import ConfigError, one_line
 
 
 @dataclass

@@ -37,8 +37,9 @@ import yaml
 from search.preemption import handle_stop_signals, interrupted_status
 from search.store_checks import StoreError
 from search.stores import Stores
-from trainers.cli import directory_arg, one_line, run_command
-from trainers.config import ConfigError, make_config, parse_overrides
+from trainers.cli import directory_arg, run_command
+from trainers.config import make_config, parse_overrides
+from trainers.fields import ConfigError, one_line
 
 # Ray's workers import the trainer while the driver sets up the stores (not at the first trial: ~8 s each)
 WARM_WORKER = "search.trainable.warm_worker"

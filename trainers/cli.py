@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from trainers.config import ConfigError
-from trainers.settings import one_line  # noqa: F401 - the commands' one-line errors
+from trainers.fields import ConfigError, one_line
 
 
 def nan_as_null(metrics: dict) -> dict:

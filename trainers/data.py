@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainers.settings import ConfigError, TrainConfig, one_line
+from trainers.fields import ConfigError, one_line
+from trainers.settings import TrainConfig
 
 
 class DatasetMissingError(ConfigError):

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from trainers import checkpoint as ckpt
-from trainers.config import TrainConfig, make_config, to_dict
+from trainers.config import make_config, to_dict
 from trainers.data import BatchSampler, DataBundle, load_data, to_float
 from trainers.methods import GANMethod, get_method
+from trainers.settings import TrainConfig
 
 Report = Callable[[dict[str, Any], str], None]
 
@@ -147,7 +148,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        from trainers.config import ConfigError
+        from trainers.fields import ConfigError
         raise ConfigError(f"device={name} but CUDA is not available here; use device=auto or device=cpu")
     return torch.device(name)
 

@@ -20,7 +20,8 @@ from search.report.runs import TrialRun, by_seed, configurations, efficiency_bet
 from search.report.sections import SECTIONS, fmt, headline, importances, write_report
 from search.stats import mean_ci
 from trainers.cli import run_command
-from trainers.config import ConfigError, parse_overrides
+from trainers.config import parse_overrides
+from trainers.fields import ConfigError
 
 __all__ = ["Comparison", "Family", "SECTIONS", "TrialRun", "adjust", "by_seed", "compared_metrics", "configurations",
            "efficiency_between", "failure_comparisons", "family", "figure", "fmt", "headline", "imbalance_comparisons",

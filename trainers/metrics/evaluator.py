@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainers.config import TrainConfig
+from trainers.settings import TrainConfig
 from trainers.data import DataBundle, to_uint8
 from trainers.metrics import fidelity, perclass
 from trainers.metrics.cache import digest, load_or_compute

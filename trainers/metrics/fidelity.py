@@ -24,8 +24,7 @@ from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, isc_features_to_metri
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
 from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
-from trainers.config import ConfigError
-from trainers.settings import one_line
+from trainers.fields import ConfigError, one_line
 from trainers.metrics.judge import JudgeNet
 
 JUDGE_NAME = "ltgan-judge"  # the judge as a torch-fidelity feature extractor

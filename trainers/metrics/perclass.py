@@ -47,7 +47,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from trainers.config import ConfigError
+from trainers.fields import ConfigError
 from trainers.metrics import fidelity
 
 DEFAULT_PER_CLASS_N = 100  # the auto N is the smallest test class, but no more than this
