@@ -292,9 +292,10 @@ def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any], resume
 def make_tuner(study: Study, restore: bool, resources: dict[str, float]):
     from ray import tune
 
-    from search.callback import MLflowTrialCallback, fault_callbacks
+    from search.callback import MLflowTrialCallback
     from search.searcher import ReplicateSearcher, StudyLimiter
     from search.trainable import run_trial
+    from trainers import faults
 
     space, stores = study.space, study.stores
     trainable = tune.with_resources(run_trial, {"cpu": resources["cpu"], "gpu": resources["gpu"]})
@@ -319,7 +320,7 @@ def make_tuner(study: Study, restore: bool, resources: dict[str, float]):
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[MLflowTrialCallback(stores.tracking_uri, study.experiment_id, study.parent_run_id, space),
-                       *fault_callbacks()],
+                       *faults.driver_callbacks()],
             progress_reporter=progress_reporter(space), verbose=1),
     )
 

@@ -3,8 +3,8 @@
 ``setting(default, doc, ...)`` declares a field; its checks (a numeric range, a positive integer, a
 fixed set of choices) live in the field's metadata and ``build`` applies them, so a rule is written
 once, next to the field it guards. The declarations themselves live elsewhere: the shared knobs in
-``trainers.settings``, each method's beside its code (``trainers/methods/<name>.py``);
-``trainers.config`` puts them together into one trial's config.
+``trainers.settings``, each method's beside its code (``trainers/methods/<name>.py``), the fault
+suite's in ``trainers.faults``; ``trainers.config`` puts them together into one trial's config.
 Names that come from a registry (methods, datasets, imbalance profiles) are checked against that
 registry by ``trainers.config``, never listed in a field.
 """

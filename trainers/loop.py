@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import random
-import signal
 import sys
 import tempfile
 import time
@@ -26,6 +24,7 @@ import numpy as np
 import torch
 
 from trainers import checkpoint as ckpt
+from trainers import faults
 from trainers.config import make_config, to_dict
 from trainers.data import BatchSampler, DataBundle, load_data, to_float
 from trainers.methods import GANMethod, get_method
@@ -175,22 +174,6 @@ class _Running:
         return {k: float(v) / max(1, self.count) for k, v in self.sums.items()}
 
 
-def _inject_fault(cfg: TrainConfig, step: int, workdir: Path, logs: dict[str, torch.Tensor]) -> None:
-    """The fault suite's injected faults (``fault.*``)."""
-    fault = cfg.fault
-    if fault.seeds is not None and cfg.seed not in fault.seeds:
-        return
-    if fault.raise_at_step == step:
-        raise RuntimeError(f"injected fault: raise at step {step}")
-    if fault.kill_at_step == step:
-        marker = workdir / ".fault-killed"
-        if not marker.exists():  # once: the restarted trial must get past this step
-            marker.touch()
-            os.kill(os.getpid(), signal.SIGKILL)
-    if fault.nan_at_step == step:
-        logs["loss/d"] = torch.tensor(float("nan"))
-
-
 FINITE_CHECK_EVERY = 20  # steps between looks at the finiteness record (each look is a host sync)
 
 
@@ -275,7 +258,7 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
                    unit="step", dynamic_ncols=True)
     started = time.perf_counter()
     try:
-        faults = any(v is not None for v in vars(cfg.fault).values())
+        inject_fault = faults.injector(cfg, workdir)  # the fault suite's hook; None in a real study
         watch = FiniteWatch(device)
         while step < cfg.steps:
             stepper.warm_up(step)
@@ -285,8 +268,8 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
                 idx = sampler.next().to(device)
                 logs.update(stepper.d_step(to_float(train_images[idx]), train_labels[idx], step))
             logs.update(stepper.g_step(cfg.batch_size, step))
-            if faults:
-                _inject_fault(cfg, step, workdir, logs)
+            if inject_fault is not None:
+                inject_fault(step, logs)
             watch.add(step, logs)
             running.add(logs)
             step += 1

@@ -2,7 +2,8 @@
 
 Each field is a ``setting`` (``trainers.fields``: its range, positivity or choices sit beside it and are
 applied when a config is built). Each method declares its own knobs beside its code
-(``trainers/methods/<name>.py``, a frozen dataclass of ``setting`` fields); ``trainers.config`` puts them together into one trial's config. Names that come
+(``trainers/methods/<name>.py``, a frozen dataclass of ``setting`` fields), the fault suite its keys in
+``trainers.faults``; ``trainers.config`` puts them together into one trial's config. Names that come
 from a registry (methods, datasets, imbalance profiles) are checked against that registry there,
 never listed here.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from trainers.faults import FaultConfig
 from trainers.fields import INF, setting
 
 
@@ -41,17 +43,6 @@ class EvalConfig:
     judge_width: int = setting(32, "channel width of the judge classifier", positive=True)
     images: bool = setting(True, "write a sample grid and a class histogram per evaluation")
     save_samples: bool = setting(True, "write samples.npz (what was scored) per evaluation, for rescoring")
-
-
-@dataclass(frozen=True)
-class FaultConfig:
-    """Fault injection for the fault suite (``fault.*`` keys); never set in a real study."""
-
-    nan_at_step: int | None = setting(None, "the D loss becomes NaN at this step (-> DivergedError)")
-    raise_at_step: int | None = setting(None, "a RuntimeError is raised at this step")
-    kill_at_step: int | None = setting(None, "the process SIGKILLs itself at this step, once per work dir")
-    seeds: tuple[int, ...] | None = setting(None, "the trial seeds the faults above apply to (e.g. [1]: only seed "
-                                                  "1's replicate fails); None = every seed")
 
 
 @dataclass(frozen=True)
