@@ -31,6 +31,9 @@ from trainers.methods import GANMethod, get_method
 from trainers.settings import TrainConfig
 
 Report = Callable[[dict[str, Any], str], None]
+# what the loop itself adds to every report (beside the method's logs and diagnostics and the evaluator's
+# metrics: trainers.metrics.names joins them): the Stepper's losses and the timings of train()
+REPORTED = ("step", "epoch", "time/step_s", "time/eval_s", "loss/d", "loss/g")
 
 
 class DivergedError(RuntimeError):

@@ -19,6 +19,6 @@ def make_evaluator(cfg, data, device):
     the data, or when Inception features are asked for and its weights cannot be had (suggesting
     ``eval.features=judge``).
     """
-    from trainers.metrics.evaluator import Evaluator
+    from trainers.metrics.evaluator import EvalOptions, Evaluator
 
-    return Evaluator(cfg, data, device)
+    return Evaluator(EvalOptions.of(cfg), data, device)
