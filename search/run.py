@@ -36,7 +36,7 @@ import yaml
 
 from search.preemption import handle_stop_signals, interrupted_status
 from search.store_checks import StoreError
-from search.stores import Stores
+from search.stores import DEFAULT_ROOT, Stores
 from trainers.cli import directory_arg, run_command
 from trainers.config import make_config, parse_overrides
 from trainers.fields import ConfigError, one_line
@@ -194,7 +194,7 @@ def prepare(argv: list[str]):
 
     run, overrides = parse_args(argv)
     space = load_space(run["space"], overrides, preset=run.get("preset"))
-    stores = Stores.at(directory_arg("root", run.get("root", "runs")), run.get("tracking_uri"))
+    stores = Stores.at(directory_arg("root", run.get("root", DEFAULT_ROOT)), run.get("tracking_uri"))
     try:
         paths = stores.trainer_paths(space.fixed)
     except ValueError as e:  # a NUL byte in a path

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from search.stores import CACHE_FOLDER, DEFAULT_ROOT
 from trainers.fields import ConfigError, one_line
 
 
@@ -44,8 +45,8 @@ def root_and_cache(overrides: dict) -> Path:
     """A command's ``root=`` (the store root, default ``runs``), popped from its overrides, with
     ``cache_dir`` defaulting to ``<root>/cache`` as for a study's trials; either refused in one line
     when it cannot be a folder (the judge and reference statistics are written there)."""
-    root = directory_arg("root", overrides.pop("root", "runs"))  # ~ expanded
-    overrides.setdefault("cache_dir", str(root / "cache"))
+    root = directory_arg("root", overrides.pop("root", DEFAULT_ROOT))  # ~ expanded
+    overrides.setdefault("cache_dir", str(root / CACHE_FOLDER))
     directory_arg("cache_dir", overrides["cache_dir"])
     return root
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from search.stores import CACHE_FOLDER, DEFAULT_DATA_ROOT, DEFAULT_ROOT
 from trainers.faults import FaultConfig
 from trainers.fields import INF, setting
 
@@ -59,7 +60,7 @@ class TrainConfig:
     # --- method and data ---
     method: str = setting("dcgan", "a name of trainers.methods.METHODS")
     dataset: str = setting("mnist", "a name of trainers.data.DATASETS (mnist: the embedded default)")
-    data_root: str = setting("data", "where torchvision datasets live (the embedded ones need none)")
+    data_root: str = setting(DEFAULT_DATA_ROOT, "where torchvision datasets live (the embedded ones need none)")
     download: bool = setting(False, "let torchvision download a missing dataset")
     resolution: int | None = setting(None, "image side; None = the dataset's default", positive=True)
     imbalance: float = setting(1.0, "rho = n_max / n_min of the training split; 1 = balanced", between=(1.0, INF, "[]"))
@@ -101,7 +102,8 @@ class TrainConfig:
                               positive=True)
     keep_checkpoints: int = setting(2, "checkpoints kept in the work dir (the previous one survives a bad write)",
                                     positive=True)
-    cache_dir: str = setting("runs/cache", "judge classifier and reference statistics, shared by trials")
+    cache_dir: str = setting(f"{DEFAULT_ROOT}/{CACHE_FOLDER}", "judge classifier and reference statistics, shared by "
+                                                               "trials")
     eval: EvalConfig = setting(factory=EvalConfig)
     fault: FaultConfig = setting(factory=FaultConfig)
 

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(argv: list[str]) -> int:
     from search.spaces import load_space
-    from search.stores import Stores
+    from search.stores import DEFAULT_ROOT, Stores
 
     args = parse_overrides(argv)
     unknown = set(args) - {"space", "root", "tracking_uri", "preset"}
@@ -44,7 +44,7 @@ def _report(argv: list[str]) -> int:
     if "space" not in args:
         raise ConfigError("say which study: space=NAME")
     space = load_space(str(args["space"]), preset=args.get("preset"))
-    stores = Stores.at(args.get("root", "runs"), args.get("tracking_uri"))
+    stores = Stores.at(args.get("root", DEFAULT_ROOT), args.get("tracking_uri"))
     if not stores.has_study(space.name):
         raise ConfigError(f"no study '{space.name}' under root={stores.root}; run it first with "
                           f"python -m search.run space={space.name} root={stores.root}")
