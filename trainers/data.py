@@ -318,7 +318,7 @@ def load_gtsrb_raw(cfg: TrainConfig) -> RawDataset:
 
 
 @dataclass(frozen=True)
-class Dataset:
+class DatasetRecord:
     """One dataset: its loader and what is known of it without loading it."""
 
     load: Callable[[TrainConfig], RawDataset]  # native-resolution uint8 splits and the class names
@@ -327,12 +327,12 @@ class Dataset:
 
 
 # the one record of each dataset; this dict is the only list of dataset names
-DATASETS: dict[str, Dataset] = {
-    "mnist": Dataset(load_mnist_raw, num_classes=10),
-    "digits": Dataset(load_digits_raw, num_classes=10, resolution=16),
-    "cifar10": Dataset(load_cifar10_raw, num_classes=10),
-    "cifar100": Dataset(load_cifar100_raw, num_classes=100),
-    "gtsrb": Dataset(load_gtsrb_raw, num_classes=GTSRB_CLASSES),
+DATASETS: dict[str, DatasetRecord] = {
+    "mnist": DatasetRecord(load_mnist_raw, num_classes=10),
+    "digits": DatasetRecord(load_digits_raw, num_classes=10, resolution=16),
+    "cifar10": DatasetRecord(load_cifar10_raw, num_classes=10),
+    "cifar100": DatasetRecord(load_cifar100_raw, num_classes=100),
+    "gtsrb": DatasetRecord(load_gtsrb_raw, num_classes=GTSRB_CLASSES),
 }
 # each dataset's class count alone (a view of the records)
 NUM_CLASSES = {name: dataset.num_classes for name, dataset in DATASETS.items()}
