@@ -14,9 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from search.stores import Stores
+from search.stores import DEFAULT_ROOT, Stores
 from trainers.cli import directory_arg, run_command
-from trainers.config import ConfigError, parse_overrides
+from trainers.config import parse_overrides
+from trainers.fields import ConfigError
 
 KEYS = ("root", "port", "host", "workers")
 
@@ -35,7 +36,7 @@ def parse(argv: list[str]) -> tuple[Stores, str, int, int]:
     for key in args:
         if key not in KEYS:
             raise ConfigError(f"unknown key '{key}'; valid: {', '.join(KEYS)} (e.g. root=runs port=5000)")
-    stores = Stores.at(directory_arg("root", args.get("root", "runs")))
+    stores = Stores.at(directory_arg("root", args.get("root", DEFAULT_ROOT)))
     port = args.get("port", 5000)
     if not isinstance(port, int) or not 0 < port < 65536:
         raise ConfigError(f"port={port!r} must be an integer in 1..65535")

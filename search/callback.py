@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,8 @@ from ray import tune
 from search import tracking
 from search.trainable import GPU_IDS
 from trainers.checkpoint import DATA_FILE
-from trainers.cli import one_line
 from trainers.config import flat_dict, make_config
+from trainers.fields import one_line
 
 RAY_RESULT_KEYS = {
     "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
@@ -36,7 +35,6 @@ RAY_RESULT_KEYS = {
 }
 BATCH = {"params": 100, "metrics": 500}  # MLflow's log_batch limits
 EVAL_DIR = "eval"  # eval/step_<9 digits>/: the PNGs of one evaluation
-CRASH_ENV = "LTGAN_TEST_DRIVER_CRASH_AFTER"  # test-only, see InjectedCrash
 
 
 class TrackingError(RuntimeError):
@@ -251,30 +249,3 @@ def checkpoint_exists(checkpoint) -> bool:
         return checkpoint.filesystem.get_file_info(checkpoint.path).type != pyarrow.fs.FileType.NotFound
     except OSError:
         return False
-
-
-class InjectedDriverCrash(RuntimeError):
-    """The test-only crash of ``InjectedCrash``."""
-
-
-class InjectedCrash(tune.Callback):
-    """Test-only (tests/test_faults.py): with ``LTGAN_TEST_DRIVER_CRASH_AFTER=N`` in the driver's
-    environment, the driver raises at the first trial result after N trials completed in this process,
-    as a bug or a full disk in the driver would. ``search.run`` adds it only when the variable is set;
-    the variable is read at each event, so the study resumed without it runs normally."""
-
-    def __init__(self):
-        self.completed = 0
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.completed += 1
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        after = os.environ.get(CRASH_ENV)
-        if after is not None and self.completed >= int(after):
-            raise InjectedDriverCrash(f"injected by {CRASH_ENV}={after} after {self.completed} completed trials")
-
-
-def fault_callbacks() -> list[tune.Callback]:
-    """The callbacks of the test-only faults the environment asks for."""
-    return [InjectedCrash()] if os.environ.get(CRASH_ENV) is not None else []

@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from trainers.config import ConfigError
+from trainers.fields import ConfigError
 
 SAFE_SPACE_KEYS = ("description", "source", "max_concurrent")
 SAFE_FIXED_KEYS = ("cache_dir", "data_root")

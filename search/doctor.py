@@ -25,8 +25,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainers.cli import directory_arg, one_line, run_command
-from trainers.config import ConfigError, parse_overrides
+from trainers.cli import directory_arg, run_command
+from trainers.config import parse_overrides
+from trainers.fields import ConfigError, one_line
 
 
 @dataclass
@@ -226,14 +227,14 @@ def main(argv: list[str] | None = None) -> int:
 def _doctor(argv: list[str]) -> int:
     from search import definition
     from search.spaces import load_space
-    from search.stores import Stores
+    from search.stores import DEFAULT_ROOT, Stores
 
     args = parse_overrides(argv)
     unknown = sorted(set(args) - {"space", "root", "tracking_uri"})
     if unknown or "space" not in args:
         raise ConfigError("usage: python -m search.doctor space=NAME [root=DIR] [tracking_uri=URI]"
                           + (f" ({', '.join(unknown)} unknown)" if unknown else ""))
-    root = directory_arg("root", args.get("root", "runs"), write=False)  # read only: a read-only copy is fine
+    root = directory_arg("root", args.get("root", DEFAULT_ROOT), write=False)  # read only: a read-only copy is fine
     stores = Stores.at(root, args.get("tracking_uri"))
     space = load_space(str(args["space"]))
     recorded = definition.recorded(stores, space.name) or {}

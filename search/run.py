@@ -36,9 +36,10 @@ import yaml
 
 from search.preemption import handle_stop_signals, interrupted_status
 from search.store_checks import StoreError
-from search.stores import Stores
-from trainers.cli import directory_arg, one_line, run_command
-from trainers.config import ConfigError, make_config, parse_overrides
+from search.stores import DEFAULT_ROOT, Stores
+from trainers.cli import directory_arg, run_command
+from trainers.config import make_config, parse_overrides
+from trainers.fields import ConfigError, one_line
 
 # Ray's workers import the trainer while the driver sets up the stores (not at the first trial: ~8 s each)
 WARM_WORKER = "search.trainable.warm_worker"
@@ -196,7 +197,7 @@ def prepare(argv: list[str]):
 
     run, overrides = parse_args(argv)
     space = load_space(run["space"], overrides, preset=run.get("preset"))
-    stores = Stores.at(directory_arg("root", run.get("root", "runs")), run.get("tracking_uri"))
+    stores = Stores.at(directory_arg("root", run.get("root", DEFAULT_ROOT)), run.get("tracking_uri"))
     try:
         paths = stores.trainer_paths(space.fixed)
     except ValueError as e:  # a NUL byte in a path
@@ -300,9 +301,10 @@ def _run_locked(space, stores: Stores, resume: bool, run: dict[str, Any], resume
 def make_tuner(study: Study, restore: bool, resources: dict[str, float]):
     from ray import tune
 
-    from search.callback import MLflowTrialCallback, RestartLostTrials, fault_callbacks
+    from search.callback import MLflowTrialCallback, RestartLostTrials
     from search.searcher import ReplicateSearcher, StudyLimiter
     from search.trainable import run_trial
+    from trainers import faults
 
     space, stores = study.space, study.stores
     trainable = tune.with_resources(run_trial, {"cpu": resources["cpu"], "gpu": resources["gpu"]})
@@ -328,7 +330,7 @@ def make_tuner(study: Study, restore: bool, resources: dict[str, float]):
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[MLflowTrialCallback(stores.tracking_uri, study.experiment_id, study.parent_run_id, space),
-                       RestartLostTrials(), *fault_callbacks()],
+                       RestartLostTrials(), *faults.driver_callbacks()],
             progress_reporter=progress_reporter(space), verbose=1),
     )
 

@@ -33,9 +33,8 @@ from typing import Any, Callable, Mapping
 import optuna
 import yaml
 
-from trainers.cli import one_line
-from trainers.config import (ConfigError, all_keys, dotted, make_config, methods_reading, shared_keys,
-                             unflatten)
+from trainers.config import all_keys, dotted, make_config, methods_reading, shared_keys, unflatten
+from trainers.fields import ConfigError, one_line
 from trainers.methods import METHODS, get_method
 from trainers.metrics.names import VALIDATION, reported_metrics
 from trainers.metrics.untrained import UNTRAINED

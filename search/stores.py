@@ -24,6 +24,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 SQLITE_TIMEOUT_S = 60  # concurrent studies on one root wait for SQLite's lock instead of failing
+# the defaults every command and the trainer read from here (relative to the working directory)
+DEFAULT_ROOT = "runs"  # root=
+CACHE_FOLDER = "cache"  # <root>/cache: the trainer's cache_dir
+DEFAULT_DATA_ROOT = "data"  # the trainer's data_root: where torchvision datasets live
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class Stores:
     remote_tracking_uri: str | None = None
 
     @classmethod
-    def at(cls, root: str | Path = "runs", tracking_uri: str | None = None) -> Stores:
+    def at(cls, root: str | Path = DEFAULT_ROOT, tracking_uri: str | None = None) -> Stores:
         return cls(Path(str(root)).expanduser().resolve(), str(tracking_uri) if tracking_uri else None)
 
     # -- paths ----------------------------------------------------------------------------------
@@ -63,7 +67,7 @@ class Stores:
 
     @property
     def cache_dir(self) -> Path:
-        return self.root / "cache"
+        return self.root / CACHE_FOLDER
 
     def crash_log(self, space: str) -> Path:
         """Where the traceback of a study that stopped on an error goes (one file per stop)."""
@@ -73,7 +77,7 @@ class Stores:
         """The paths a trial reads and writes, absolute so that every worker sees the same ones: the
         shared cache under the root (unless the space fixes ``cache_dir``) and the data folder."""
         return {"cache_dir": str(Path(str(fixed.get("cache_dir", self.cache_dir))).expanduser().resolve()),
-                "data_root": str(Path(str(fixed.get("data_root", "data"))).expanduser().resolve())}
+                "data_root": str(Path(str(fixed.get("data_root", DEFAULT_DATA_ROOT))).expanduser().resolve())}
 
     # -- locks ----------------------------------------------------------------------------------
     def study_lock(self, space: str):

@@ -21,8 +21,7 @@ from typing import Any, Mapping
 
 from search.runs_view import VIEW_KEY, VIEW_URL_PARAM, set_study_view
 from trainers.checkpoint import DATA_FILE
-from trainers.cli import one_line
-from trainers.config import ConfigError
+from trainers.fields import ConfigError, one_line
 
 TAG_SPACE = "ltgan.space"
 TAG_ROLE = "ltgan.role"

@@ -9,8 +9,10 @@ import sys
 import pytest
 
 from trainers import train as cli
-from trainers.config import ConfigError, TrainConfig, flat_dict, make_config, parse_overrides, to_dict
+from trainers.config import flat_dict, make_config, parse_overrides, to_dict
+from trainers.fields import ConfigError
 from trainers.methods import get_method
+from trainers.settings import TrainConfig
 
 
 def test_defaults_and_plain_dict_round_trip():

@@ -18,7 +18,7 @@ from trainers.data import load_data
 from trainers.losses import nt_xent, supcon_fake
 from trainers.methods import METHODS
 from trainers.methods.dcgan import DCGAN
-from trainers.settings import INF, ConfigError, setting
+from trainers.fields import INF, ConfigError, setting
 from trainers.nets import Encoder
 from trainers.pruning import encoder_masks, magnitude_masks, prunable_convs, pruned_forward, raw_weight, sparsity
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from trainers.config import ConfigError, make_config
+from trainers.config import make_config
+from trainers.fields import ConfigError
 from trainers.data import (DatasetMissingError, class_order, longtail_counts, load_data, make_longtail,
                            minority_classes, Split)
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 
-from trainers.config import ConfigError, make_config
+from trainers.config import make_config
+from trainers.fields import ConfigError
 from trainers.metrics import fidelity, make_evaluator, perclass
 
 from metrics_fixtures import CPU, Replay, digits_eval, evaluator_for, store  # noqa: F401 - fixture

@@ -19,9 +19,9 @@ import torch
 from filelock import FileLock
 
 from search import tracking
-from search.callback import CRASH_ENV
 from search.run import main as run_main
 from trainers import checkpoint as ckpt
+from trainers.faults import CRASH_ENV
 from trainers.loop import DivergedError, train
 
 from test_search_e2e import ENV, PROJECT, mlflow_runs, optuna_states, run_cli, start_cli, wait_until_complete

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 from search.run import main as run_main
 from search.run import make_scheduler, prepare
 from search.spaces import SAMPLERS, Space, load_space
-from trainers.config import ConfigError, make_config
+from trainers.config import make_config
+from trainers.fields import ConfigError
 from trainers.metrics.names import reported_metrics
 
 EXAMPLES = {"documents": 2500, "command_lines": 2000, "file_contents": 1000}

@@ -243,7 +243,8 @@ def test_lecam_anchors_are_zero_debiased_emas():
 
 
 def test_cgan_without_gsr_still_reports_sigma_and_n_dis_default(tmp_path):
-    from trainers.config import ConfigError, make_config
+    from trainers.config import make_config
+    from trainers.fields import ConfigError
     from trainers.data import load_data
     from trainers.methods import METHODS
 

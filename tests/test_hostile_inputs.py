@@ -111,7 +111,7 @@ def _npz_with_header(path, name: str, shape, payload: bytes = b"\0" * 64) -> Non
 def test_hostile_npz_files_are_one_line_before_any_large_read(tmp_path):
     import numpy as np
 
-    from trainers.config import ConfigError
+    from trainers.fields import ConfigError
     from trainers.evaluate import read_arrays, read_samples
 
     huge = tmp_path / "huge.npz"
@@ -144,7 +144,8 @@ def test_hostile_npz_files_are_one_line_before_any_large_read(tmp_path):
 
 
 def test_a_bad_override_among_thousands_is_named_alone():
-    from trainers.config import ConfigError, parse_overrides
+    from trainers.config import parse_overrides
+    from trainers.fields import ConfigError
 
     with pytest.raises(ConfigError) as e:
         parse_overrides([f"fixed.k{i}=1" for i in range(2000)] + ["steps=[1,"])

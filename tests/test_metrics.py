@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainers.config import ConfigError, make_config
+from trainers.config import make_config
+from trainers.fields import ConfigError
 from trainers.data import load_data, to_float
 from trainers.metrics import make_evaluator
 from trainers.metrics.cache import load_or_compute

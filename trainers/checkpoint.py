@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainers.settings import ConfigError
+from trainers.fields import ConfigError
 
 STATE_FILE = "state.pt"
 FORMAT_VERSION = 2

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from trainers.config import ConfigError
-from trainers.settings import one_line  # noqa: F401 - the commands' one-line errors
+from search.stores import CACHE_FOLDER, DEFAULT_ROOT
+from trainers.fields import ConfigError, one_line
 
 
 def nan_as_null(metrics: dict) -> dict:
@@ -58,8 +58,8 @@ def root_and_cache(overrides: dict) -> Path:
     """A command's ``root=`` (the store root, default ``runs``), popped from its overrides, with
     ``cache_dir`` defaulting to ``<root>/cache`` as for a study's trials; either refused in one line
     when it cannot be a folder (the judge and reference statistics are written there)."""
-    root = directory_arg("root", overrides.pop("root", "runs"))  # ~ expanded
-    overrides.setdefault("cache_dir", str(root / "cache"))
+    root = directory_arg("root", overrides.pop("root", DEFAULT_ROOT))  # ~ expanded
+    overrides.setdefault("cache_dir", str(root / CACHE_FOLDER))
     directory_arg("cache_dir", overrides["cache_dir"])
     return root
 

@@ -12,19 +12,26 @@ everywhere (config, CLI, spaces, MLflow params): ``prune_ratio``, ``contrastive_
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Mapping
 
 from trainers.data import DATASETS, PROFILES
+from trainers.fields import ConfigError, build, fields_of, one_line, suggest
 from trainers.methods import METHODS, get_method
-from trainers.settings import ConfigError, TrainConfig, build, dotted_keys, fields_of, one_line, suggest
+from trainers.settings import TrainConfig
 
-__all__ = ["ConfigError", "TrainConfig", "make_config", "to_dict", "flat_dict", "parse_overrides",
-           "unflatten", "all_keys", "knob_keys", "shared_keys", "methods_reading"]
+__all__ = ["make_config", "to_dict", "flat_dict", "dotted", "parse_overrides", "unflatten", "all_keys",
+           "knob_keys", "shared_keys", "methods_reading"]
+
+
+@functools.cache
+def _shared_keys() -> tuple[str, ...]:
+    return tuple(key for key in dotted(dataclasses.asdict(TrainConfig())) if key != "knobs")
 
 
 def shared_keys() -> list[str]:
-    """Dotted keys every method reads (data, optimisation, evaluation, paths)."""
-    return dotted_keys(TrainConfig, skip=("knobs",))
+    """Dotted keys every method reads (data, optimisation, evaluation, paths): the defaults' keys."""
+    return list(_shared_keys())
 
 
 def knob_keys(method: str) -> list[str]:
@@ -55,22 +62,22 @@ def make_config(data: Mapping[str, Any] | TrainConfig | None = None) -> TrainCon
     method = data.get("method", TrainConfig.method)
     if not isinstance(method, str):
         raise ConfigError(f"config key 'method' must be str, got {method!r}")
-    method_cls = get_method(method)
-    own = set(fields_of(method_cls.Knobs))
+    method_cls = get_method(method)  # the one look-up: its knobs decide which keys this config reads
+    own, common = fields_of(method_cls.Knobs), fields_of(TrainConfig)
     shared, knobs = {}, {}
     for key, value in data.items():
         if key in own:
             knobs[key] = value
-        elif key in fields_of(TrainConfig) and key != "knobs":
+        elif key in common and key != "knobs":
             shared[key] = value
-        elif methods_reading(key):
-            readers = ", ".join(methods_reading(key))
-            raise ConfigError(f"config key '{key}' is not read by method '{method}' (only by {readers}); "
-                              f"drop it, or set method= to one of those")
+        elif readers := methods_reading(key):
+            raise ConfigError(f"config key '{key}' is not read by method '{method}' (only by "
+                              f"{', '.join(readers)}); drop it, or set method= to one of those")
         else:
             raise ConfigError(f"unknown config key '{key}'; {suggest(key, all_keys())}")
-    cfg = build(TrainConfig, shared, valid_keys=all_keys())
-    cfg = dataclasses.replace(cfg, knobs=build(method_cls.Knobs, knobs, valid_keys=all_keys()))
+    # every method's keys are walked only to suggest a name for an unknown key
+    cfg = build(TrainConfig, shared, valid_keys=all_keys)
+    cfg = dataclasses.replace(cfg, knobs=build(method_cls.Knobs, knobs, valid_keys=all_keys))
     for key, name, registry in (("dataset", cfg.dataset, DATASETS),
                                 ("imbalance_profile", cfg.imbalance_profile, PROFILES)):
         if name not in registry:

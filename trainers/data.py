@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainers.settings import ConfigError, TrainConfig, one_line
+from trainers.fields import ConfigError, one_line
+from trainers.settings import TrainConfig
 
 
 class DatasetMissingError(ConfigError):
@@ -43,7 +44,6 @@ class RawDataset:
 
     train: Split
     test: Split
-    num_classes: int
     class_names: list[str] = field(default_factory=list)
 
 
@@ -184,7 +184,7 @@ def load_digits_raw(cfg: TrainConfig) -> RawDataset:
     x_tr, x_te, y_tr, y_te = train_test_split(images, digits.target, test_size=0.2,
                                               stratify=digits.target, random_state=0)
     as_split = lambda x, y: Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y).long())
-    return RawDataset(as_split(x_tr, y_tr), as_split(x_te, y_te), 10, [str(i) for i in range(10)])
+    return RawDataset(as_split(x_tr, y_tr), as_split(x_te, y_te), [str(i) for i in range(10)])
 
 
 MNIST_SPLIT_SEED = 0  # which 100 images of each class are the test split (fixed: every run shares it)
@@ -244,7 +244,7 @@ def load_mnist_raw(cfg: TrainConfig) -> RawDataset:
     padded = np.pad(images, ((0, 0), (MNIST_PAD, MNIST_PAD), (MNIST_PAD, MNIST_PAD)), constant_values=0)[:, None]
     train_idx, test_idx = mnist_split_indices(labels)
     as_split = lambda idx: Split(torch.from_numpy(padded[idx]), torch.from_numpy(labels[idx]))
-    return RawDataset(as_split(train_idx), as_split(test_idx), 10, [str(i) for i in range(10)])
+    return RawDataset(as_split(train_idx), as_split(test_idx), [str(i) for i in range(10)])
 
 
 def _one_line(e: BaseException) -> str:
@@ -264,7 +264,7 @@ def _dataset_error(cfg: TrainConfig, folder: Path, what: str, e: BaseException |
         f"there, set data_root= to the folder that contains {folder.name}, or pass download=true")
 
 
-def _cifar_loader(class_name: str, num_classes: int, what: str) -> Callable[[TrainConfig], RawDataset]:
+def _cifar_loader(class_name: str, what: str) -> Callable[[TrainConfig], RawDataset]:
     def load(cfg: TrainConfig) -> RawDataset:
         from torchvision import datasets
 
@@ -277,15 +277,14 @@ def _cifar_loader(class_name: str, num_classes: int, what: str) -> Callable[[Tra
             raise _dataset_error(cfg, folder, what, e) from None
         as_split = lambda ds: Split(torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))),
                                     torch.tensor(ds.targets, dtype=torch.long))
-        return RawDataset(as_split(splits[0]), as_split(splits[1]), num_classes, list(splits[0].classes))
+        return RawDataset(as_split(splits[0]), as_split(splits[1]), list(splits[0].classes))
 
     load.__name__ = f"load_{class_name.lower()}_raw"
     return load
 
 
-load_cifar10_raw = _cifar_loader("CIFAR10", 10, "the CIFAR-10 python batches (data_batch_1..5, test_batch, "
-                                                "batches.meta)")
-load_cifar100_raw = _cifar_loader("CIFAR100", 100, "the CIFAR-100 python files (train, test, meta)")
+load_cifar10_raw = _cifar_loader("CIFAR10", "the CIFAR-10 python batches (data_batch_1..5, test_batch, batches.meta)")
+load_cifar100_raw = _cifar_loader("CIFAR100", "the CIFAR-100 python files (train, test, meta)")
 
 GTSRB_CLASSES = 43
 
@@ -315,22 +314,33 @@ def load_gtsrb_raw(cfg: TrainConfig) -> RawDataset:
                                 torch.tensor([y for _, y in pairs], dtype=torch.long)))
     except (RuntimeError, OSError, ValueError, KeyError) as e:
         raise _dataset_error(cfg, folder, what, e) from None
-    return RawDataset(loaded[0], loaded[1], GTSRB_CLASSES, [str(i) for i in range(GTSRB_CLASSES)])
+    return RawDataset(loaded[0], loaded[1], [str(i) for i in range(GTSRB_CLASSES)])
 
 
-DATASETS: dict[str, Callable[[TrainConfig], RawDataset]] = {
-    "mnist": load_mnist_raw,
-    "digits": load_digits_raw,
-    "cifar10": load_cifar10_raw,
-    "cifar100": load_cifar100_raw,
-    "gtsrb": load_gtsrb_raw,
+@dataclass(frozen=True)
+class DatasetRecord:
+    """One dataset: its loader and what is known of it without loading it."""
+
+    load: Callable[[TrainConfig], RawDataset]  # native-resolution uint8 splits and the class names
+    num_classes: int  # known before loading: a space's per-class metric names are checked before anything runs
+    resolution: int = 32  # the image side when the config's resolution is None
+
+
+# the one record of each dataset; this dict is the only list of dataset names
+DATASETS: dict[str, DatasetRecord] = {
+    "mnist": DatasetRecord(load_mnist_raw, num_classes=10),
+    "digits": DatasetRecord(load_digits_raw, num_classes=10, resolution=16),
+    "cifar10": DatasetRecord(load_cifar10_raw, num_classes=10),
+    "cifar100": DatasetRecord(load_cifar100_raw, num_classes=100),
+    "gtsrb": DatasetRecord(load_gtsrb_raw, num_classes=GTSRB_CLASSES),
 }
-DEFAULT_RESOLUTION = {"mnist": 32, "digits": 16, "cifar10": 32, "cifar100": 32, "gtsrb": 32}
+# each dataset's class count alone (a view of the records)
+NUM_CLASSES = {name: dataset.num_classes for name, dataset in DATASETS.items()}
 
 
 def target_resolution(cfg: TrainConfig) -> int:
     """The image side of a run: ``cfg.resolution`` or the dataset's default."""
-    resolution = cfg.resolution or DEFAULT_RESOLUTION.get(cfg.dataset, 32)
+    resolution = cfg.resolution or DATASETS[cfg.dataset].resolution
     if resolution < 8 or resolution & (resolution - 1):
         raise ConfigError(f"resolution = {resolution} must be a power of two >= 8 (e.g. 16 or 32)")
     return resolution
@@ -352,20 +362,16 @@ def dataset_names() -> list[str]:
     return sorted(DATASETS)
 
 
-# classes of each dataset, known without loading it (a space's per-class metric names are checked
-# against it before anything runs; a test compares it with each loader's num_classes)
-NUM_CLASSES = {"mnist": 10, "digits": 10, "cifar10": 10, "cifar100": 100, "gtsrb": GTSRB_CLASSES}
-
-
 def load_data(cfg: TrainConfig) -> DataBundle:
     """Build the long-tailed training split, the full training split and the balanced test split."""
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"unknown dataset '{cfg.dataset}'; valid: {', '.join(dataset_names())}")
     resolution = target_resolution(cfg)  # checked before any file is read
-    raw = DATASETS[cfg.dataset](cfg)
+    dataset = DATASETS[cfg.dataset]
+    raw = dataset.load(cfg)
     full_train = Split(_resize(raw.train.images, resolution), raw.train.labels)
     test = Split(_resize(raw.test.images, resolution), raw.test.labels)
-    k = raw.num_classes
+    k = dataset.num_classes
 
     if cfg.class_order == "natural":
         order = list(range(k))

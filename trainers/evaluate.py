@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trainers.cli import nan_as_null, one_line, root_and_cache, run_command
-from trainers.config import ConfigError, make_config, parse_overrides
+from trainers.cli import nan_as_null, root_and_cache, run_command
+from trainers.config import make_config, parse_overrides
+from trainers.fields import ConfigError, one_line
 
 ACCEPTED = ("dataset", "data_root", "download", "resolution", "imbalance", "imbalance_profile", "n_max",
             "class_order", "class_order_seed", "seed", "num_minority", "data_seed", "cache_dir", "device", "eval")

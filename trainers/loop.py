@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import random
-import signal
 import sys
 import tempfile
 import time
@@ -27,12 +25,17 @@ import numpy as np
 import torch
 
 from trainers import checkpoint as ckpt
-from trainers.config import TrainConfig, make_config, to_dict
+from trainers import faults
+from trainers.config import make_config, to_dict
 from trainers.data import BatchSampler, DataBundle, load_data, to_float
 from trainers.ema import GEma
 from trainers.methods import GANMethod, get_method
+from trainers.settings import TrainConfig
 
 Report = Callable[[dict[str, Any], str], None]
+# what the loop itself adds to every report (beside the method's logs and diagnostics and the evaluator's
+# metrics: trainers.metrics.names joins them): the Stepper's losses and the timings of train()
+REPORTED = ("step", "epoch", "time/step_s", "time/eval_s", "loss/d", "loss/g")
 
 
 class DivergedError(RuntimeError):
@@ -149,7 +152,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        from trainers.config import ConfigError
+        from trainers.fields import ConfigError
         raise ConfigError(f"device={name} but CUDA is not available here; use device=auto or device=cpu")
     return torch.device(name)
 
@@ -174,22 +177,6 @@ class _Running:
 
     def means(self) -> dict[str, float]:
         return {k: float(v) / max(1, self.count) for k, v in self.sums.items()}
-
-
-def _inject_fault(cfg: TrainConfig, step: int, workdir: Path, logs: dict[str, torch.Tensor]) -> None:
-    """The fault suite's injected faults (``fault.*``)."""
-    fault = cfg.fault
-    if fault.seeds is not None and cfg.seed not in fault.seeds:
-        return
-    if fault.raise_at_step == step:
-        raise RuntimeError(f"injected fault: raise at step {step}")
-    if fault.kill_at_step == step:
-        marker = workdir / ".fault-killed"
-        if not marker.exists():  # once: the restarted trial must get past this step
-            marker.touch()
-            os.kill(os.getpid(), signal.SIGKILL)
-    if fault.nan_at_step == step:
-        logs["loss/d"] = torch.tensor(float("nan"))
 
 
 class TrailingMean:
@@ -304,7 +291,7 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
                    unit="step", dynamic_ncols=True)
     started = time.perf_counter()
     try:
-        faults = any(v is not None for v in vars(cfg.fault).values())
+        inject_fault = faults.injector(cfg, workdir)  # the fault suite's hook; None in a real study
         watch = FiniteWatch(device)
         while step < cfg.steps:
             stepper.warm_up(step)
@@ -318,8 +305,8 @@ def train(cfg: TrainConfig | Mapping[str, Any], report: Report | None = None,
                 ema.update(method.G)
             if on_g_step is not None:
                 on_g_step(method)
-            if faults:
-                _inject_fault(cfg, step, workdir, logs)
+            if inject_fault is not None:
+                inject_fault(step, logs)
             watch.add(step, logs)
             running.add(logs)
             step += 1

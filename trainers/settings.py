@@ -1,46 +1,21 @@
-"""The trainer's settings: every field with its default, one doc line and its validation, side by side.
+"""The trainer's shared knobs, read top to bottom: every field with its default, one doc line and its checks.
 
-``setting(default, doc, ...)`` declares a field; its checks (a numeric range, a positive integer, a
-fixed set of choices) live in the field's metadata and ``build`` applies them, so a rule is written
-once, next to the field it guards. Names that come from a registry (methods, datasets, imbalance
-profiles) are checked against that registry by ``trainers.config``, never listed here.
-
-The shared settings are here; each method declares its own knobs beside its code
-(``trainers/methods/<name>.py``, a frozen dataclass of ``setting`` fields), and ``trainers.config``
-puts the two together into one trial's config.
+Each field is a ``setting`` (``trainers.fields``: its range, positivity or choices sit beside it and are
+applied when a config is built). Each method declares its own knobs beside its code
+(``trainers/methods/<name>.py``, a frozen dataclass of ``setting`` fields), the fault suite its keys in
+``trainers.faults``; ``trainers.config`` puts them together into one trial's config. Names that come
+from a registry (methods, datasets, imbalance profiles) are checked against that registry there,
+never listed here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import functools
-import math
-import types
-import typing
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-INF = math.inf
-
-
-def one_line(text: object) -> str:
-    """``text`` (an exception's message, which may span lines) on one line."""
-    return " ".join(str(text).split())
-
-
-class ConfigError(ValueError):
-    """A configuration a person wrote is wrong; the message names the key and the fix."""
-
-
-def setting(default: Any = dataclasses.MISSING, doc: str = "", *, between: tuple | None = None,
-            positive: bool = False, choices: tuple[str, ...] | None = None, factory: Any = None):
-    """A config field. ``between=(low, high, "[)")`` is a range with its closed/open ends;
-    ``positive`` an integer > 0 (None allowed where the default is None); ``choices`` a fixed set."""
-    metadata = {"doc": doc, "between": between, "positive": positive, "choices": choices}
-    if factory is not None:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
+from search.stores import CACHE_FOLDER, DEFAULT_DATA_ROOT, DEFAULT_ROOT
+from trainers.faults import FaultConfig
+from trainers.fields import INF, setting
 
 
 @dataclass(frozen=True)
@@ -75,17 +50,6 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
-class FaultConfig:
-    """Fault injection for the fault suite (``fault.*`` keys); never set in a real study."""
-
-    nan_at_step: int | None = setting(None, "the D loss becomes NaN at this step (-> DivergedError)")
-    raise_at_step: int | None = setting(None, "a RuntimeError is raised at this step")
-    kill_at_step: int | None = setting(None, "the process SIGKILLs itself at this step, once per work dir")
-    seeds: tuple[int, ...] | None = setting(None, "the trial seeds the faults above apply to (e.g. [1]: only seed "
-                                                  "1's replicate fails); None = every seed")
-
-
-@dataclass(frozen=True)
 class NoKnobs:
     """A method without knobs of its own (the DCGAN baseline)."""
 
@@ -99,7 +63,7 @@ class TrainConfig:
     # --- method and data ---
     method: str = setting("dcgan", "a name of trainers.methods.METHODS")
     dataset: str = setting("mnist", "a name of trainers.data.DATASETS (mnist: the embedded default)")
-    data_root: str = setting("data", "where torchvision datasets live (the embedded ones need none)")
+    data_root: str = setting(DEFAULT_DATA_ROOT, "where torchvision datasets live (the embedded ones need none)")
     download: bool = setting(False, "let torchvision download a missing dataset")
     resolution: int | None = setting(None, "image side; None = the dataset's default", positive=True)
     imbalance: float = setting(1.0, "rho = n_max / n_min of the training split; 1 = balanced", between=(1.0, INF, "[]"))
@@ -146,127 +110,10 @@ class TrainConfig:
                               positive=True)
     keep_checkpoints: int = setting(2, "checkpoints kept in the work dir (the previous one survives a bad write)",
                                     positive=True)
-    cache_dir: str = setting("runs/cache", "judge classifier and reference statistics, shared by trials")
+    cache_dir: str = setting(f"{DEFAULT_ROOT}/{CACHE_FOLDER}", "judge classifier and reference statistics, shared by "
+                                                               "trials")
     eval: EvalConfig = setting(factory=EvalConfig)
     fault: FaultConfig = setting(factory=FaultConfig)
 
     # --- the method's own knobs (a dataclass declared beside the method) ---
     knobs: Any = setting(factory=NoKnobs)
-
-
-# ----------------------------------------------------------------------------------------------
-# Building a dataclass of settings from a plain dict, with each field's checks
-
-
-def fields_of(cls) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls)}
-
-
-@functools.cache
-def type_hints(cls) -> dict[str, Any]:
-    """``typing.get_type_hints(cls)``, evaluated once per class (it compiles every string annotation:
-    ~30 ms of each ``make_config`` before)."""
-    return typing.get_type_hints(cls)
-
-
-def nested_dataclass(cls, name: str):
-    """The dataclass type of field ``name`` of ``cls`` (eval, fault), or None."""
-    hint = type_hints(cls)[name]
-    return hint if dataclasses.is_dataclass(hint) else None
-
-
-def suggest(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    return f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(sorted(valid))}"
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Check ``value`` against the type ``hint``; allow the harmless int->float widening."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(key, value, arg)
-            except ConfigError as e:
-                errors.append(e)
-        raise errors[0]
-    if origin is tuple:  # tuple[int, ...]: a YAML or command-line list
-        if isinstance(value, (list, tuple)):
-            return tuple(_coerce(key, v, typing.get_args(hint)[0]) for v in value)
-    elif hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    else:
-        return value
-    name = getattr(hint, "__name__", str(hint))
-    raise ConfigError(f"config key '{key}' must be {name}, got {value!r} ({type(value).__name__}); "
-                      f"set it as {key}=<{name}>")
-
-
-def check(key: str, value: Any, metadata: Mapping[str, Any]) -> None:
-    """The field's own rules (range, positive integer, choices)."""
-    if value is None:
-        return
-    between = metadata.get("between")
-    if between is not None:
-        low, high, kind = between
-        ok_low = value >= low if kind[0] == "[" else value > low
-        ok_high = value <= high if kind[1] == "]" else value < high
-        if not (ok_low and ok_high):
-            hi = "inf" if math.isinf(high) else high
-            raise ConfigError(f"config key '{key}' = {value} is out of range {kind[0]}{low}, {hi}{kind[1]}; "
-                              f"choose a value inside it")
-    if metadata.get("positive") and value <= 0:
-        raise ConfigError(f"config key '{key}' = {value} must be a positive integer")
-    choices = metadata.get("choices")
-    if choices is not None and value not in choices:
-        raise ConfigError(f"config key '{key}' = {value!r} is not one of {', '.join(choices)}")
-
-
-def build(cls, data: Mapping[str, Any], prefix: str = "", valid_keys: list[str] | None = None):
-    """``cls(**data)`` with every value coerced to its field's type and checked by its field's rules;
-    nested dataclass fields (eval, fault) are built from nested mappings."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"config key '{prefix.rstrip('.')}' must be a mapping of keys, got {data!r}")
-    fields = fields_of(cls)
-    hints = type_hints(cls)
-    kwargs = {}
-    for key, value in data.items():
-        if key not in fields:
-            raise ConfigError(f"unknown config key '{prefix}{key}'; "
-                              f"{suggest(prefix + key, valid_keys or [prefix + k for k in fields])}")
-        sub = nested_dataclass(cls, key)
-        if sub is not None:
-            kwargs[key] = value if isinstance(value, sub) else build(sub, value, f"{prefix}{key}.", valid_keys)
-        else:
-            kwargs[key] = _coerce(prefix + key, value, hints[key])
-            check(prefix + key, kwargs[key], fields[key].metadata)
-    return cls(**kwargs)
-
-
-def dotted_keys(cls, prefix: str = "", skip: tuple[str, ...] = ()) -> list[str]:
-    """Every dotted key of a settings dataclass (``eval.num_samples`` ...)."""
-    keys = []
-    for name in fields_of(cls):
-        if name in skip:
-            continue
-        sub = nested_dataclass(cls, name)
-        keys += dotted_keys(sub, f"{prefix}{name}.") if sub is not None else [prefix + name]
-    return keys

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from trainers.cli import directory_arg, nan_as_null, root_and_cache, run_command
-from trainers.config import ConfigError, make_config, parse_overrides
+from trainers.config import make_config, parse_overrides
+from trainers.fields import ConfigError
 
 CLI_ONLY = ("root", "workdir", "resume")
 # keys a resumed run may change without becoming another run: where things are, the device and the

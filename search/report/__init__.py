@@ -25,7 +25,8 @@ from search.report.sections import SECTIONS, fmt, headline, importances, write_r
 from search.stats import mean_ci
 from search.store_checks import StoreError
 from trainers.cli import directory_arg, run_command
-from trainers.config import ConfigError, parse_overrides
+from trainers.config import parse_overrides
+from trainers.fields import ConfigError
 
 __all__ = ["Comparison", "Family", "SECTIONS", "TrialRun", "adjust", "by_seed", "compared_metrics", "configurations",
            "efficiency_between", "failure_comparisons", "family", "figure", "fmt", "headline", "imbalance_comparisons",
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(argv: list[str]) -> int:
     from search.spaces import load_space
-    from search.stores import Stores
+    from search.stores import DEFAULT_ROOT, Stores
 
     args = parse_overrides(argv)
     unknown = set(args) - {"space", "root", "tracking_uri", "preset"}
@@ -58,7 +59,7 @@ def _report(argv: list[str]) -> int:
                           f"(http://127.0.0.1:5000, sqlite:////abs/path/mlflow.db), or drop it for <root>/mlflow.db")
     space = load_space(str(args["space"]), preset=args.get("preset"))
     # the report is written under root: a path string, ~ expanded, where a folder can really be made
-    stores = Stores.at(directory_arg("root", args.get("root", "runs")), uri)
+    stores = Stores.at(directory_arg("root", args.get("root", DEFAULT_ROOT)), uri)
     check_study(stores, space.name)
     try:
         path = write_report(space, stores)

@@ -8,7 +8,7 @@ from trainers.methods.cgan import ConditionalGAN
 from trainers.methods.contrad import ContraD
 from trainers.methods.damage import DamageGAN
 from trainers.methods.dcgan import DCGAN
-from trainers.settings import ConfigError
+from trainers.fields import ConfigError
 
 METHODS: dict[str, type[GANMethod]] = {
     "dcgan": DCGAN,

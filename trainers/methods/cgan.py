@@ -30,7 +30,7 @@ from trainers.losses import hinge_d, hinge_g
 from trainers.methods.base import GANMethod
 from trainers.nets import ConditionalBatchNorm2d, Generator, ProjectionDiscriminator
 from trainers.regularizers import effective_number_weights, group_sigma_max, group_spectral_penalty, lecam
-from trainers.settings import INF, ConfigError, setting
+from trainers.fields import INF, ConfigError, setting
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from trainers.augment import CONTRASTIVE_POLICIES, contrastive_augment
 from trainers.losses import ns_d, ns_g, nt_xent, supcon_fake
 from trainers.methods.base import GANMethod
 from trainers.nets import Encoder, Generator
-from trainers.settings import INF, setting
+from trainers.fields import INF, setting
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from torch.nn.utils import parametrize
 from trainers.losses import nt_xent
 from trainers.methods.contrad import ContraD, ContraDKnobs
 from trainers.pruning import encoder_masks, pruned_forward, sparsity
-from trainers.settings import setting
+from trainers.fields import setting
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,12 @@
 Inception's feature space, per-class FID/KID/precision/recall with every class at the same N, and the
 minority-class diagnostics.
 
-``judge`` (the cached classifier), ``cache`` (locked, atomic cache files), ``fidelity``
-(torch-fidelity wiring), ``perclass`` (equal-N scoring, missing classes, histogram, KLs),
-``evaluator`` (one evaluation and the scoring of a saved sample set), ``plots`` (PNG artifacts).
-``python -m trainers.evaluate`` scores any generator's samples the same way. Nothing heavy is
-imported until ``make_evaluator`` runs.
+``judge`` (the cached classifier; ``judge_extractor``, the same as a torch-fidelity extractor),
+``cache`` (locked, atomic cache files), ``fidelity`` (torch-fidelity wiring), ``perclass`` (equal-N
+scoring, missing classes, histogram, KLs), ``evaluator`` (one evaluation and the scoring of a saved
+sample set; each metric registered with the names it reports), ``names`` (every name a trial
+reports), ``plots`` (PNG artifacts). ``python -m trainers.evaluate`` scores any generator's samples
+the same way. Nothing heavy is imported until an evaluator is made (torch-fidelity: at its first use).
 """
 
 from __future__ import annotations
@@ -19,6 +20,6 @@ def make_evaluator(cfg, data, device):
     the data, or when Inception features are asked for and its weights cannot be had (suggesting
     ``eval.features=judge``).
     """
-    from trainers.metrics.evaluator import Evaluator
+    from trainers.metrics.evaluator import EvalOptions, Evaluator
 
-    return Evaluator(cfg, data, device)
+    return Evaluator(EvalOptions.of(cfg), data, device)

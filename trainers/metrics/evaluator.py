@@ -42,18 +42,19 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from trainers.config import TrainConfig
 from trainers.data import DataBundle, to_uint8
 from trainers.metrics import fidelity, perclass
 from trainers.metrics.cache import digest, load_or_compute
 from trainers.metrics.fidelity import JUDGE_NAME, register_judge
 from trainers.metrics.judge import load_or_train_judge
+from trainers.settings import EvalConfig, TrainConfig
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation noise differs from the training stream of the same seed
 GRID_PER_ROW = 12
@@ -68,13 +69,94 @@ def _sd(values: list[float]) -> float:
     return float(np.std(finite, ddof=1)) if len(finite) >= 2 else math.nan
 
 
+@dataclass(frozen=True)
+class EvalOptions:
+    """What an evaluation reads of a trial's config (stylegan2's ``MetricOptions``), not the whole config."""
+
+    eval: EvalConfig  # the eval.* keys
+    cache_dir: Path  # the judge and the reference statistics, shared by trials
+    seed: int  # the trial's seed: the evaluation noise is seeded by it (+ EVAL_SEED_OFFSET)
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> EvalOptions:
+        return cls(cfg.eval, Path(cfg.cache_dir), int(cfg.seed))
+
+
+# -- the metrics: each a method of the evaluator registered with the names it reports ----------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What decides the names an evaluation reports."""
+
+    parts: tuple[str, ...]  # the reference parts' prefixes: "" (test) and, under eval.split=val_test, "val/"
+    num_classes: int
+    inception: bool  # eval.features=inception (the Inception score)
+    conditional: bool  # the scored set has requested labels (a conditional G)
+
+    @classmethod
+    def of(cls, eval_config: EvalConfig, num_classes: int, conditional: bool) -> Scope:
+        parts = ("", perclass.VAL_PREFIX) if eval_config.split == "val_test" else ("",)
+        return cls(parts, num_classes, eval_config.features == "inception", conditional)
+
+    def expand(self, template: str) -> list[str]:
+        """``{part}``: once per reference part; ``{k}``: once per class."""
+        parts = self.parts if "{part}" in template else ("",)
+        classes = range(self.num_classes) if "{k}" in template else (0,)
+        return [template.format(part=part, k=k) for part in parts for k in classes]
+
+
+@dataclass(frozen=True)
+class Metric:
+    names: tuple[str, ...]  # templates of the names it returns (Scope.expand)
+    when: Callable[[Scope], bool]  # the evaluations that compute it
+    compute: Callable[..., dict[str, float]]  # (evaluator, scored set) -> {name: value}
+
+    def expand(self, scope: Scope) -> list[str]:
+        return [name for template in self.names for name in scope.expand(template)]
+
+
+# name -> metric, in the order an evaluation computes them; the registry is the only list of the names
+METRICS: dict[str, Metric] = {}
+
+
+def metric(*names: str, when: Callable[[Scope], bool] = lambda scope: True):
+    """Registers a metric (stylegan2's ``register_metric``): ``names`` are the keys it returns."""
+
+    def register(compute: Callable[..., dict[str, float]]):
+        METRICS[compute.__name__.lstrip("_")] = Metric(names, when, compute)
+        return compute
+
+    return register
+
+
+def metric_names(eval_config: EvalConfig, num_classes: int, conditional: bool) -> list[str]:
+    """Every name an evaluation with these ``eval.*`` settings reports."""
+    scope = Scope.of(eval_config, num_classes, conditional)
+    return [name for m in METRICS.values() if m.when(scope) for name in m.expand(scope)]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A set being scored: what every metric reads."""
+
+    feats: torch.Tensor  # FID/KID features of every row
+    logits: np.ndarray  # the judge's logits of the overall set
+    is_logits: torch.Tensor | None  # Inception's logits of the overall set (eval.features=inception)
+    judged: np.ndarray  # the judge's label of every row
+    classes: np.ndarray  # the class every row is scored as (requested, else judged)
+    n: int  # rows of the overall set
+    draws: int  # images G was asked for
+    rows: list[np.ndarray]  # each class's scored rows: its first N (overall set first, then the top-up)
+
+
 class Evaluator:
-    def __init__(self, cfg: TrainConfig, data: DataBundle, device: torch.device):
-        self.cfg = cfg
-        self.ecfg = cfg.eval
+    def __init__(self, options: EvalOptions, data: DataBundle, device: torch.device):
+        self.options = options
+        self.ecfg = options.eval
         self.data = data
         self.device = torch.device(device)
-        self.cache_dir = Path(cfg.cache_dir)
+        self.cache_dir = Path(options.cache_dir)
         # the dataset-dependent checks first: a person's mistake is refused before anything is written
         self.pools = perclass.reference_pools(data.test.labels, data.num_classes, self.ecfg.split)
         pool_sizes = [min(len(part[c]) for part in self.pools.values()) for c in range(data.num_classes)]
@@ -198,7 +280,7 @@ class Evaluator:
         """The scored set: the overall set, then the top-up (see the module doc), with the overall
         set's features (extracted batch by batch as it is drawn) and the number of images drawn."""
         n, bs, k, per_class = self.ecfg.num_samples, self.ecfg.batch_size, self.data.num_classes, self.per_class_n
-        gen = torch.Generator().manual_seed(int(self.cfg.seed) + EVAL_SEED_OFFSET)
+        gen = torch.Generator().manual_seed(self.options.seed + EVAL_SEED_OFFSET)
         requested = self.requested_labels(method)
         G = getattr(method, "G", None)
         was_training = G.training if G is not None else False
@@ -276,55 +358,99 @@ class Evaluator:
         judged = judge_logits.argmax(1).numpy()
         classes = labels.numpy() if labels is not None else judged
         draws = len(images) if draws is None else int(draws)
+        scored = Scored(feats, judge_logits[:n].numpy(), head[2], judged, classes, n, draws,
+                        perclass.first_n_per_class(classes, self.data.num_classes, self.per_class_n))
+        scope = Scope(tuple(self.parts), self.data.num_classes, head[2] is not None, labels is not None)
         with fidelity.threads_for(feats.shape[1]):
-            metrics = self._metrics(feats, judge_logits[:n].numpy(), head[2], judged, classes, labels is not None,
-                                    n, draws)
+            metrics = self._metrics(scored, scope)
         return metrics, judged, classes
 
-    def _metrics(self, feats, logits, is_logits, judged, classes, conditional, n, draws) -> dict[str, float]:
-        k, per_class = self.data.num_classes, self.per_class_n
-
-        # the overall set: fixed N, G's own class mix, against each part's whole reference
+    def _metrics(self, scored: Scored, scope: Scope) -> dict[str, float]:
+        """Every registered metric of ``scope``, each checked against the names it declares (the names a
+        space is validated against before anything runs)."""
         out: dict[str, float] = {}
+        for name, m in METRICS.items():
+            if not m.when(scope):
+                continue
+            values, declared = m.compute(self, scored), set(m.expand(scope))
+            if set(values) != declared:  # a programming error, caught at the first evaluation anywhere
+                raise RuntimeError(f"metric '{name}' returned {sorted(set(values) ^ declared)} unlike its "
+                                   f"declared names; declare what it reports in its @metric(...)")
+            out.update(values)
+        return out
+
+    # the overall set: fixed N, G's own class mix, against each part's whole reference
+    @metric("{part}fid", "{part}kid", f"{EVALSD}fid")
+    def _overall(self, s: Scored) -> dict[str, float]:
+        out: dict[str, float] = {}
+        feats = s.feats[:s.n]
         for prefix, part in self.parts.items():
             whole = self.ref_features[part["whole"]]
             stats = self.ref_stats if len(part["whole"]) == len(self.ref_features) else None
-            out[prefix + "fid"] = fidelity.fid_between(feats[:n], whole, stats)
-            out[prefix + "kid"] = fidelity.kid(feats[:n], whole, self.ecfg.kid_subset_size)
-        boots = self.parts[""]["boots"]
+            out[prefix + "fid"] = fidelity.fid_between(feats, whole, stats)
+            out[prefix + "kid"] = fidelity.kid(feats, whole, self.ecfg.kid_subset_size)
         # (no evalsd/kid: five more overall KIDs of 100 subsets each were half of the scoring's cost, and no
         # space studies the overall KID)
-        out[f"{EVALSD}fid"] = _sd([fidelity.fid_between(feats[:n], self.ref_features[i]) for i in boots])
-        if is_logits is not None:
-            out["is"] = fidelity.inception_score(is_logits)
-        out.update({"fid_n": n, "per_class_n": per_class, "samples_drawn": draws, "draws_cap": self.max_draws})
-        counts = np.bincount(classes[:n], minlength=k)
-        judged_counts = np.bincount(judged[:n], minlength=k)
+        out[f"{EVALSD}fid"] = _sd([fidelity.fid_between(feats, self.ref_features[i]) for i in self.parts[""]["boots"]])
+        return out
+
+    @metric("is", when=lambda scope: scope.inception)
+    def _inception_score(self, s: Scored) -> dict[str, float]:
+        return {"is": fidelity.inception_score(s.is_logits)}
+
+    @metric("fid_n", "per_class_n", "samples_drawn", "draws_cap")
+    def _sizes(self, s: Scored) -> dict[str, float]:
+        return {"fid_n": s.n, "per_class_n": self.per_class_n, "samples_drawn": s.draws, "draws_cap": self.max_draws}
+
+    @metric("count_class/{k}", "judged_class/{k}", "prior/{k}", "class_kl_uniform", "class_kl_prior",
+            "classes_dropped")
+    def _class_mix(self, s: Scored) -> dict[str, float]:
+        k = self.data.num_classes
+        counts = np.bincount(s.classes[:s.n], minlength=k)
+        judged_counts = np.bincount(s.judged[:s.n], minlength=k)
+        out: dict[str, float] = {}
         for c in range(k):
             out[f"count_class/{c}"] = int(counts[c])
             out[f"judged_class/{c}"] = int(judged_counts[c])
             out[f"prior/{c}"] = self.prior[c]
-        out.update(perclass.class_diagnostics(judged[:n], k, self.data.train_counts))
+        out.update(perclass.class_diagnostics(s.judged[:s.n], k, self.data.train_counts))
+        return out
+
+    @metric("judge/confidence", "judge/confident_rate", "judge/test_accuracy")
+    def _judge(self, s: Scored) -> dict[str, float]:
+        logits = s.logits
         # max softmax = 1 / sum_j exp(l_j - l_max)
         top = 1.0 / np.exp(logits - logits.max(1, keepdims=True)).sum(1) if len(logits) else None
-        out["judge/confidence"] = float(top.mean()) if top is not None else math.nan
         # the share of samples the judge calls with at least 90% certainty: a quality figure to read next to
         # the class coverage (a collapsed G that repeats one clean digit scores high here)
-        out["judge/confident_rate"] = float((top >= CONFIDENT).mean()) if top is not None else math.nan
-        out["judge/test_accuracy"] = self.judge_accuracy
-        if conditional:
-            out["judge/conditional_accuracy"] = float(np.mean(judged[:n] == classes[:n])) if n else math.nan
+        return {"judge/confidence": float(top.mean()) if top is not None else math.nan,
+                "judge/confident_rate": float((top >= CONFIDENT).mean()) if top is not None else math.nan,
+                "judge/test_accuracy": self.judge_accuracy}
 
-        # every class at the same N: its first N rows (overall set first, then the top-up), against each
-        # reference draw of each part
-        rows = perclass.first_n_per_class(classes, k, per_class)
-        for c in range(k):
-            out[f"scored_class/{c}"] = len(rows[c])
+    @metric("judge/conditional_accuracy", when=lambda scope: scope.conditional)
+    def _conditional_accuracy(self, s: Scored) -> dict[str, float]:
+        n = s.n
+        return {"judge/conditional_accuracy": float(np.mean(s.judged[:n] == s.classes[:n])) if n else math.nan}
+
+    @metric("scored_class/{k}", "fid_floor_class/{k}", "fid_floor_minority", "fid_floor_majority")
+    def _floors(self, s: Scored) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for c in range(self.data.num_classes):
+            out[f"scored_class/{c}"] = len(s.rows[c])
             out[f"fid_floor_class/{c}"] = self.fid_floor[c]
         for group, members in (("minority", self.data.minority), ("majority", self.data.majority)):
             out[f"fid_floor_{group}"] = float(np.mean([self.fid_floor[c] for c in members])) if members else math.nan
+        return out
+
+    # every class at the same N: its scored rows, against each reference draw of each part
+    @metric(*(f"{name}_class/{{k}}" for name in perclass.CLASS_FIGURES),
+            *(f"{{part}}{group}_missing" for group in perclass.GROUPS),
+            *(f"{{part}}{name}" for name in perclass.GROUP_FIGURES),
+            *(f"{EVALSD}{name}" for name in perclass.GROUP_FIGURES))
+    def _per_class(self, s: Scored) -> dict[str, float]:
+        out: dict[str, float] = {}
         for prefix, part in self.parts.items():
-            out.update(self._class_scores(feats, rows, part, prefix))
+            out.update(self._class_scores(s.feats, s.rows, part, prefix))
         return out
 
     def _class_scores(self, feats: torch.Tensor, rows: list[np.ndarray], part: dict, prefix: str) -> dict[str, float]:

@@ -5,6 +5,8 @@ The metric arithmetic is torch-fidelity's own (``fid_features_to_statistics``,
 ``isc_features_to_metric``); this module only
 extracts features once, in bounded batches, so that the overall and the per-class metrics are slices
 of the same pass. ``UInt8Dataset`` feeds the same images to ``torch_fidelity.calculate_metrics``.
+torch-fidelity (which imports torchvision: ~2 s) is imported where it is first used, so the metric
+names (``trainers.metrics.names``) are known to a process that never evaluates.
 """
 
 from __future__ import annotations
@@ -16,17 +18,9 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase
-from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
-from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, isc_features_to_metric
-from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
-from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
-from trainers.config import ConfigError
-from trainers.settings import one_line
-from trainers.metrics.judge import JudgeNet
+from trainers.fields import ConfigError, one_line
 
 JUDGE_NAME = "ltgan-judge"  # the judge as a torch-fidelity feature extractor
 INCEPTION_NAME = "inception-v3-compat"
@@ -49,52 +43,11 @@ class UInt8Dataset(Dataset):
         return x.repeat(3, 1, 1) if x.shape[0] == 1 else x
 
 
-class JudgeFeatureExtractor(FeatureExtractorBase):
-    """torch-fidelity feature extractor over a cached judge: uint8 N x 3 x H x W ->
-    ``feat`` (the 32-d bottleneck, for FID/KID) and ``logits`` (for IS and labelling)."""
-
-    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
-        super().__init__(name, features_list)
-        if feature_extractor_weights_path is None:
-            raise ValueError(f"the '{JUDGE_NAME}' feature extractor needs feature_extractor_weights_path "
-                             f"(a cached judge-<hash>.pt)")
-        payload = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=True)
-        self.channels = int(payload["channels"])
-        self.resolution = int(payload["resolution"])
-        self.net = JudgeNet(self.channels, int(payload["num_classes"]), int(payload["width"]), self.resolution)
-        self.net.load_state_dict(payload["state_dict"])
-        self.net.eval()
-
-    @staticmethod
-    def get_provided_features_list():
-        return "feat", "logits"
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return {"isc": "logits"}.get(metric, "feat")
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 3, 16, 16, dtype=torch.uint8)
-
-    def forward(self, x: torch.Tensor):
-        x = x.float()
-        if self.channels == 1:
-            x = x.mean(dim=1, keepdim=True)  # grey images arrive repeated to 3 channels
-        if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
-            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
-        feat, logits = self.net(x.div(127.5).sub(1.0))
-        out = {"feat": feat, "logits": logits}
-        return tuple(out[name] for name in self.features_list)
-
-
 def register_judge() -> None:
     """Make ``ltgan-judge`` known to torch-fidelity (idempotent)."""
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+    from trainers.metrics.judge_extractor import JudgeFeatureExtractor
 
     if JUDGE_NAME not in FEATURE_EXTRACTORS_REGISTRY:
         register_feature_extractor(JUDGE_NAME, JudgeFeatureExtractor)
@@ -186,10 +139,14 @@ def threads_for(dim: int):
 
 def statistics(features: torch.Tensor) -> dict[str, np.ndarray]:
     """torch-fidelity's FID statistics (mean, unbiased covariance) in float64."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics
+
     return fid_features_to_statistics(features.to(torch.float64))
 
 
 def fid(stats_1: dict, stats_2: dict) -> float:
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+
     return float(fid_statistics_to_metric(stats_1, stats_2, verbose=False)[KEY_METRIC_FID])
 
 
@@ -232,6 +189,8 @@ def kid(features_1: torch.Tensor, features_2: torch.Tensor, subset_size: int) ->
     if size < 2:
         return math.nan
     subsets = 1 if size == len(features_1) == len(features_2) else KID_SUBSETS
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
+
     out = kid_features_to_metric(torch.as_tensor(features_1), torch.as_tensor(features_2), kid_subsets=subsets,
                                  kid_subset_size=size, verbose=False, rng_seed=KID_SEED)
     return float(out[KEY_METRIC_KID_MEAN])
@@ -242,6 +201,8 @@ def precision_recall(generated: torch.Tensor, real: torch.Tensor, neighborhood: 
     against real ones; NaN when either set is too small for a k-th neighbour."""
     if min(len(generated), len(real)) <= neighborhood:
         return math.nan, math.nan
+    from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
+
     out = prc_features_to_metric(torch.as_tensor(generated), torch.as_tensor(real), prc_neighborhood=neighborhood,
                                  prc_batch_size=10000, save_cpu_ram=False, verbose=False)
     return float(out[KEY_METRIC_PRECISION]), float(out[KEY_METRIC_RECALL])
@@ -250,4 +211,6 @@ def precision_recall(generated: torch.Tensor, real: torch.Tensor, neighborhood: 
 def inception_score(logits: torch.Tensor, splits: int = 10) -> float:
     if len(logits) < 2:
         return math.nan
+    from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, isc_features_to_metric
+
     return float(isc_features_to_metric(logits, splits=min(splits, len(logits)))[KEY_METRIC_ISC_MEAN])

@@ -4,7 +4,7 @@ It labels generated images (per-class FID of unconditional models, the class his
 offline/CPU feature space of FID and KID. It is cached under ``<root>/cache/judge-<hash>.pt``, the
 hash covering the data (train and test images and labels, resolution, channels, classes) and the
 judge's own config, so every trial of a study shares one judge and a different dataset never reuses
-it. ``fidelity.JudgeFeatureExtractor`` exposes it to torch-fidelity (``ltgan-judge``); this module
+it. ``judge_extractor.JudgeFeatureExtractor`` exposes it to torch-fidelity (``ltgan-judge``); this module
 is plain torch, so processes that only train or load the judge do not import torch-fidelity.
 
 Features: the judge's penultimate layer is a **32-dimensional linear bottleneck** that the class head

@@ -47,7 +47,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from trainers.config import ConfigError
+from trainers.fields import ConfigError
 from trainers.metrics import fidelity
 
 DEFAULT_PER_CLASS_N = 100  # the auto N is the smallest test class, but no more than this
@@ -59,7 +59,8 @@ PRC_NEIGHBORHOOD = 3  # torch-fidelity's default k of the k-NN precision/recall
 CLASS_FIGURES = ("fid", "kid", "precision", "recall")
 MISSING_VALUE = {"fid": None, "kid": None, "precision": 0.0, "recall": 0.0}
 LOWER_IS_BETTER = {"fid": True, "kid": True, "precision": False, "recall": False}
-GROUP_FIGURES = tuple(f"{name}_{group}" for name in CLASS_FIGURES for group in ("minority", "majority"))
+GROUPS = ("minority", "majority")
+GROUP_FIGURES = tuple(f"{name}_{group}" for name in CLASS_FIGURES for group in GROUPS)
 
 
 # -- the knobs, resolved against the dataset ---------------------------------------------------------
@@ -223,7 +224,7 @@ def group_figures(per_class: Mapping[int, dict[str, float] | None], penalty: Map
     """``<figure>_minority`` / ``<figure>_majority`` over every class of the group (missing ones at
     their penalty) and ``minority_missing`` / ``majority_missing``."""
     out: dict[str, float] = {}
-    for group, members in (("minority", minority), ("majority", majority)):
+    for group, members in zip(GROUPS, (minority, majority)):
         out[f"{group}_missing"] = sum(per_class[k] is None for k in members)
         for name in CLASS_FIGURES:
             values = [per_class[k][name] if per_class[k] is not None else penalty[k][name] for k in members]
