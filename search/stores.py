@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+# the defaults every command and the trainer read (the trainer's own module: trainers imports no search)
+from trainers.paths import CACHE_FOLDER, DEFAULT_DATA_ROOT, DEFAULT_ROOT  # noqa: F401 - re-exported
+
 SQLITE_TIMEOUT_S = 60  # concurrent studies on one root wait for SQLite's lock instead of failing
-# the defaults every command and the trainer read from here (relative to the working directory)
-DEFAULT_ROOT = "runs"  # root=
-CACHE_FOLDER = "cache"  # <root>/cache: the trainer's cache_dir
-DEFAULT_DATA_ROOT = "data"  # the trainer's data_root: where torchvision datasets live
 
 
 @dataclass(frozen=True)

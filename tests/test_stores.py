@@ -53,3 +53,12 @@ def test_importing_stores_imports_no_search_stack():
     code = "import sys, search.stores; print(sorted(m for m in ('ray', 'optuna', 'mlflow', 'torch') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_trainer_imports_nothing_of_the_search_stack():
+    """trainers/ knows nothing of Ray, Optuna, MLflow or search/ (DESIGN.md): importing a trial's code and
+    its CLIs loads none of them."""
+    code = ("import sys, trainers.train, trainers.evaluate, trainers.loop, trainers.settings, trainers.cli; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'search', 'ray', 'optuna', 'mlflow'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from search.stores import CACHE_FOLDER, DEFAULT_ROOT
+from trainers.paths import CACHE_FOLDER, DEFAULT_ROOT
 from trainers.fields import ConfigError, one_line
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from search.stores import CACHE_FOLDER, DEFAULT_DATA_ROOT, DEFAULT_ROOT
+from trainers.paths import CACHE_FOLDER, DEFAULT_DATA_ROOT, DEFAULT_ROOT
 from trainers.faults import FaultConfig
 from trainers.fields import INF, setting
 
