@@ -4,7 +4,6 @@ the parsers of ``scheduler``, ``seeds``, ``params``, the grid, the report's keys
 
 from __future__ import annotations
 
-import difflib
 import math
 from typing import Any, Mapping
 
@@ -14,11 +13,6 @@ from trainers.metrics.untrained import UNTRAINED
 
 def _err(source: str, key: Any, message: str) -> SpaceError:
     return SpaceError(f"{source}: '{key}' {message}")
-
-
-def _closest(key: Any, valid) -> str | None:
-    close = difflib.get_close_matches(str(key), list(valid), n=1)
-    return close[0] if close else None
 
 
 def _number(source, key, value, kind=float):

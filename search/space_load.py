@@ -9,11 +9,10 @@ from typing import Any, Mapping
 
 import yaml
 
-from search.space_checks import _closest
 from search.space_model import PRESET_KEYS, Space, SpaceError
 from search.space_validate import validate_space
 from trainers.config import dotted, unflatten
-from trainers.fields import ConfigError, one_line
+from trainers.fields import ConfigError, did_you_mean, one_line
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 PRESETS_FILE = SPACES_DIR / "presets.yaml"
@@ -35,9 +34,8 @@ def resolve_space_path(name_or_path: str) -> Path:
     if path.suffix in (".yaml", ".yml"):
         raise SpaceError(f"space file {path} does not exist; available spaces: {', '.join(available_spaces())}")
     if name_or_path not in available_spaces():
-        close = _closest(name_or_path, available_spaces())
-        hint = f"did you mean '{close}'? " if close else ""
-        raise SpaceError(f"unknown space '{name_or_path}'; {hint}available: {', '.join(available_spaces())} "
+        hint = did_you_mean(name_or_path, available_spaces())
+        raise SpaceError(f"unknown space '{name_or_path}'; {hint and hint + ' '}available: {', '.join(available_spaces())} "
                          f"(or pass a path to a YAML file)")
     return SPACES_DIR / f"{name_or_path}.yaml"
 
@@ -174,9 +172,8 @@ def preset_layers(path: Path, own: Any, chosen: str | list[str] | None) -> list[
 
 def _shared_preset(name: Any, where: str) -> Any:
     if not isinstance(name, str) or name not in shared_presets():
-        close = _closest(name, shared_presets())
-        hint = f"did you mean '{close}'? " if close else ""
-        raise SpaceError(f"{where}: {name!r} is not a preset of {PRESETS_FILE}; {hint}"
+        hint = did_you_mean(name, shared_presets())
+        raise SpaceError(f"{where}: {name!r} is not a preset of {PRESETS_FILE}; {hint and hint + ' '}"
                          f"shared presets: {', '.join(shared_presets())}")
     return shared_presets()[name]
 

@@ -58,6 +58,11 @@ def knob_readers() -> dict[str, frozenset[str]]:
     return {key: frozenset(methods_reading(key)) for key in all_keys() if key not in shared}
 
 
+def effects_to_dict(effects: Mapping[str, tuple[str, float]]) -> dict[str, Any]:
+    """Effect sizes as a space file spells them: ("relative", 0.05) -> "5%", ("absolute", x) -> x."""
+    return {m: f"{100 * v:g}%" if k == "relative" else v for m, (k, v) in effects.items()}
+
+
 @dataclass(frozen=True)
 class SequentialSeeds:
     """``seeds: {sequential: {start: 3, step: 3, max: 12, margin: {fid: 5%}}}``: seeds 0..max-1 run in
@@ -79,7 +84,7 @@ class SequentialSeeds:
     def to_dict(self) -> dict[str, Any]:
         spec: dict[str, Any] = {"start": self.start, "step": self.step, "max": self.max}
         if self.margin is not None:
-            spec["margin"] = {m: f"{100 * v:g}%" if k == "relative" else v for m, (k, v) in self.margin.items()}
+            spec["margin"] = effects_to_dict(self.margin)
         return spec
 
 
@@ -253,8 +258,7 @@ class Space:
             "params": {p.name: _param_to_dict(p) for p in self.params}, "source": self.source,
             **({"presets": list(self.presets)} if self.presets else {}),
             **({"primary": list(self.primary)} if self.primary else {}),
-            **({"effects": {m: f"{100 * v:g}%" if k == "relative" else v for m, (k, v) in self.effects.items()}}
-               if self.effects else {}),
+            **({"effects": effects_to_dict(self.effects)} if self.effects else {}),
             **({"blocks": list(self.blocks)} if self.blocks is not None else {}),
             **({"failure_value": dict(self.failure_value)} if self.failure_value else {}),
         }

@@ -8,12 +8,12 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any, Mapping
 
-from search.space_checks import (_closest, _err, _failure_value, _grid, _mapping, _number, _parse_params,
+from search.space_checks import (_err, _failure_value, _grid, _mapping, _number, _parse_params,
                                  _report_keys, _scheduler, _seeds, _word)
 from search.space_model import (DEFAULT_NUM_SAMPLES, MAX_CHECKED_CONFIGS, NAME_PATTERN, SAMPLERS, SEED_RANGE,
                                 TOP_KEYS, Param, Space, SpaceError, expand, knob_readers)
 from trainers.config import all_keys, dotted, make_config
-from trainers.fields import ConfigError, one_line
+from trainers.fields import ConfigError, did_you_mean, one_line
 from trainers.methods import METHODS, get_method
 from trainers.metrics.names import reported_metrics
 from trainers.settings import TrainConfig
@@ -23,8 +23,7 @@ def validate_space(raw: dict, source: str = "<space>", presets: tuple[str, ...] 
     """A validated Space from a merged space dict; ``origins`` names the preset that set a fixed key."""
     for key in raw:
         if key not in TOP_KEYS:
-            close = _closest(key, TOP_KEYS)
-            hint = f"did you mean '{close}'?" if close else f"valid keys: {', '.join(TOP_KEYS)}"
+            hint = did_you_mean(key, TOP_KEYS, f"valid keys: {', '.join(TOP_KEYS)}")
             raise _err(source, key, f"is not a space key; {hint}")
     for key in ("name", "metric", "params"):
         if key not in raw:
@@ -65,9 +64,7 @@ def validate_space(raw: dict, source: str = "<space>", presets: tuple[str, ...] 
     params = _parse_params(raw["params"], source)
     for p in params:
         if p.name not in all_keys():
-            close = _closest(p.name, all_keys())
-            hint = (f"did you mean '{close}'?" if close
-                    else "see trainers/settings.py and trainers/methods/ for the keys")
+            hint = did_you_mean(p.name, all_keys(), "see trainers/settings.py and trainers/methods/ for the keys")
             raise _err(source, f"params.{p.name}", f"is not a trainer setting; {hint}")
         if p.name in fixed:
             raise _err(source, f"fixed.{p.name}", "is also a parameter of this space (params would override it); "
@@ -158,8 +155,7 @@ def _unreported(metric: str, cell: Mapping[str, Any], dataset: str, reported: li
     family = _per_class(metric)
     if family in classes:
         return f"does not exist: {dataset} has {classes[family]} classes, {family}/0 .. {family}/{classes[family] - 1}"
-    close = _closest(metric, reported)
-    hint = f"did you mean '{close}'? " if close else ""
+    hint = did_you_mean(metric, reported)
     summary = dict.fromkeys(f"{_per_class(n)}/0..{classes[_per_class(n)] - 1}" if _per_class(n) else n
                             for n in reported)
-    return f"is not reported by this space's trials; {hint}they report {', '.join(summary)}"
+    return f"is not reported by this space's trials; {hint and hint + ' '}they report {', '.join(summary)}"
