@@ -59,9 +59,21 @@ def nested_dataclass(cls, name: str):
     return hint if dataclasses.is_dataclass(hint) else None
 
 
+def closest(key: Any, valid, cutoff: float = 0.6) -> str | None:
+    """The name of ``valid`` nearest ``key`` (difflib's similarity at least ``cutoff``), or None."""
+    close = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def did_you_mean(key: Any, valid, otherwise: str = "", cutoff: float = 0.6) -> str:
+    """``did you mean 'x'?`` for the name of ``valid`` nearest ``key``, else ``otherwise``: the one
+    spelling of the hint in every message about a misspelt name (config keys, spaces, presets, metrics)."""
+    close = closest(key, valid, cutoff)
+    return f"did you mean '{close}'?" if close else otherwise
+
+
 def suggest(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    return f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(sorted(valid))}"
+    return did_you_mean(key, valid, f"valid keys: {', '.join(sorted(valid))}", cutoff=0.5)
 
 
 def coerce(key: str, value: Any, hint: Any) -> Any:
