@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -68,11 +69,19 @@ def open_study(space: Space, stores: Stores) -> optuna.Study:
     return study
 
 
-# what one driver process holds and no pickle carries: the study's storage (``_db``) and the study opened
-# on it, whether this process has reconciled with the study yet (once per driver), and a tell that failed
-# (``_failure``, raised at the next call Ray lets end the run)
-_DRIVER_STATE: dict[str, Any] = {"_db": None, "_study": None, "_reconciled": False, "_failure": None,
-                                  "_plan_cache": None}
+@dataclass
+class SearcherDriver:
+    """What one driver process holds and no pickle carries (a resumed driver starts afresh)."""
+
+    db: Any = None  # the study's storage
+    study: optuna.Study | None = None  # the study opened on it
+    reconciled: bool = False  # reconciled with the study yet (once per driver)
+    failure: Exception | None = None  # a tell that failed, raised at the next call Ray lets end the run
+    plan: tuple[int, Any] | None = None  # (replicates ended, the sequential plan replayed from them)
+
+
+# the names an older pickled searcher kept its driver state under (None there: it was never pickled)
+_OLD_DRIVER_KEYS = ("_db", "_study", "_reconciled", "_failure", "_plan_cache")
 
 
 class ReplicateSearcher(Searcher):
@@ -84,18 +93,28 @@ class ReplicateSearcher(Searcher):
         self.stores = stores
         self.sampler = space.make_sampler()
         self.state = _empty_state()
-        self.__dict__.update(_DRIVER_STATE)
+        self._driver: SearcherDriver | None = None
 
     # -- pickling (Ray keeps the searcher in its tuner state): a database handle does not travel ----
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, **_DRIVER_STATE}
+        return {k: v for k, v in self.__dict__.items() if k != "_driver"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({k: v for k, v in state.items() if k not in _OLD_DRIVER_KEYS}, _driver=None)
+
+    @property
+    def driver(self) -> SearcherDriver:
+        if self._driver is None:
+            self._driver = SearcherDriver()
+        return self._driver
 
     @property
     def study(self) -> optuna.Study:
-        if self._study is None:
-            self._db = self.stores.optuna_storage()
-            self._study = optuna.load_study(study_name=self.space.name, storage=self._db, sampler=self.sampler)
-        return self._study
+        driver = self.driver
+        if driver.study is None:
+            driver.db = self.stores.optuna_storage()
+            driver.study = optuna.load_study(study_name=self.space.name, storage=driver.db, sampler=self.sampler)
+        return driver.study
 
     # -- Ray's Searcher interface ------------------------------------------------------------------
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -132,15 +151,16 @@ class ReplicateSearcher(Searcher):
             else:
                 self._advance()
         except Exception as e:  # noqa: BLE001 - Ray swallows what this hook raises
-            self._failure = e
+            self.driver.failure = e
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._raise_failure()
 
     def _raise_failure(self) -> None:
-        if self._failure is not None:
+        failure = self.driver.failure
+        if failure is not None:
             raise RuntimeError(f"the Optuna study could not be told a configuration's value "
-                               f"({type(self._failure).__name__}: {self._failure})") from self._failure
+                               f"({type(failure).__name__}: {failure})") from failure
 
     def _values(self, result: dict | None) -> list[float] | None:
         values = [(result or {}).get(m) for m in self.space.objective]
@@ -200,12 +220,13 @@ class ReplicateSearcher(Searcher):
         from search.sequential_plan import replay, runs_of
 
         ended = sum(len(config.get("metrics", {})) for config in self.state["configs"].values())
-        if self._plan_cache is None or self._plan_cache[0] != ended:
+        driver = self.driver
+        if driver.plan is None or driver.plan[0] != ended:
             configs = self.state["configs"]
             plan = replay(self.space, runs_of(configs), [_key(c["sampled"]) for c in configs.values()])
             self.state["looks"], self.state["done"] = plan.looks, plan.done
-            self._plan_cache = (ended, plan)
-        return self._plan_cache[1]
+            driver.plan = (ended, plan)
+        return driver.plan[1]
 
     def _advance(self) -> None:
         """After a replicate ended: queue the replicates the current block lacks, and tell each configuration
@@ -261,7 +282,7 @@ class ReplicateSearcher(Searcher):
             attrs[f"{metric}/replicates"] = [v[i] if v else None for v in values]
         if failed and told is not None:
             attrs["failure_value"] = {m: self.space.failure_value[m] for m in self.space.metric}
-        study, db = self.study, self._db
+        study, db = self.study, self.driver.db
         # attributes of a trial known by its number: through the storage's public API
         storage_id = db.get_trial_id_from_study_id_trial_number(db.get_study_id_from_name(self.space.name), number)
         for key, value in attrs.items():
@@ -286,9 +307,9 @@ class ReplicateSearcher(Searcher):
         """Once per driver: tell FAIL every RUNNING trial of the study this searcher does not track (a
         dead driver asked it after Ray's last save; Ray will not run it) and enqueue its grid cell again,
         so that the cell still runs once; then queue the new seeds of a study whose seeds were extended."""
-        if self._reconciled:
+        if self.driver.reconciled:
             return
-        self._reconciled = True
+        self.driver.reconciled = True
         if self.space.sequential is None:
             for number in list(self.state["configs"]):  # replicates all ended, the tell failed (a full disk)
                 self._settle(number)
@@ -348,7 +369,7 @@ class ReplicateSearcher(Searcher):
         with open(checkpoint_path, "rb") as f:
             saved = pickle.load(f)
         self.state, self.sampler = {**_empty_state(), "budget": None, **saved["state"]}, saved["sampler"]
-        self.__dict__.update(_DRIVER_STATE)
+        self._driver = None
 
 
 def _key(sampled: dict[str, Any]) -> tuple:
