@@ -421,7 +421,8 @@ def test_a_searcher_pickled_by_the_older_driver_state_layout_resumes(smoke_study
     space, stores = smoke_study([0])
     searcher = ReplicateSearcher(space, stores)
     assert searcher.suggest("t0")["seed"] == 0
-    old = {k: v for k, v in searcher.__dict__.items() if k != "_driver"}
+    old = searcher.__getstate__()  # the older layout: its state as a plain dict under "state"
+    assert isinstance(old["state"], dict) and old["state"]["trials"] == {"t0": (0, 0)}
     old.update(_db=None, _study=None, _reconciled=False, _failure=None, _plan_cache=None)
     resumed = ReplicateSearcher.__new__(ReplicateSearcher)
     resumed.__setstate__(pickle.loads(pickle.dumps(old)))
