@@ -451,3 +451,27 @@ def test_a_callback_pickled_by_the_older_layout_starts_a_fresh_driver(tmp_path):
     assert callback.driver.runs.ids == {} and callback.driver.latch.failure is None
     again = pickle.loads(pickle.dumps(callback))
     assert again._driver is None and again.commit == "abc" and set(again.__getstate__()) == set(MLflowTrialCallback.CONFIG)
+
+
+def test_an_older_saved_searcher_state_restores_and_saves_back_the_same(smoke_study, tmp_path):
+    """The state in Ray's searcher-state-*.pkl as earlier versions wrote it (a plain dict; one from before
+    ``metrics``, ``budget``, ``looks`` and ``done`` lacks them) restores, and saves back as the same dict
+    with the missing fields at their defaults."""
+    import pickle
+
+    from search.searcher import ReplicateSearcher
+
+    space, stores = smoke_study([0, 1])
+    first = ReplicateSearcher(space, stores)
+    sampled = first.suggest("t0")  # asks Optuna for configuration 0
+    config = {"sampled": space.sampled(sampled), "ray_trials": {0: "t0", 1: "t1"}, "values": {0: [12.0], 1: None},
+              "told": False, "race": [], "told_value": None}
+    old = {"configs": {0: config}, "trials": {"t0": (0, 0), "t1": (0, 1)}, "pending": [], "asked": 1}
+    (tmp_path / "old.pkl").write_bytes(pickle.dumps({"state": old, "sampler": first.sampler}))
+    resumed = ReplicateSearcher(space, stores)
+    resumed.restore(str(tmp_path / "old.pkl"))
+    expected = {**old, "budget": None, "looks": [], "done": False,
+                "configs": {0: {k: v for k, v in config.items() if k != "told_value"} | {"metrics": {}}}}
+    assert resumed.state == expected
+    resumed.save(str(tmp_path / "again.pkl"))
+    assert pickle.loads((tmp_path / "again.pkl").read_bytes())["state"] == expected
