@@ -10,6 +10,10 @@ done, so ``resume=true`` replays what was not recorded. Ray swallows what ``on_c
 ``on_trial_complete`` and ``on_trial_error`` raise (it would drop the checkpoint or fail the trial),
 so a failure there is kept and raised at the next step of Ray's loop. A resumed trial reports again
 from its last checkpoint: the steps its run already holds are not logged twice.
+
+Its jobs, one class each: ``TrialRuns`` finds or creates a trial's run, ``SentSteps`` remembers the last
+step each run holds, ``FailureLatch`` keeps the store's first failure, ``CheckpointArtifacts`` logs what a
+checkpoint carries; ``CallbackDriver`` holds them for one driver process (no pickle carries them).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,50 +52,67 @@ def _numeric(value: Any) -> float | None:
     return None
 
 
-class MLflowTrialCallback(tune.Callback):
-    """Mirrors every trial into a nested MLflow run of the study's parent run."""
+class FailureLatch:
+    """The first failure of the store, kept: once MLflow did not take something, every later event raises it,
+    so nothing more is sent (or waited for)."""
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, space):
-        self.tracking_uri = tracking_uri
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
-        self.space = space
-        self._commit = tracking.git_commit()
-        self.__dict__.update(self._driver_state())
+    def __init__(self) -> None:
+        self.failure: TrackingError | None = None
 
-    @staticmethod
-    def _driver_state() -> dict[str, Any]:
-        """What one driver process learns while it runs (empty in a resumed driver)."""
-        return {"_runs": {}, "_client": None, "_runs_settled": False, "_data_logged": set(), "_gpus_tagged": set(),
-                "_logged_step": {"metrics": {}, "images": {}},  # run id -> the last step sent
-                "_failure": None}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # Ray pickles the callback when the study starts; one pickled by an older version lacks newer fields
-        self.__dict__.update({**self._driver_state(), **state})
-
-    @property
-    def client(self):
-        if self._client is None:
-            self._client = tracking.client_for(self.tracking_uri)
-        return self._client
+    def check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
 
     @contextlib.contextmanager
-    def _sending(self, what: str):
-        """The MLflow calls of one event; a failure becomes the study's TrackingError, raised now and at
-        every later event, so nothing more is sent (or waited for) once the store failed."""
-        if self._failure is not None:
-            raise self._failure
+    def sending(self, what: str):
+        """The MLflow calls of one event; a failure becomes the study's TrackingError, raised now and kept."""
+        self.check()
         try:
             yield
         except Exception as e:
-            self._failure = TrackingError(f"MLflow did not take {what} ({type(e).__name__}: {one_line(e)[:300]})")
-            raise self._failure from e
+            self.failure = TrackingError(f"MLflow did not take {what} ({type(e).__name__}: {one_line(e)[:300]})")
+            raise self.failure from e
+
+
+class SentSteps:
+    """The last step whose metrics, and whose evaluation images, each run holds: a resumed trial reports again
+    from its last checkpoint, and what its run already holds is not sent twice."""
+
+    KINDS = ("metrics", "images")
+
+    def __init__(self) -> None:
+        self.last: dict[str, dict[str, int]] = {kind: {} for kind in self.KINDS}  # kind -> run id -> step
+
+    def already_sent(self, kind: str, run_id: str, step: int) -> bool:
+        return step <= self.last[kind].get(run_id, -1)
+
+    def mark(self, kind: str, run_id: str, step: int) -> None:
+        self.last[kind][run_id] = step
+
+    def recall(self, client, run) -> None:
+        """What a resumed trial's run already holds: its last ``step`` metric and its last eval/step_<k> folder."""
+        run_id = run.info.run_id
+        if "step" in run.data.metrics:
+            self.mark("metrics", run_id, int(run.data.metrics["step"]))
+        steps = [int(a.path.rsplit("_", 1)[1]) for a in client.list_artifacts(run_id, EVAL_DIR)
+                 if a.is_dir and a.path.rsplit("_", 1)[-1].isdigit()]
+        if steps:
+            self.mark("images", run_id, max(steps))
+
+
+class TrialRuns:
+    """Finds or creates the child run of each trial (found again after a resume, by the trial's tag)."""
+
+    def __init__(self, client, experiment_id: str, parent_run_id: str, space, commit: str,
+                 sent: SentSteps) -> None:
+        self.client, self.experiment_id, self.parent_run_id = client, experiment_id, parent_run_id
+        self.space, self.commit, self.sent = space, commit, sent
+        self.ids: dict[str, str] = {}  # Ray trial id -> MLflow run id
 
     def run_id(self, trial) -> str:
         tid = trial.trial_id
-        if tid in self._runs:
-            return self._runs[tid]
+        if tid in self.ids:
+            return self.ids[tid]
         found = self.client.search_runs([self.experiment_id], filter_string=(
             f"tags.`{tracking.TAG_TRIAL}` = '{tid}' and tags.`mlflow.parentRunId` = '{self.parent_run_id}'"),
             max_results=1)
@@ -100,24 +122,11 @@ class MLflowTrialCallback(tune.Callback):
             if not found[0].data.params:  # the store failed between creating the run and describing it
                 config = dict(trial.config)
                 self._describe(run_id, make_config(config), self.space.sampled(config))
-            self._recall_steps(found[0])
+            self.sent.recall(self.client, found[0])
         else:
             run_id = self._create(trial)
-        self._runs[tid] = run_id
+        self.ids[tid] = run_id
         return run_id
-
-    def _recall_steps(self, run) -> None:
-        """The last step whose metrics and images a resumed trial's run already holds."""
-        run_id = run.info.run_id
-        if "step" in run.data.metrics:
-            self._logged_step["metrics"][run_id] = int(run.data.metrics["step"])
-        steps = [int(a.path.rsplit("_", 1)[1]) for a in self.client.list_artifacts(run_id, EVAL_DIR)
-                 if a.is_dir and a.path.rsplit("_", 1)[-1].isdigit()]
-        if steps:
-            self._logged_step["images"][run_id] = max(steps)
-
-    def _already_sent(self, kind: str, run_id: str, step: int) -> bool:
-        return step <= self._logged_step[kind].get(run_id, -1)
 
     def _create(self, trial) -> str:
         config = dict(trial.config)  # the resolved trial dict: shared keys and this method's knobs only
@@ -126,7 +135,7 @@ class MLflowTrialCallback(tune.Callback):
         run = self.client.create_run(self.experiment_id, run_name=tracking.run_name(self.space, config), tags={
             "mlflow.parentRunId": self.parent_run_id, tracking.TAG_TRIAL: trial.trial_id,
             tracking.TAG_SPACE: self.space.name, tracking.TAG_ROLE: "trial", "method": cfg.method,
-            "seed": str(cfg.seed), "git_commit": self._commit, tracking.TAG_SAMPLED: json.dumps(sampled, default=str)})
+            "seed": str(cfg.seed), "git_commit": self.commit, tracking.TAG_SAMPLED: json.dumps(sampled, default=str)})
         self._describe(run.info.run_id, cfg, sampled)
         return run.info.run_id
 
@@ -140,75 +149,137 @@ class MLflowTrialCallback(tune.Callback):
         for start in range(0, len(params), BATCH["params"]):
             self.client.log_batch(run_id, params=params[start:start + BATCH["params"]])
 
+
+class CheckpointArtifacts:
+    """Logs what a trial's checkpoint carries to its run: the training split once, the evaluation images of
+    each step once."""
+
+    def __init__(self, client, sent: SentSteps) -> None:
+        self.client, self.sent = client, sent
+        self.data_logged: set[str] = set()  # run ids whose training split is logged
+
+    def log(self, run_id: str, trial, checkpoint) -> None:
+        with checkpoint.as_directory() as directory:
+            directory = Path(directory)
+            metrics_file = directory / "metrics.json"
+            step = int(json.loads(metrics_file.read_text()).get("step", 0)) if metrics_file.exists() else 0
+            data_file = directory / DATA_FILE
+            if run_id not in self.data_logged and data_file.exists():
+                if not self.client.get_run(run_id).inputs.dataset_inputs:  # a resumed trial logged it already
+                    tracking.log_training_split(self.client, run_id, make_config(trial.config),
+                                                json.loads(data_file.read_text()))
+                self.data_logged.add(run_id)
+            artifacts = directory / "artifacts"
+            if artifacts.is_dir() and any(artifacts.iterdir()) and not self.sent.already_sent("images", run_id, step):
+                # the eval/step_<k> folder last: a resumed trial finds it only when the images went too
+                tracking.log_evaluation_images(self.client, run_id, artifacts, step)
+                self.client.log_artifacts(run_id, str(artifacts), artifact_path=f"{EVAL_DIR}/step_{step:09d}")
+                self.sent.mark("images", run_id, step)
+
+
+@dataclass
+class CallbackDriver:
+    """What one driver process learns while it runs; no pickle carries it (a resumed driver starts empty)."""
+
+    latch: FailureLatch
+    sent: SentSteps
+    runs: TrialRuns
+    artifacts: CheckpointArtifacts
+    runs_settled: bool = False  # the runs a stopped driver left open are closed (once per driver)
+    gpus_tagged: set[str] = field(default_factory=set)  # run ids tagged with their GPUs
+
+    @classmethod
+    def start(cls, callback: MLflowTrialCallback) -> CallbackDriver:
+        client = tracking.client_for(callback.tracking_uri)
+        sent = SentSteps()
+        runs = TrialRuns(client, callback.experiment_id, callback.parent_run_id, callback.space, callback.commit, sent)
+        return cls(FailureLatch(), sent, runs, CheckpointArtifacts(client, sent))
+
+
+class MLflowTrialCallback(tune.Callback):
+    """Mirrors every trial into a nested MLflow run of the study's parent run."""
+
+    CONFIG = ("tracking_uri", "experiment_id", "parent_run_id", "space", "commit")  # what a pickle carries
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, space):
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.space = space
+        self.commit = tracking.git_commit()
+        self._driver: CallbackDriver | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self.CONFIG}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Ray pickles the callback when the study starts; one pickled by an older version named the commit
+        # ``_commit`` and carried its (then empty) driver state, which a driver starts afresh
+        self.__dict__.update({key: state.get(key, state.get(f"_{key}")) for key in self.CONFIG}, _driver=None)
+
+    @property
+    def driver(self) -> CallbackDriver:
+        if self._driver is None:
+            self._driver = CallbackDriver.start(self)
+        return self._driver
+
+    @property
+    def client(self):
+        return self.driver.runs.client
+
+    def run_id(self, trial) -> str:
+        return self.driver.runs.run_id(trial)
+
     # -- Ray's loop: a failure kept from a hook whose exceptions Ray swallows ends the run here ---------
     def on_step_begin(self, iteration, trials, **info):
-        if self._failure is not None:
-            raise self._failure
-        if not self._runs_settled:  # once per driver: runs a stopped driver left open
-            with self._sending("the status of the runs a stopped driver left open"):
+        driver = self.driver
+        driver.latch.check()
+        if not driver.runs_settled:  # once per driver: runs a stopped driver left open
+            with driver.latch.sending("the status of the runs a stopped driver left open"):
                 tracking.close_runs(self.client, self.experiment_id, self.parent_run_id,
                                     {t.trial_id: t.status for t in trials})
-            self._runs_settled = True
+            driver.runs_settled = True
 
     def on_step_end(self, iteration, trials, **info):
-        if self._failure is not None:
-            raise self._failure
+        self.driver.latch.check()
 
     # -- trial events --------------------------------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):
-        with self._sending(f"the run of trial {trial.trial_id}"):
+        with self.driver.latch.sending(f"the run of trial {trial.trial_id}"):
             self.run_id(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from mlflow.entities import Metric
 
+        driver = self.driver
         step = int(result.get("step", result.get("training_iteration", 0)))
-        with self._sending(f"the step-{step} metrics of trial {trial.trial_id}"):
+        with driver.latch.sending(f"the step-{step} metrics of trial {trial.trial_id}"):
             run_id = self.run_id(trial)
-            if GPU_IDS in result and run_id not in self._gpus_tagged:
+            if GPU_IDS in result and run_id not in driver.gpus_tagged:
                 self.client.set_tag(run_id, "ray.gpu_ids", str(result[GPU_IDS]))
-                self._gpus_tagged.add(run_id)
-            if self._already_sent("metrics", run_id, step):
+                driver.gpus_tagged.add(run_id)
+            if driver.sent.already_sent("metrics", run_id, step):
                 return
             now = int(time.time() * 1000)
             metrics = [Metric(key, _numeric(value), now, step) for key, value in result.items()
                        if key not in RAY_RESULT_KEYS and _numeric(value) is not None]
             for start in range(0, len(metrics), BATCH["metrics"]):
                 self.client.log_batch(run_id, metrics=metrics[start:start + BATCH["metrics"]])
-            self._logged_step["metrics"][run_id] = step
+            driver.sent.mark("metrics", run_id, step)
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         # raised here, Ray drops this checkpoint (the trial goes on); the kept failure then ends the run
         # at the end of this step, and a resumed trial evaluates this step again from the one before
-        with self._sending(f"the evaluation artifacts of trial {trial.trial_id}"):
-            self._log_checkpoint(trial, checkpoint)
-
-    def _log_checkpoint(self, trial, checkpoint) -> None:
-        run_id = self.run_id(trial)
-        with checkpoint.as_directory() as directory:
-            directory = Path(directory)
-            metrics_file = directory / "metrics.json"
-            step = int(json.loads(metrics_file.read_text()).get("step", 0)) if metrics_file.exists() else 0
-            data_file = directory / DATA_FILE
-            if run_id not in self._data_logged and data_file.exists():
-                if not self.client.get_run(run_id).inputs.dataset_inputs:  # a resumed trial logged it already
-                    tracking.log_training_split(self.client, run_id, make_config(trial.config),
-                                                json.loads(data_file.read_text()))
-                self._data_logged.add(run_id)
-            artifacts = directory / "artifacts"
-            if artifacts.is_dir() and any(artifacts.iterdir()) and not self._already_sent("images", run_id, step):
-                # the eval/step_<k> folder last: a resumed trial finds it only when the images went too
-                tracking.log_evaluation_images(self.client, run_id, artifacts, step)
-                self.client.log_artifacts(run_id, str(artifacts), artifact_path=f"{EVAL_DIR}/step_{step:09d}")
-                self._logged_step["images"][run_id] = step
+        with self.driver.latch.sending(f"the evaluation artifacts of trial {trial.trial_id}"):
+            self.driver.artifacts.log(self.run_id(trial), trial, checkpoint)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         # not raised to Ray, which would fail a finished trial; the run is settled when the study resumes
-        with contextlib.suppress(TrackingError), self._sending(f"the end of trial {trial.trial_id}"):
+        with contextlib.suppress(TrackingError), self.driver.latch.sending(f"the end of trial {trial.trial_id}"):
             self.client.set_terminated(self.run_id(trial), status="FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        with contextlib.suppress(TrackingError), self._sending(f"the failure of trial {trial.trial_id}"):
+        with contextlib.suppress(TrackingError), self.driver.latch.sending(f"the failure of trial {trial.trial_id}"):
             run_id = self.run_id(trial)
             error = getattr(trial, "error_file", None)
             message = ""

@@ -47,12 +47,14 @@ from __future__ import annotations
 
 import math
 import pickle
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
+from search.searcher_state import Configuration, SearcherState
 from search.spaces import Space
 from search.stores import Stores
 
@@ -68,11 +70,19 @@ def open_study(space: Space, stores: Stores) -> optuna.Study:
     return study
 
 
-# what one driver process holds and no pickle carries: the study's storage (``_db``) and the study opened
-# on it, whether this process has reconciled with the study yet (once per driver), and a tell that failed
-# (``_failure``, raised at the next call Ray lets end the run)
-_DRIVER_STATE: dict[str, Any] = {"_db": None, "_study": None, "_reconciled": False, "_failure": None,
-                                  "_plan_cache": None}
+@dataclass
+class SearcherDriver:
+    """What one driver process holds and no pickle carries (a resumed driver starts afresh)."""
+
+    db: Any = None  # the study's storage
+    study: optuna.Study | None = None  # the study opened on it
+    reconciled: bool = False  # reconciled with the study yet (once per driver)
+    failure: Exception | None = None  # a tell that failed, raised at the next call Ray lets end the run
+    plan: tuple[int, Any] | None = None  # (replicates ended, the sequential plan replayed from them)
+
+
+# the names an older pickled searcher kept its driver state under (None there: it was never pickled)
+_OLD_DRIVER_KEYS = ("_db", "_study", "_reconciled", "_failure", "_plan_cache")
 
 
 class ReplicateSearcher(Searcher):
@@ -83,19 +93,37 @@ class ReplicateSearcher(Searcher):
         self.space = space
         self.stores = stores
         self.sampler = space.make_sampler()
-        self.state = _empty_state()
-        self.__dict__.update(_DRIVER_STATE)
+        self.saved = SearcherState()
+        self._driver: SearcherDriver | None = None
 
     # -- pickling (Ray keeps the searcher in its tuner state): a database handle does not travel ----
+    # its state pickles as the plain dict earlier versions pickled (``state``)
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, **_DRIVER_STATE}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("_driver", "saved")}
+        return {**out, "state": self.saved.to_dict()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        kept = {k: v for k, v in state.items() if k not in (*_OLD_DRIVER_KEYS, "state")}
+        self.__dict__.update(kept, saved=SearcherState.from_dict(state.get("state", {})), _driver=None)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The state as it is saved (a snapshot, for reading)."""
+        return self.saved.to_dict()
+
+    @property
+    def driver(self) -> SearcherDriver:
+        if self._driver is None:
+            self._driver = SearcherDriver()
+        return self._driver
 
     @property
     def study(self) -> optuna.Study:
-        if self._study is None:
-            self._db = self.stores.optuna_storage()
-            self._study = optuna.load_study(study_name=self.space.name, storage=self._db, sampler=self.sampler)
-        return self._study
+        driver = self.driver
+        if driver.study is None:
+            driver.db = self.stores.optuna_storage()
+            driver.study = optuna.load_study(study_name=self.space.name, storage=driver.db, sampler=self.sampler)
+        return driver.study
 
     # -- Ray's Searcher interface ------------------------------------------------------------------
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -104,26 +132,26 @@ class ReplicateSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         self._raise_failure()
         self.reconcile()
-        state = self.state
-        if trial_id not in state["trials"]:
-            if not state["pending"]:
+        state = self.saved
+        if trial_id not in state.trials:
+            if not state.pending:
                 ended = self._next_block()
-                if ended is not None or not state["pending"]:
+                if ended is not None or not state.pending:
                     return ended  # FINISHED, or None: the running replicates decide what comes next
-            number, seed = state["pending"].pop(0)
-            state["trials"][trial_id] = (number, seed)
-            state["configs"][number]["ray_trials"][seed] = trial_id
-        number, seed = state["trials"][trial_id]
-        return self.space.trial_config(state["configs"][number]["sampled"], seed)
+            number, seed = state.pending.pop(0)
+            state.trials[trial_id] = (number, seed)
+            state.configs[number].ray_trials[seed] = trial_id
+        number, seed = state.trials[trial_id]
+        return self.space.trial_config(state.configs[number].sampled, seed)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         self.reconcile()
-        if trial_id not in self.state["trials"]:
+        if trial_id not in self.saved.trials:
             return
-        number, seed = self.state["trials"][trial_id]
-        config = self.state["configs"][number]
-        config["values"][seed] = None if error else self._values(result)
-        config.setdefault("metrics", {})[seed] = None if error else _numbers(result)
+        number, seed = self.saved.trials[trial_id]
+        config = self.saved.configs[number]
+        config.values[seed] = None if error else self._values(result)
+        config.metrics[seed] = None if error else _numbers(result)
         try:
             if self.space.sequential is None:
                 self._settle(number)
@@ -132,15 +160,16 @@ class ReplicateSearcher(Searcher):
             else:
                 self._advance()
         except Exception as e:  # noqa: BLE001 - Ray swallows what this hook raises
-            self._failure = e
+            self.driver.failure = e
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._raise_failure()
 
     def _raise_failure(self) -> None:
-        if self._failure is not None:
+        failure = self.driver.failure
+        if failure is not None:
             raise RuntimeError(f"the Optuna study could not be told a configuration's value "
-                               f"({type(self._failure).__name__}: {self._failure})") from self._failure
+                               f"({type(failure).__name__}: {failure})") from failure
 
     def _values(self, result: dict | None) -> list[float] | None:
         values = [(result or {}).get(m) for m in self.space.objective]
@@ -151,17 +180,17 @@ class ReplicateSearcher(Searcher):
     # -- what runs next ------------------------------------------------------------------------------
     def _next_block(self) -> str | None:
         """Queue the next replicates in ``pending``; FINISHED when nothing is left, else None."""
-        state, space = self.state, self.space
+        state, space = self.saved, self.space
         if space.sequential is not None and not space.selects:
             if self._waiting_cells():  # the first block: every cell of the grid, its first seeds
                 while self._waiting_cells():
                     self._ask(space.seeds[: space.sequential.looks[0]])
                 return None
             self._advance()
-            return Searcher.FINISHED if state["done"] and self._all_told() else None
+            return Searcher.FINISHED if state.done and self._all_told() else None
         if space.sampler == "grid" and not self._waiting_cells():
             return Searcher.FINISHED if self._all_told() or space.sequential is None else None
-        if state["budget"] is not None and state["asked"] >= state["budget"]:
+        if state.budget is not None and state.asked >= state.budget:
             return Searcher.FINISHED if self._all_told() or space.sequential is None else None
         self._ask(space.seeds if space.sequential is None else space.seeds[: space.sequential.start])
         return None
@@ -171,41 +200,42 @@ class ReplicateSearcher(Searcher):
                                                                            states=(TrialState.WAITING,)))
 
     def _all_told(self) -> bool:
-        return all(config["told"] for config in self.state["configs"].values())
+        return all(config.told for config in self.saved.configs.values())
 
     def _ask(self, seeds) -> int:
         trial = self.study.ask()
-        self.state["configs"][trial.number] = _new_config(self.space.sample(trial))
-        self.state["pending"] += [(trial.number, seed) for seed in seeds]
-        self.state["asked"] += 1
+        self.saved.configs[trial.number] = Configuration(self.space.sample(trial))
+        self.saved.pending += [(trial.number, seed) for seed in seeds]
+        self.saved.asked += 1
         return trial.number
 
     def _settle(self, number: int) -> None:
         """Tell the study about configuration ``number`` once every replicate has ended."""
-        config = self.state["configs"][number]
-        if len(config["values"]) < len(self.space.seeds) or config["told"]:
+        config = self.saved.configs[number]
+        if len(config.values) < len(self.space.seeds) or config.told:
             return
         self._tell_once(number, self.space.seeds)
 
     def _tell_once(self, number: int, seeds, **attrs: Any) -> None:
-        config = self.state["configs"][number]
+        config = self.saved.configs[number]
         if not self._finished(number):
             # (finished already: a driver killed after telling Optuna but before Ray saved its state; the
             # resumed replicate ended again from its last checkpoint, and Optuna's value came from the same)
             self._tell(number, config, list(seeds), attrs)
-        config["told"] = True
+        config.told = True
 
     # -- sequential seeds in a grid: the family decides after each block ------------------------------
     def _plan(self):
         from search.sequential_plan import replay, runs_of
 
-        ended = sum(len(config.get("metrics", {})) for config in self.state["configs"].values())
-        if self._plan_cache is None or self._plan_cache[0] != ended:
-            configs = self.state["configs"]
-            plan = replay(self.space, runs_of(configs), [_key(c["sampled"]) for c in configs.values()])
-            self.state["looks"], self.state["done"] = plan.looks, plan.done
-            self._plan_cache = (ended, plan)
-        return self._plan_cache[1]
+        ended = sum(len(config.metrics) for config in self.saved.configs.values())
+        driver = self.driver
+        if driver.plan is None or driver.plan[0] != ended:
+            configs = self.saved.configs
+            plan = replay(self.space, runs_of(configs), [_key(c.sampled) for c in configs.values()])
+            self.saved.looks, self.saved.done = plan.looks, plan.done
+            driver.plan = (ended, plan)
+        return driver.plan[1]
 
     def _advance(self) -> None:
         """After a replicate ended: queue the replicates the current block lacks, and tell each configuration
@@ -213,55 +243,55 @@ class ReplicateSearcher(Searcher):
         if self._waiting_cells():
             return
         plan = self._plan()
-        numbers = {_key(config["sampled"]): number for number, config in self.state["configs"].items()}
-        queued = set(self.state["pending"])
+        numbers = {_key(config.sampled): number for number, config in self.saved.configs.items()}
+        queued = set(self.saved.pending)
         for key, seed in plan.wanted:
             number = numbers[key]
-            if seed not in self.state["configs"][number]["ray_trials"] and (number, seed) not in queued:
-                self.state["pending"].append((number, seed))
+            if seed not in self.saved.configs[number].ray_trials and (number, seed) not in queued:
+                self.saved.pending.append((number, seed))
         if not plan.looks:
             return
         running = set(plan.running)
-        for number, config in self.state["configs"].items():
-            key = _key(config["sampled"])
-            if config["told"] or key in running or set(config["ray_trials"]) - set(config["values"]):
+        for number, config in self.saved.configs.items():
+            key = _key(config.sampled)
+            if config.told or key in running or set(config.ray_trials) - set(config.values):
                 continue
-            self._tell_once(number, sorted(config["values"]), sequential_stopped_at_look=plan.stopped_at.get(key))
+            self._tell_once(number, sorted(config.values), sequential_stopped_at_look=plan.stopped_at.get(key))
 
     # -- racing in a space that selects --------------------------------------------------------------
     def _race(self, number: int) -> None:
         """A configuration's block ended: race it against the incumbent; more seeds, or tell."""
         from search.sequential_plan import incumbent_of, race
 
-        config = self.state["configs"][number]
-        queued = any(n == number for n, _ in self.state["pending"])  # its block is not all proposed yet
-        if config["told"] or queued or set(config["ray_trials"]) - set(config["values"]):
+        config = self.saved.configs[number]
+        queued = any(n == number for n, _ in self.saved.pending)  # its block is not all proposed yet
+        if config.told or queued or set(config.ray_trials) - set(config.values):
             return
-        looks, ran = self.space.sequential.looks, sorted(config["values"])
-        incumbent = incumbent_of(self.space, self.state["configs"], number) if len(ran) < looks[-1] else None
-        config["race"].append(race(self.space, config, self.state["configs"].get(incumbent), incumbent))
-        if config["race"][-1]["verdict"] == "worse":
-            config["raced_out"] = True
-            self._tell_once(number, ran, raced_out=True, race=config["race"])
+        looks, ran = self.space.sequential.looks, sorted(config.values)
+        incumbent = incumbent_of(self.space, self.saved.configs, number) if len(ran) < looks[-1] else None
+        config.race.append(race(self.space, config, self.saved.configs.get(incumbent), incumbent))
+        if config.race[-1]["verdict"] == "worse":
+            config.raced_out = True
+            self._tell_once(number, ran, raced_out=True, race=config.race)
         elif len(ran) >= looks[-1]:
-            self._tell_once(number, ran, raced_out=False, race=config["race"])
+            self._tell_once(number, ran, raced_out=False, race=config.race)
         else:  # the next block, before any new configuration
             following = next(size for size in looks if size > len(ran))
-            self.state["pending"][:0] = [(number, s) for s in self.space.seeds[len(ran):following]]
+            self.saved.pending[:0] = [(number, s) for s in self.space.seeds[len(ran):following]]
 
     # -- telling Optuna --------------------------------------------------------------------------------
-    def _tell(self, number: int, config: dict[str, Any], seeds: list[int], extra: dict[str, Any]) -> None:
-        values = [config["values"][seed] for seed in seeds]
+    def _tell(self, number: int, config: Configuration, seeds: list[int], extra: dict[str, Any]) -> None:
+        values = [config.values[seed] for seed in seeds]
         told = told_value(values, self.space.metric, self.space.failure_value)
         failed = sum(v is None for v in values)
         attrs: dict[str, Any] = {"seeds": list(seeds), "n_seeds": len(seeds), "failed_replicates": failed,
-                                 "ray_trials": {str(seed): config["ray_trials"].get(seed) for seed in seeds},
+                                 "ray_trials": {str(seed): config.ray_trials.get(seed) for seed in seeds},
                                  **{k: v for k, v in extra.items() if v is not None}}
         for i, metric in enumerate(self.space.objective):
             attrs[f"{metric}/replicates"] = [v[i] if v else None for v in values]
         if failed and told is not None:
             attrs["failure_value"] = {m: self.space.failure_value[m] for m in self.space.metric}
-        study, db = self.study, self._db
+        study, db = self.study, self.driver.db
         # attributes of a trial known by its number: through the storage's public API
         storage_id = db.get_trial_id_from_study_id_trial_number(db.get_study_id_from_name(self.space.name), number)
         for key, value in attrs.items():
@@ -269,12 +299,12 @@ class ReplicateSearcher(Searcher):
         if extra.get("raced_out"):
             from search.sequential_plan import tag_raced_out
 
-            tag_raced_out(self.stores.tracking_uri, self.space.name, config["ray_trials"].values(), len(seeds))
+            tag_raced_out(self.stores.tracking_uri, self.space.name, config.ray_trials.values(), len(seeds))
         if told is not None:
             study.tell(number, told if self.space.multi_objective else told[0])
         else:
             study.tell(number, state=TrialState.FAIL)
-        config["told_value"] = told[0] if told is not None else None
+        config.told_value = told[0] if told is not None else None
 
     def _finished(self, number: int) -> bool:
         trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,
@@ -286,13 +316,13 @@ class ReplicateSearcher(Searcher):
         """Once per driver: tell FAIL every RUNNING trial of the study this searcher does not track (a
         dead driver asked it after Ray's last save; Ray will not run it) and enqueue its grid cell again,
         so that the cell still runs once; then queue the new seeds of a study whose seeds were extended."""
-        if self._reconciled:
+        if self.driver.reconciled:
             return
-        self._reconciled = True
+        self.driver.reconciled = True
         if self.space.sequential is None:
-            for number in list(self.state["configs"]):  # replicates all ended, the tell failed (a full disk)
+            for number in list(self.saved.configs):  # replicates all ended, the tell failed (a full disk)
                 self._settle(number)
-        tracked = {number for number, config in self.state["configs"].items() if not config["told"]}
+        tracked = {number for number, config in self.saved.configs.items() if not config.told}
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if trial.number in tracked:
                 continue
@@ -316,14 +346,14 @@ class ReplicateSearcher(Searcher):
                 continue
             self.study.enqueue_trial(old.params, user_attrs={"extends": old.number})
             trial = self.study.ask()
-            config = _new_config(self.space.sample(trial))
+            config = Configuration(self.space.sample(trial))
             replicates = [old.user_attrs.get(f"{m}/replicates") or [None] * len(ran) for m in self.space.objective]
             for j, seed in enumerate(ran):
                 values = [r[j] for r in replicates]
-                config["values"][seed] = None if any(v is None for v in values) else [float(v) for v in values]
-                config["ray_trials"][seed] = (old.user_attrs.get("ray_trials") or {}).get(str(seed))
-            self.state["configs"][trial.number] = config
-            self.state["pending"] += [(trial.number, seed) for seed in self.space.seeds if seed not in ran]
+                config.values[seed] = None if any(v is None for v in values) else [float(v) for v in values]
+                config.ray_trials[seed] = (old.user_attrs.get("ray_trials") or {}).get(str(seed))
+            self.saved.configs[trial.number] = config
+            self.saved.pending += [(trial.number, seed) for seed in self.space.seeds if seed not in ran]
 
     def remaining(self) -> int:
         """Configurations still to run when a new Ray experiment continues this study: the enqueued grid
@@ -337,18 +367,18 @@ class ReplicateSearcher(Searcher):
     def start_budget(self) -> int:
         """For a new Ray experiment (which runs until this searcher says FINISHED): the configurations it
         may ask (``remaining``), kept in the state."""
-        self.state["budget"] = self.remaining()
-        return self.state["budget"]
+        self.saved.budget = self.remaining()
+        return self.saved.budget
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
-            pickle.dump({"state": self.state, "sampler": self.sampler}, f)
+            pickle.dump({"state": self.saved.to_dict(), "sampler": self.sampler}, f)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             saved = pickle.load(f)
-        self.state, self.sampler = {**_empty_state(), "budget": None, **saved["state"]}, saved["sampler"]
-        self.__dict__.update(_DRIVER_STATE)
+        self.saved, self.sampler = SearcherState.from_dict(saved["state"]), saved["sampler"]
+        self._driver = None
 
 
 def _key(sampled: dict[str, Any]) -> tuple:
@@ -359,10 +389,6 @@ def _key(sampled: dict[str, Any]) -> tuple:
 def _numbers(result: dict | None) -> dict[str, float]:
     """The numeric metrics of a result (a non-finite one kept: the report reads it as a diverged replicate)."""
     return {k: float(v) for k, v in (result or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def _new_config(sampled: dict[str, Any]) -> dict[str, Any]:
-    return {"sampled": sampled, "ray_trials": {}, "values": {}, "metrics": {}, "told": False, "race": []}
 
 
 def told_value(values: list[list[float] | None], metrics: tuple[str, ...],
@@ -387,11 +413,3 @@ class StudyLimiter(ConcurrencyLimiter):
         super().set_state(state)
         if StudyLimiter.resumed_max_concurrent is not None:
             self.max_concurrent = StudyLimiter.resumed_max_concurrent
-
-
-def _empty_state() -> dict[str, Any]:
-    """configs: Optuna trial number -> {sampled params, Ray trial per seed, value per seed, metrics per seed,
-    told, race decisions}; trials: Ray trial id -> (Optuna trial number, seed); pending: (number, seed) not
-    yet proposed; asked: configurations asked of Optuna; budget: how many this Ray experiment may ask (None:
-    Ray's num_samples limits it, a study started before); looks/done: a sequential grid's looks so far."""
-    return {"configs": {}, "trials": {}, "pending": [], "asked": 0, "budget": None, "looks": [], "done": False}

@@ -33,11 +33,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from search.report.comparisons import ALPHA, Comparison, members
 from search.report.runs import TrialRun, configurations
 from search.sequential import configurations_to_run, decide, decide_family
+
+if TYPE_CHECKING:
+    from search.searcher_state import Configuration
 
 FAMILY_RULE = "holm"
 RACE_ALPHA = 0.05  # a race's level: a budget rule, not a finding of the report
@@ -169,44 +172,44 @@ def replay(space, runs: list[TrialRun], keys: list[tuple] | None = None) -> Plan
     return plan
 
 
-def runs_of(configs: dict[int, dict[str, Any]]) -> list[TrialRun]:
+def runs_of(configs: dict[int, Configuration]) -> list[TrialRun]:
     """A searcher's replicates so far (its state's configurations) as the report's TrialRun records."""
     runs = []
     for number, config in configs.items():
-        for seed, metrics in config.get("metrics", {}).items():
-            runs.append(TrialRun(str(config["ray_trials"].get(seed, number)), "FAILED" if metrics is None
-                                 else "FINISHED", {}, dict(config["sampled"]), dict(metrics or {}),
+        for seed, metrics in config.metrics.items():
+            runs.append(TrialRun(str(config.ray_trials.get(seed, number)), "FAILED" if metrics is None
+                                 else "FINISHED", {}, dict(config.sampled), dict(metrics or {}),
                                  tags={"seed": str(seed)}))
     return runs
 
 
 # -- racing (a space that selects) -------------------------------------------------------------------------
-def per_seed(space, config: dict[str, Any]) -> dict[int, float]:
+def per_seed(space, config: Configuration) -> dict[int, float]:
     """A configuration's objective per seed, a failed replicate at the penalty (absent without one)."""
     penalty = space.failure_value.get(space.metric[0])
     out = {}
-    for seed, values in config["values"].items():
+    for seed, values in config.values.items():
         value = values[0] if values is not None else penalty
         if value is not None:
             out[seed] = float(value)
     return out
 
 
-def incumbent_of(space, configs: dict[int, dict[str, Any]], number: int) -> int | None:
+def incumbent_of(space, configs: dict[int, Configuration], number: int) -> int | None:
     """The best configuration other than ``number`` (by its told mean) that ran every seed and was not
     raced out; None before one has."""
-    done = [(c["told_value"], n) for n, c in configs.items() if n != number and c["told"]
-            and c.get("told_value") is not None and not c.get("raced_out")
-            and len(c["values"]) >= space.sequential.looks[-1]]
+    done = [(c.told_value, n) for n, c in configs.items() if n != number and c.told
+            and c.told_value is not None and not c.raced_out
+            and len(c.values) >= space.sequential.looks[-1]]
     if not done:
         return None
     return (min(done) if space.mode[0] == "min" else max(done))[1]
 
 
-def race(space, config: dict[str, Any], incumbent: dict[str, Any] | None, number: int | None) -> dict[str, Any]:
+def race(space, config: Configuration, incumbent: Configuration | None, number: int | None) -> dict[str, Any]:
     """One race of ``config`` against the incumbent on their common seeds: ``verdict`` "worse" (resolved
     worse: it stops), "resolved" (better), "continue", or "no incumbent"."""
-    record: dict[str, Any] = {"seeds": len(config["values"]), "incumbent": number, "verdict": "no incumbent"}
+    record: dict[str, Any] = {"seeds": len(config.values), "incumbent": number, "verdict": "no incumbent"}
     if incumbent is None:
         return record
     mine, theirs = per_seed(space, config), per_seed(space, incumbent)

@@ -407,3 +407,71 @@ def test_a_cgan_space_without_gsr_lambda_says_gsr_is_off(tmp_path, capsys):
     assert gsr_off_note(mixed) is not None
     for name in ("gsr_paper", "gsr_lambda", "evidence_gsr", "imbalance_sweep", "sdclr_ablation", "smoke"):
         assert gsr_off_note(load_space(name)) is None, name  # gSR searched or fixed, or no cgan
+
+
+def test_a_searcher_pickled_by_the_older_driver_state_layout_resumes(smoke_study, tmp_path):
+    """Ray keeps the searcher pickled in its tuner state. One pickled before its driver state became a
+    dataclass carried it as ``_db``/``_study``/``_reconciled``/``_failure``/``_plan_cache`` (None/False):
+    unpickling such a state (what pickle does: ``__setstate__`` with the saved ``__dict__``) gives a
+    searcher that proposes and tells as before, and a pickle of it carries no driver state."""
+    import pickle
+
+    from search.searcher import ReplicateSearcher
+
+    space, stores = smoke_study([0])
+    searcher = ReplicateSearcher(space, stores)
+    assert searcher.suggest("t0")["seed"] == 0
+    old = searcher.__getstate__()  # the older layout: its state as a plain dict under "state"
+    assert isinstance(old["state"], dict) and old["state"]["trials"] == {"t0": (0, 0)}
+    old.update(_db=None, _study=None, _reconciled=False, _failure=None, _plan_cache=None)
+    resumed = ReplicateSearcher.__new__(ReplicateSearcher)
+    resumed.__setstate__(pickle.loads(pickle.dumps(old)))
+    assert not {"_db", "_study", "_reconciled", "_failure", "_plan_cache"} & set(resumed.__dict__)
+    resumed.on_trial_complete("t0", {"fid": 12.0})
+    assert stores.load_study("smoke").trials[0].value == pytest.approx(12.0)
+    again = pickle.loads(pickle.dumps(resumed))
+    assert again._driver is None and again.state["configs"][0]["told"]
+
+
+def test_a_callback_pickled_by_the_older_layout_starts_a_fresh_driver(tmp_path):
+    """Ray pickles the MLflow callback when a study starts; the older layout kept ``_commit`` and its (then
+    empty) driver state in ``__dict__``."""
+    import pickle
+
+    from search.callback import MLflowTrialCallback
+
+    space = load_space("smoke")
+    old = {"tracking_uri": f"sqlite:///{tmp_path}/m.db", "experiment_id": "1", "parent_run_id": "p", "space": space,
+           "_commit": "abc", "_runs": {}, "_client": None, "_runs_settled": False, "_data_logged": set(),
+           "_gpus_tagged": set(), "_logged_step": {"metrics": {}, "images": {}}, "_failure": None}
+    callback = MLflowTrialCallback.__new__(MLflowTrialCallback)
+    callback.__setstate__(pickle.loads(pickle.dumps(old)))
+    assert (callback.tracking_uri, callback.experiment_id, callback.parent_run_id, callback.commit) == (
+        old["tracking_uri"], "1", "p", "abc")
+    assert callback.driver.runs.ids == {} and callback.driver.latch.failure is None
+    again = pickle.loads(pickle.dumps(callback))
+    assert again._driver is None and again.commit == "abc" and set(again.__getstate__()) == set(MLflowTrialCallback.CONFIG)
+
+
+def test_an_older_saved_searcher_state_restores_and_saves_back_the_same(smoke_study, tmp_path):
+    """The state in Ray's searcher-state-*.pkl as earlier versions wrote it (a plain dict; one from before
+    ``metrics``, ``budget``, ``looks`` and ``done`` lacks them) restores, and saves back as the same dict
+    with the missing fields at their defaults."""
+    import pickle
+
+    from search.searcher import ReplicateSearcher
+
+    space, stores = smoke_study([0, 1])
+    first = ReplicateSearcher(space, stores)
+    sampled = first.suggest("t0")  # asks Optuna for configuration 0
+    config = {"sampled": space.sampled(sampled), "ray_trials": {0: "t0", 1: "t1"}, "values": {0: [12.0], 1: None},
+              "told": False, "race": [], "told_value": None}
+    old = {"configs": {0: config}, "trials": {"t0": (0, 0), "t1": (0, 1)}, "pending": [], "asked": 1}
+    (tmp_path / "old.pkl").write_bytes(pickle.dumps({"state": old, "sampler": first.sampler}))
+    resumed = ReplicateSearcher(space, stores)
+    resumed.restore(str(tmp_path / "old.pkl"))
+    expected = {**old, "budget": None, "looks": [], "done": False,
+                "configs": {0: {k: v for k, v in config.items() if k != "told_value"} | {"metrics": {}}}}
+    assert resumed.state == expected
+    resumed.save(str(tmp_path / "again.pkl"))
+    assert pickle.loads((tmp_path / "again.pkl").read_bytes())["state"] == expected
