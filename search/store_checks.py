@@ -41,17 +41,31 @@ def sqlite_problem(path: Path) -> str | None:
     if path.stat().st_size == 0:
         return EMPTY
     try:
-        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=60)
-        try:
-            rows = db.execute("PRAGMA quick_check").fetchall()
-            db.execute("SELECT name FROM sqlite_master").fetchall()
-        finally:
-            db.close()
+        rows = _quick_check(f"{path.as_uri()}?mode=ro")
     except sqlite3.Error as e:
-        return f"cannot be read as an SQLite database ({e})"
+        journal = path.with_name(path.name + "-journal")
+        if "readonly" not in str(e) or not journal.exists():
+            return f"cannot be read as an SQLite database ({e})"
+        # a hot journal: a writer was killed mid-transaction (kill -9 of a driver). A read-only connection
+        # cannot roll it back; SQLite's own recovery on a read-write open restores the last committed
+        # state, as Optuna's next open would do anyway
+        try:
+            rows = _quick_check(path.as_uri())
+        except sqlite3.Error as e2:
+            return f"cannot be read as an SQLite database ({e2})"
     if rows != [("ok",)]:
         return f"fails SQLite's integrity check ({rows[0][0] if rows else 'no answer'})"
     return None
+
+
+def _quick_check(uri: str) -> list:
+    db = sqlite3.connect(uri, uri=True, timeout=60)
+    try:
+        rows = db.execute("PRAGMA quick_check").fetchall()
+        db.execute("SELECT name FROM sqlite_master").fetchall()
+    finally:
+        db.close()
+    return rows
 
 
 def mlflow_schema_problem(path: Path) -> str | None:

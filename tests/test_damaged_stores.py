@@ -154,3 +154,30 @@ def test_a_lost_ray_state_is_rebuilt_from_optuna_and_the_study_finishes(tmp_path
     states = optuna_states(root, "smoke")
     assert states.get("COMPLETE") == 4 and "RUNNING" not in states and "WAITING" not in states, states
     assert doctor_main(["space=smoke", f"root={root}"]) == 0
+
+
+def test_a_hot_journal_left_by_a_killed_writer_is_not_damage(tmp_path):
+    """kill -9 of a driver mid-transaction leaves ``optuna.db-journal`` (a hot journal): a read-only
+    connection cannot roll it back ("attempt to write a readonly database"), but the store is not damaged —
+    SQLite's own recovery restores the last committed state, which the check then reads."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from search.store_checks import sqlite_problem
+
+    db = tmp_path / "optuna.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE t (a)")
+    con.execute("INSERT INTO t VALUES (1)")
+    con.commit()
+    con.close()
+    writer = (f"import os, sqlite3\ncon = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+              "con.execute('PRAGMA cache_size=1')\ncon.execute('BEGIN')\n"
+              "for i in range(20000):\n    con.execute('INSERT INTO t VALUES (?)', (i,))\nos._exit(0)\n")
+    subprocess.run([sys.executable, "-c", writer], check=True)  # exits without commit or rollback
+    assert (tmp_path / "optuna.db-journal").stat().st_size > 0
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True).execute("PRAGMA quick_check").fetchall()
+    assert sqlite_problem(db) is None
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM t").fetchall() == [(1,)]  # committed state
