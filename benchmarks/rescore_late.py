@@ -36,18 +36,19 @@ def rescore(workdir: Path, steps: list[int], num_samples: int, latents: int) -> 
     from trainers.metrics import make_evaluator
 
     torch.set_num_threads(1)
+    # one run: every checkpoint holds the same config, so data, nets and the evaluator are built once
+    checkpoints = [workdir / "checkpoints" / f"step_{step:09d}" for step in steps]
+    raw = json.loads((checkpoints[0] / "config.json").read_text())
+    raw["eval"] = {**raw.get("eval", {}), "num_samples": num_samples, "images": False, "save_samples": False}
+    cfg = make_config(raw)
+    data = load_data(cfg)
+    device = torch.device("cpu")
+    method = get_method(cfg.method)(cfg, data, device)
+    evaluator = make_evaluator(cfg, data, device)
+    base = evaluator_module.EVAL_SEED_OFFSET
     fids: dict[int, list[float]] = {}
-    for step in steps:
-        ckpt = workdir / "checkpoints" / f"step_{step:09d}"
-        raw = json.loads((ckpt / "config.json").read_text())
-        raw["eval"] = {**raw.get("eval", {}), "num_samples": num_samples, "images": False, "save_samples": False}
-        cfg = make_config(raw)
-        data = load_data(cfg)
-        device = torch.device("cpu")
-        method = get_method(cfg.method)(cfg, data, device)
+    for step, ckpt in zip(steps, checkpoints):
         method.G.load_state_dict(load_state(ckpt)["G"])
-        evaluator = make_evaluator(cfg, data, device)
-        base = evaluator_module.EVAL_SEED_OFFSET
         fids[step] = []
         try:
             for stream in range(latents):
