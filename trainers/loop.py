@@ -67,6 +67,9 @@ class Stepper:
     def __init__(self, method: GANMethod, cfg: TrainConfig):
         self.method = method
         self.warmup_steps = cfg.warmup_steps
+        decay_from = round(cfg.lr_decay_start * cfg.steps)
+        self.decay_from = decay_from if decay_from < cfg.steps else None
+        self.steps = cfg.steps
         self.autocast = functools.partial(torch.autocast, device_type=method.device.type, dtype=torch.bfloat16,
                                           enabled=cfg.amp == "bf16")
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -80,12 +83,23 @@ class Stepper:
         self.opt_d = torch.optim.Adam(method.D.parameters(), lr=cfg.lr_d, betas=betas)
         self.base_lr = ((self.opt_g, cfg.lr_g), (self.opt_d, cfg.lr_d))
 
+    def lr_scale(self, step: int) -> float:
+        """The learning-rate factor of ``step`` (0-based), from the step alone so a resumed run sets the same
+        rate: ContraD's linear warm-up ``min(1, (step + 1) / warmup_steps)`` times SNGAN's linear decay
+        (``LinearShift`` of Adam's alpha to 0 in sngan_projection), ``(steps - step) / (steps - start)``
+        from ``start = lr_decay_start * steps``, so the last step runs at 1 / (steps - start) of the rate."""
+        scale = 1.0
+        if self.warmup_steps > 0:
+            scale = min(1.0, (step + 1) / self.warmup_steps)
+        if self.decay_from is not None and step >= self.decay_from:
+            scale *= (self.steps - step) / (self.steps - self.decay_from)
+        return scale
+
     def warm_up(self, step: int) -> None:
-        """ContraD's linear warm-up: learning rate ``lr * min(1, (step + 1) / warmup_steps)``, from the
-        step alone, so a resumed run sets the same rate."""
-        if self.warmup_steps <= 0:
+        """Set both optimisers' learning rates for ``step`` (``lr_scale``); nothing when no schedule is on."""
+        if self.warmup_steps <= 0 and self.decay_from is None:
             return
-        scale = min(1.0, (step + 1) / self.warmup_steps)
+        scale = self.lr_scale(step)
         for optimizer, lr in self.base_lr:
             for group in optimizer.param_groups:
                 group["lr"] = lr * scale

@@ -91,6 +91,8 @@ class TrainConfig:
     beta2: float = setting(0.9, "Adam beta2 of both nets", between=(0.0, 1.0, "[)"))
     warmup_steps: int = setting(0, "linear learning-rate warm-up of both nets over this many steps (0 = none)",
                                 between=(0, INF, "[]"))
+    lr_decay_start: float = setting(1.0, "linear learning-rate decay of both nets to 0, from this fraction of "
+                                    "the steps to the last (SNGAN's LinearShift; 1 = none)", between=(0.0, 1.0, "[]"))
     z_dim: int = setting(128, "latent size", positive=True)
     ch: int = setting(16, "width multiplier (64 on GPU, 8-32 on CPU)", positive=True)
     seed: int = setting(0, "seeds Python, NumPy and torch; replicates differ by it")
