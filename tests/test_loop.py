@@ -197,3 +197,26 @@ def test_one_seed_pairs_methods_on_data_order_and_generator_init():
                                                                   for c in base_data.class_order]
     assert other.class_order != base_data.class_order and not torch.equal(other.train.images, base_data.train.images)
     assert other.info()["data_seed"] == 2 and base_data.info()["data_seed"] == 1
+
+
+def test_linear_lr_decay_follows_sngan_schedule_and_resumes_bit_exact(tmp_path):
+    # steps 8, decay from step 4: factors 1, 1, 1, 1, 4/4, 3/4, 2/4, 1/4 (SNGAN's LinearShift to 0)
+    cfg = {**TINY, "steps": 8, "eval_every": 2, "lr_decay_start": 0.5, "lr_g": 1e-3, "lr_d": 2e-3, "keep_checkpoints": 10}
+    train(cfg, workdir=tmp_path / "straight", evaluator=None)
+    # a step-s checkpoint holds the rate its last step (index s - 1) ran at
+    expected = {2: 1.0, 4: 1.0, 6: 3 / 4, 8: 1 / 4}
+    for step, factor in expected.items():
+        state = ckpt.load_state(tmp_path / "straight" / "checkpoints" / f"step_{step:09d}")
+        assert state["opt_g"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * factor)
+        assert state["opt_d"]["param_groups"][0]["lr"] == pytest.approx(2e-3 * factor)
+    # killed after step 4 (only its checkpoint left), resumed: the same rates and the same end state
+    import shutil
+
+    (tmp_path / "resumed" / "checkpoints").mkdir(parents=True)
+    shutil.copytree(tmp_path / "straight" / "checkpoints" / "step_000000004",
+                    tmp_path / "resumed" / "checkpoints" / "step_000000004")
+    train(cfg, workdir=tmp_path / "resumed", resume_from=tmp_path / "resumed", evaluator=None)
+    assert_same_state(ckpt.load_latest(tmp_path / "straight")[0], ckpt.load_latest(tmp_path / "resumed")[0])
+    # off by default: the rate never moves
+    train({**TINY, "steps": 4, "eval_every": 4}, workdir=tmp_path / "off", evaluator=None)
+    assert ckpt.load_latest(tmp_path / "off")[0]["opt_g"]["param_groups"][0]["lr"] == pytest.approx(2e-4)
