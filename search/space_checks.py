@@ -159,8 +159,8 @@ def _scheduler(raw: Any, metric: tuple[str, ...], source: str) -> dict:
 SEQUENTIAL_EXAMPLE = "seeds: {sequential: {start: 3, step: 3, max: 12}}"
 
 
-def _seeds(seeds: Any, source: str, metric: tuple[str, ...] = (), sampler: str = "grid"
-           ) -> tuple[tuple[int, ...], SequentialSeeds | None]:
+def _seeds(seeds: Any, source: str, metric: tuple[str, ...] = (), sampler: str = "grid",
+           primary_metrics: tuple[str, ...] = ()) -> tuple[tuple[int, ...], SequentialSeeds | None]:
     """The seeds (a count, a list, or ``{sequential: {start, step, max, margin}}``: seeds 0..max-1 in blocks)
     and the sequential spec (None for a fixed set of seeds)."""
     if isinstance(seeds, Mapping):
@@ -190,7 +190,7 @@ def _seeds(seeds: Any, source: str, metric: tuple[str, ...] = (), sampler: str =
             margin = {}
             from search.report.comparisons import COMPARED  # the metrics a report's family compares
 
-            compared = list(dict.fromkeys([*metric, *COMPARED]))
+            compared = list(dict.fromkeys([*metric, *primary_metrics, *COMPARED]))
             for name, size in _mapping(source, "seeds.sequential.margin", spec["margin"], "{fid: 5%}").items():
                 if name not in compared:
                     raise _err(source, f"seeds.sequential.margin.{name}", f"is not a metric the report compares; "

@@ -45,7 +45,11 @@ def validate_space(raw: dict, source: str = "<space>", presets: tuple[str, ...] 
 
     sampler = _word(source, "sampler", raw.get("sampler", "tpe"), list(SAMPLERS))
     scheduler = _scheduler(raw.get("scheduler", "fifo"), metric, source)
-    seeds, sequential = _seeds(raw.get("seeds", 1), source, metric, sampler)
+    # a margin may name the space's metric, a metric its family compares, or a declared primary's metric
+    primary = raw.get("primary") or ()
+    primary_metrics = tuple(spec["metric"] for spec in ([primary] if isinstance(primary, Mapping) else primary)
+                            if isinstance(spec, Mapping) and isinstance(spec.get("metric"), str))
+    seeds, sequential = _seeds(raw.get("seeds", 1), source, metric, sampler, primary_metrics)
     sampler_seed = _number(source, "sampler_seed", raw.get("sampler_seed", 0), int)
     if not 0 <= sampler_seed < SEED_RANGE:
         raise _err(source, "sampler_seed", f"= {sampler_seed} must be in [0, 2**32)")

@@ -112,6 +112,12 @@ def test_the_seeds_spec_parses_to_looks_and_bad_specs_name_the_key_and_the_fix(t
             load_space("smoke", {"seeds": seeds})
     with pytest.raises(SpaceError, match=r"'seeds.sequential' races configurations on one metric"):
         load_space("gsr_lambda", {"seeds": {"sequential": {"start": 3, "step": 3, "max": 6}}})
+    # a margin may name a declared primary comparison's metric (the evidence studies' claims are on fid,
+    # their search metric is kid_minority); without that primary, fid is not compared and is refused
+    evidence = load_space("evidence_damage")
+    assert evidence.sequential.looks == (3, 6, 9, 12) and evidence.sequential.margin == {"fid": ("relative", 0.05)}
+    with pytest.raises(SpaceError, match=r"'seeds.sequential.margin.fid' is not a metric the report compares"):
+        load_space("evidence_damage", {"primary": None})
 
 
 def test_a_sequential_grid_runs_blocks_closes_comparisons_and_drops_a_finished_arm(study):
