@@ -64,10 +64,8 @@ def parse_args(argv: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     for key in ("space", "ray_address", "tracking_uri"):
         if key in run and not (isinstance(run[key], str) and run[key]):
             raise StudyError(f"{key}={run[key]!r} must be a name, path or address")
-    uri = run.get("tracking_uri")
-    if uri is not None and "://" not in uri:
-        raise StudyError(f"tracking_uri={uri} is not a URI; give a server (http://127.0.0.1:5000) or a database "
-                         f"(sqlite:////abs/path/mlflow.db), or drop it to use <root>/mlflow.db")
+    from search.tracking import check_tracking_uri
+    check_tracking_uri(run.get("tracking_uri"), StudyError)
     return run, overrides
 
 

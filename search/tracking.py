@@ -45,6 +45,14 @@ def git_commit() -> str:
         return "unknown"
 
 
+def check_tracking_uri(uri: Any, error: type[ConfigError] = ConfigError) -> None:
+    """``tracking_uri=`` must name a server or a database by its URI (MLflow would read a bare path as a
+    folder of its file store); ``error``: the command's own ConfigError (exit 2 either way)."""
+    if uri is not None and not (isinstance(uri, str) and "://" in uri):
+        raise error(f"tracking_uri={uri!r} is not a URI; give the server or database of the study "
+                    f"(http://127.0.0.1:5000, sqlite:////abs/path/mlflow.db), or drop it to use <root>/mlflow.db")
+
+
 def client_for(tracking_uri: str):
     from mlflow.tracking import MlflowClient
     return MlflowClient(tracking_uri=tracking_uri)

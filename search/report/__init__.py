@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 def _report(argv: list[str]) -> int:
     from search.spaces import load_space
     from search.stores import DEFAULT_ROOT, Stores
+    from search.tracking import check_tracking_uri
 
     args = parse_overrides(argv)
     unknown = set(args) - {"space", "root", "tracking_uri", "preset"}
@@ -54,9 +55,7 @@ def _report(argv: list[str]) -> int:
     if "space" not in args:
         raise ConfigError("say which study: space=NAME")
     uri = args.get("tracking_uri")
-    if uri is not None and not (isinstance(uri, str) and "://" in uri):
-        raise ConfigError(f"tracking_uri={uri!r} is not a URI; give the server or database the study ran with "
-                          f"(http://127.0.0.1:5000, sqlite:////abs/path/mlflow.db), or drop it for <root>/mlflow.db")
+    check_tracking_uri(uri)
     space = load_space(str(args["space"]), preset=args.get("preset"))
     # the report is written under root: a path string, ~ expanded, where a folder can really be made
     stores = Stores.at(directory_arg("root", args.get("root", DEFAULT_ROOT)), uri)
