@@ -173,7 +173,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state saved often: little lost on kill -9
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Ray's newer output ignores a reporter's columns
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the report copies sample grids
     signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt again after the imports
     handle_stop_signals()
     try:

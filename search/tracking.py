@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -54,7 +55,12 @@ def check_tracking_uri(uri: Any, error: type[ConfigError] = ConfigError) -> None
 
 
 def client_for(tracking_uri: str):
+    """The MLflow client of every command (driver, callback, report, doctor, UI). MLflow draws a progress bar
+    for each artifact download (the report's sample grids) and chunked upload unless told not to, and reads
+    the setting at each transfer: set here, it holds for every transfer whichever command makes them."""
     from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return MlflowClient(tracking_uri=tracking_uri)
 
 
@@ -63,7 +69,6 @@ def create_local_store(path: Path) -> None:
     that are not one transaction, and a driver stopped among them (Ctrl-C, kill -9, a full disk) would leave
     a half-created ``mlflow.db`` that no later start can open. The schema is made in a temporary file beside
     it, then renamed into place (atomic). An existing store is left as it is."""
-    import os
     import uuid
 
     if path.exists():

@@ -13,7 +13,6 @@ verdicts), ``figures``, ``sections`` (``write_report`` as a list of section func
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 
@@ -35,7 +34,6 @@ __all__ = ["Comparison", "Family", "SECTIONS", "TrialRun", "adjust", "by_seed", 
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per copied sample grid
     try:
         return run_command(__doc__, _report, argv)
     except StoreError as e:  # a damaged or missing store: one line, nothing opened or written
