@@ -396,7 +396,7 @@ def test_report_keys_are_refused_in_one_line(tmp_path, extra, message):
 def test_a_cgan_space_without_gsr_lambda_says_gsr_is_off(tmp_path, capsys):
     from types import SimpleNamespace
 
-    from search.run import gsr_off_note, print_study
+    from search.study_output import gsr_off_note, print_study
 
     off = load_space(write(tmp_path, "name: t\nmetric: fid\nfixed: {method: cgan}\n"
                                      "params:\n  imbalance: {choice: [1, 10]}\n"))
