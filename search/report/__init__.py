@@ -8,7 +8,9 @@ the best configurations and importances within each data condition, figures, sam
 search's efficiency. It first checks the study as ``search.run`` does before a resume (``check_study``): an
 unreachable tracking URI or a root with no study is one line and exit 2, a damaged or missing store one line
 and exit 1, with nothing written. The package: ``runs`` (loading), ``comparisons`` (families, adjustment,
-verdicts), ``figures``, ``sections`` (``write_report`` as a list of section functions).
+verdicts), ``figures``, ``sections`` (``write_report`` as a list of section functions), whose sections live in
+``summary`` (header, ablation table, evaluation noise, headline), ``ranking`` (best configurations, importances),
+``sequential`` and ``sections`` itself.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from search.report.comparisons import (Comparison, Family, adjust, compared_metr
                                        imbalance_comparisons, method_comparisons, primary_comparisons)
 from search.report.figures import figure, plot_per_class, plot_sigma_max
 from search.report.runs import TrialRun, by_seed, configurations, efficiency_between, load_runs, trial_runs
-from search.report.sections import SECTIONS, fmt, headline, importances, write_report
+from search.report.ranking import importances
+from search.report.sections import SECTIONS, write_report
+from search.report.summary import fmt, headline
 from search.stats import mean_ci
 from search.store_checks import StoreError
 from trainers.cli import directory_arg, run_command
