@@ -18,13 +18,13 @@ OBJECT_STORE_BYTES = 150 * 1024 ** 2  # trials pass checkpoints through files, n
 def make_scheduler(space):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    if space.scheduler["type"] == "fifo":
+    if space.scheduler.type == "fifo":
         return FIFOScheduler()
     cfg = make_config(space.trial_config({}, space.seeds[0]))
     evaluations = -(-cfg.steps // cfg.eval_every)
     return ASHAScheduler(metric=space.objective_arg, mode=space.mode_arg, time_attr="training_iteration",
-                         max_t=evaluations, grace_period=min(space.scheduler["grace_period"], evaluations),
-                         reduction_factor=space.scheduler["reduction_factor"])
+                         max_t=evaluations, grace_period=min(space.scheduler.grace_period, evaluations),
+                         reduction_factor=space.scheduler.reduction_factor)
 
 
 def progress_reporter(space):
@@ -77,8 +77,8 @@ def trial_resources(space) -> dict[str, float]:
     import torch
 
     cluster = ray.cluster_resources()
-    gpu = space.resources["gpu"] if cluster.get("GPU", 0) > 0 or torch.cuda.is_available() else 0.0
-    wanted = {"cpu": space.resources["cpu"], "gpu": gpu}
+    gpu = space.resources.gpu if cluster.get("GPU", 0) > 0 or torch.cuda.is_available() else 0.0
+    wanted = {"cpu": space.resources.cpu, "gpu": gpu}
     if wanted["cpu"] > cluster.get("CPU", 0):
         raise StudyError(f"{space.source}: resources.cpu = {wanted['cpu']} per trial but the Ray cluster has "
                          f"{cluster.get('CPU', 0):g} CPUs; lower resources.cpu")

@@ -174,7 +174,7 @@ def start_parent_run(client, experiment_id: str, space, space_yaml: str) -> str:
         TAG_ROLE: "parent", TAG_SPACE: space.name, "git_commit": git_commit(),
         "mlflow.note.content": space.description})
     params = {"metric": json.dumps(space.metric_arg), "mode": json.dumps(space.mode_arg),
-              "sampler": space.sampler, "scheduler": json.dumps(space.scheduler),
+              "sampler": space.sampler, "scheduler": json.dumps(dict(space.scheduler)),
               "num_samples": space.num_samples, "seeds": json.dumps(list(space.seeds)),
               "max_concurrent": space.max_concurrent}
     if space.presets:

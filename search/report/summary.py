@@ -70,7 +70,7 @@ def header(s: Study) -> list[str]:
     space = s.space
     return [f"# Study `{space.name}`", "", space.description, "",
             f"- metric: {space.metric_arg} ({space.mode_arg}); sampler {space.sampler}; "
-            f"scheduler {space.scheduler['type']}; seeds "
+            f"scheduler {space.scheduler.type}; seeds "
             + (f"in blocks, looks at {list(space.sequential.looks)}" if getattr(space, "sequential", None)
                else f"{list(space.seeds)}"),
             f"- trials (MLflow child runs): {len(s.runs)}, of which failed: {failed}; unfinished (the study was "
