@@ -1,6 +1,7 @@
-"""The space model: ``Param``, ``Space`` (its ``Scheduler`` and ``Resources``), ``SequentialSeeds``, ``expand`` and the vocabulary of a space
-file (samplers, schedulers, distributions, keys, limits). ``search.space_load`` reads a file into a
-dict and ``search.space_validate`` turns the dict into a ``Space``; ``search.spaces`` re-exports all three.
+"""The space model: ``Param``, ``Space`` (its ``Scheduler`` and ``Resources``), ``SequentialSeeds``,
+``expand`` and the vocabulary of a space file (samplers, schedulers, distributions, keys, limits).
+``search.space_load`` reads a file into a dict and ``search.space_validate`` turns the dict into a
+``Space``; ``search.spaces`` re-exports all three.
 """
 
 from __future__ import annotations
