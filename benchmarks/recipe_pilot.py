@@ -51,7 +51,7 @@ class ConfidentRate:
     def evaluate(self, method, step, out_dir=None):
         import torch
 
-        from trainers.metrics.evaluator import CONFIDENT
+        from trainers.metrics.scores import CONFIDENT
 
         wall, cpu = time.perf_counter(), time.process_time()
         metrics = self.inner.evaluate(method, step, out_dir)

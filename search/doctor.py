@@ -103,7 +103,7 @@ def check_agreement(stores, space: str, has_ray: bool, metrics: list[str], ray: 
 
 
 def _optuna(out: Diagnosis, trials, metrics: list[str]) -> None:
-    from search.searcher import told_value
+    from search.searcher_state import told_value
 
     seen: dict[str, int] = {}
     extended = {t.user_attrs.get("extends") for t in trials}  # a configuration whose seeds were extended

@@ -54,7 +54,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from search.searcher_state import Configuration, SearcherState
+from search.searcher_state import Configuration, SearcherState, config_key, result_numbers, told_value
 from search.spaces import Space
 from search.stores import Stores
 
@@ -151,7 +151,7 @@ class ReplicateSearcher(Searcher):
         number, seed = self.saved.trials[trial_id]
         config = self.saved.configs[number]
         config.values[seed] = None if error else self._values(result)
-        config.metrics[seed] = None if error else _numbers(result)
+        config.metrics[seed] = None if error else result_numbers(result)
         try:
             if self.space.sequential is None:
                 self._settle(number)
@@ -232,7 +232,7 @@ class ReplicateSearcher(Searcher):
         driver = self.driver
         if driver.plan is None or driver.plan[0] != ended:
             configs = self.saved.configs
-            plan = replay(self.space, runs_of(configs), [_key(c.sampled) for c in configs.values()])
+            plan = replay(self.space, runs_of(configs), [config_key(c.sampled) for c in configs.values()])
             self.saved.looks, self.saved.done = plan.looks, plan.done
             driver.plan = (ended, plan)
         return driver.plan[1]
@@ -243,7 +243,7 @@ class ReplicateSearcher(Searcher):
         if self._waiting_cells():
             return
         plan = self._plan()
-        numbers = {_key(config.sampled): number for number, config in self.saved.configs.items()}
+        numbers = {config_key(config.sampled): number for number, config in self.saved.configs.items()}
         queued = set(self.saved.pending)
         for key, seed in plan.wanted:
             number = numbers[key]
@@ -253,7 +253,7 @@ class ReplicateSearcher(Searcher):
             return
         running = set(plan.running)
         for number, config in self.saved.configs.items():
-            key = _key(config.sampled)
+            key = config_key(config.sampled)
             if config.told or key in running or set(config.ray_trials) - set(config.values):
                 continue
             self._tell_once(number, sorted(config.values), sequential_stopped_at_look=plan.stopped_at.get(key))
@@ -379,28 +379,6 @@ class ReplicateSearcher(Searcher):
             saved = pickle.load(f)
         self.saved, self.sampler = SearcherState.from_dict(saved["state"]), saved["sampler"]
         self._driver = None
-
-
-def _key(sampled: dict[str, Any]) -> tuple:
-    """A configuration's key as the report's ``configurations`` makes it."""
-    return tuple(sorted(sampled.items(), key=lambda kv: kv[0]))
-
-
-def _numbers(result: dict | None) -> dict[str, float]:
-    """The numeric metrics of a result (a non-finite one kept: the report reads it as a diverged replicate)."""
-    return {k: float(v) for k, v in (result or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def told_value(values: list[list[float] | None], metrics: tuple[str, ...],
-               failure_value: dict[str, float]) -> list[float] | None:
-    """The mean over every replicate (``None``: failed), a failed one at ``failure_value[metric]`` (the
-    penalty of the reported metric, which ``val/<metric>`` shares); None (tell FAIL) when no replicate
-    finished, or when one failed and some metric has no penalty."""
-    finished = [v for v in values if v is not None]
-    if not finished or (len(finished) < len(values) and any(m not in failure_value for m in metrics)):
-        return None
-    filled = [v if v is not None else [failure_value[m] for m in metrics] for v in values]
-    return [sum(v[i] for v in filled) / len(filled) for i in range(len(metrics))]
 
 
 class StudyLimiter(ConcurrencyLimiter):

@@ -3,6 +3,8 @@
 On disk (Ray's ``searcher-state-*.pkl`` and the searcher pickled in its tuner state) it is the plain dict
 of ``SearcherState.to_dict``, the form earlier versions saved: ``search.doctor`` and ``search.store_checks``
 read it, and a study saved by an earlier version resumes (``from_dict`` fills the fields it lacks).
+Beside it, what a configuration's replicates amount to: its key, a result's numbers and ``told_value``,
+the mean Optuna is told (which ``search.doctor`` recomputes).
 """
 
 from __future__ import annotations
@@ -63,3 +65,26 @@ class SearcherState:
         values = {f.name: saved[f.name] for f in fields(cls) if f.name in saved}
         values["configs"] = {n: Configuration.from_dict(c) for n, c in saved.get("configs", {}).items()}
         return cls(**values)
+
+
+# -- what a configuration's replicates amount to ---------------------------------------------------------
+def config_key(sampled: dict[str, Any]) -> tuple:
+    """A configuration's key as the report's ``configurations`` makes it."""
+    return tuple(sorted(sampled.items(), key=lambda kv: kv[0]))
+
+
+def result_numbers(result: dict | None) -> dict[str, float]:
+    """The numeric metrics of a result (a non-finite one kept: the report reads it as a diverged replicate)."""
+    return {k: float(v) for k, v in (result or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def told_value(values: list[list[float] | None], metrics: tuple[str, ...],
+               failure_value: dict[str, float]) -> list[float] | None:
+    """The mean over every replicate (``None``: failed), a failed one at ``failure_value[metric]`` (the
+    penalty of the reported metric, which ``val/<metric>`` shares); None (tell FAIL) when no replicate
+    finished, or when one failed and some metric has no penalty."""
+    finished = [v for v in values if v is not None]
+    if not finished or (len(finished) < len(values) and any(m not in failure_value for m in metrics)):
+        return None
+    filled = [v if v is not None else [failure_value[m] for m in metrics] for v in values]
+    return [sum(v[i] for v in filled) / len(filled) for i in range(len(metrics))]

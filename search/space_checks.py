@@ -8,7 +8,7 @@ import math
 from typing import Any, Mapping
 
 from search.space_model import (CHOICE_TYPES, DISTRIBUTIONS, MAX_GRID_CELLS, MAX_SEEDS, SCHEDULERS, SEED_RANGE,
-                                Param, SequentialSeeds, Space, SpaceError)
+                                Param, Scheduler, SequentialSeeds, Space, SpaceError)
 from trainers.metrics.untrained import UNTRAINED
 
 def _err(source: str, key: Any, message: str) -> SpaceError:
@@ -132,7 +132,7 @@ def _grid(space: Space) -> list[dict[str, Any]]:
     return space.grid()
 
 
-def _scheduler(raw: Any, metric: tuple[str, ...], source: str) -> dict:
+def _scheduler(raw: Any, metric: tuple[str, ...], source: str) -> Scheduler:
     if not isinstance(raw, (str, Mapping)):
         raise _err(source, "scheduler", f"must be fifo, asha or a mapping such as {{type: asha, grace_period: 1}}, "
                                         f"got {raw!r}")
@@ -153,7 +153,7 @@ def _scheduler(raw: Any, metric: tuple[str, ...], source: str) -> dict:
         if scheduler["grace_period"] < 1 or scheduler["reduction_factor"] <= 1:
             raise _err(source, "scheduler", "asha needs grace_period >= 1 (evaluations) and reduction_factor > 1")
     scheduler["type"] = stype
-    return scheduler
+    return Scheduler(**scheduler)
 
 
 SEQUENTIAL_EXAMPLE = "seeds: {sequential: {start: 3, step: 3, max: 12}}"

@@ -1,6 +1,7 @@
-"""The space model: ``Param``, ``Space``, ``SequentialSeeds``, ``expand`` and the vocabulary of a space
-file (samplers, schedulers, distributions, keys, limits). ``search.space_load`` reads a file into a
-dict and ``search.space_validate`` turns the dict into a ``Space``; ``search.spaces`` re-exports all three.
+"""The space model: ``Param``, ``Space`` (its ``Scheduler`` and ``Resources``), ``SequentialSeeds``,
+``expand`` and the vocabulary of a space file (samplers, schedulers, distributions, keys, limits).
+``search.space_load`` reads a file into a dict and ``search.space_validate`` turns the dict into a
+``Space``; ``search.spaces`` re-exports all three.
 """
 
 from __future__ import annotations
@@ -8,8 +9,9 @@ from __future__ import annotations
 import functools
 import math
 import re
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable
 
 import optuna
 
@@ -145,6 +147,44 @@ def expand(params: tuple[Param, ...], options: Callable[[Param], list], limit: i
     return cells
 
 
+@dataclass(frozen=True, eq=False)  # eq: Mapping's, so a record equals the dict of the same items
+class _Record(Mapping):
+    """A frozen record that reads as a read-only mapping of its set fields (None: unset): it compares equal
+    to, and ``dict()`` turns it into, the plain dict the space file spells."""
+
+    def _set(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._set():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._set())
+
+    def __len__(self) -> int:
+        return len(self._set())
+
+
+@dataclass(frozen=True, eq=False)
+class Scheduler(_Record):
+    """``scheduler:``, the Ray Tune trial scheduler: ``fifo`` runs every trial to its end; ``asha`` stops the
+    worse ones at rungs of ``grace_period`` evaluations growing by ``reduction_factor`` (its settings only)."""
+
+    type: str = "fifo"
+    grace_period: int | None = None  # asha: evaluations before the first stop
+    reduction_factor: float | None = None  # asha: the rung growth and the share kept (1 / factor)
+
+
+@dataclass(frozen=True, eq=False)
+class Resources(_Record):
+    """``resources:``, what each trial asks Ray for (fractions share a device)."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
 @dataclass(frozen=True)
 class Space:
     name: str
@@ -152,10 +192,10 @@ class Space:
     metric: tuple[str, ...]
     mode: tuple[str, ...]
     sampler: str
-    scheduler: dict
+    scheduler: Scheduler
     num_samples: int
     max_concurrent: int
-    resources: dict
+    resources: Resources
     seeds: tuple[int, ...]
     fixed: dict  # trainer keys, dotted (``eval.num_samples``)
     params: tuple[Param, ...]
@@ -250,9 +290,9 @@ class Space:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "description": self.description, "metric": self.metric_arg,
-            "mode": self.mode_arg, "sampler": self.sampler, "scheduler": self.scheduler,
+            "mode": self.mode_arg, "sampler": self.sampler, "scheduler": dict(self.scheduler),
             "num_samples": self.num_samples, "max_concurrent": self.max_concurrent,
-            "resources": self.resources,
+            "resources": dict(self.resources),
             "seeds": {"sequential": self.sequential.to_dict()} if self.sequential else list(self.seeds),
             "fixed": self.fixed,
             "params": {p.name: _param_to_dict(p) for p in self.params}, "source": self.source,

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from search.space_checks import (_err, _failure_value, _grid, _mapping, _number, _parse_params,
                                  _report_keys, _scheduler, _seeds, _word)
 from search.space_model import (DEFAULT_NUM_SAMPLES, MAX_CHECKED_CONFIGS, NAME_PATTERN, SAMPLERS, SEED_RANGE,
-                                TOP_KEYS, Param, Space, SpaceError, expand, knob_readers)
+                                TOP_KEYS, Param, Resources, Space, SpaceError, expand, knob_readers)
 from trainers.config import all_keys, dotted, make_config
 from trainers.fields import ConfigError, did_you_mean, one_line
 from trainers.methods import METHODS, get_method
@@ -61,6 +61,7 @@ def validate_space(raw: dict, source: str = "<space>", presets: tuple[str, ...] 
     resources["gpu"] = _number(source, "resources.gpu", resources.get("gpu", 0))
     if resources["cpu"] <= 0 or resources["gpu"] < 0:
         raise _err(source, "resources", f"needs cpu > 0 and gpu >= 0, got {resources}")
+    resources = Resources(**resources)
 
     fixed = dotted(_mapping(source, "fixed", raw.get("fixed") or {}, "{dataset: digits, steps: 200}"))
     if sampler != "grid":  # a space that selects: chosen on the validation half, reported on the test half

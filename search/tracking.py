@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -45,8 +46,21 @@ def git_commit() -> str:
         return "unknown"
 
 
+def check_tracking_uri(uri: Any, error: type[ConfigError] = ConfigError) -> None:
+    """``tracking_uri=`` must name a server or a database by its URI (MLflow would read a bare path as a
+    folder of its file store); ``error``: the command's own ConfigError (exit 2 either way)."""
+    if uri is not None and not (isinstance(uri, str) and "://" in uri):
+        raise error(f"tracking_uri={uri!r} is not a URI; give the server or database of the study "
+                    f"(http://127.0.0.1:5000, sqlite:////abs/path/mlflow.db), or drop it to use <root>/mlflow.db")
+
+
 def client_for(tracking_uri: str):
+    """The MLflow client of every command (driver, callback, report, doctor, UI). MLflow draws a progress bar
+    for each artifact download (the report's sample grids) and chunked upload unless told not to, and reads
+    the setting at each transfer: set here, it holds for every transfer whichever command makes them."""
     from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return MlflowClient(tracking_uri=tracking_uri)
 
 
@@ -55,7 +69,6 @@ def create_local_store(path: Path) -> None:
     that are not one transaction, and a driver stopped among them (Ctrl-C, kill -9, a full disk) would leave
     a half-created ``mlflow.db`` that no later start can open. The schema is made in a temporary file beside
     it, then renamed into place (atomic). An existing store is left as it is."""
-    import os
     import uuid
 
     if path.exists():
@@ -161,7 +174,7 @@ def start_parent_run(client, experiment_id: str, space, space_yaml: str) -> str:
         TAG_ROLE: "parent", TAG_SPACE: space.name, "git_commit": git_commit(),
         "mlflow.note.content": space.description})
     params = {"metric": json.dumps(space.metric_arg), "mode": json.dumps(space.mode_arg),
-              "sampler": space.sampler, "scheduler": json.dumps(space.scheduler),
+              "sampler": space.sampler, "scheduler": json.dumps(dict(space.scheduler)),
               "num_samples": space.num_samples, "seeds": json.dumps(list(space.seeds)),
               "max_concurrent": space.max_concurrent}
     if space.presets:

@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from search.run import main as run_main
-from search.run import make_scheduler, prepare
+from search.run import prepare
+from search.study_ray import make_scheduler
 from search.spaces import SAMPLERS, Space, load_space
 from trainers.config import make_config
 from trainers.fields import ConfigError

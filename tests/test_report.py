@@ -259,7 +259,7 @@ def test_primary_comparison_is_tested_first_and_gates_the_rest():
 
 def test_failed_replicates_enter_the_table_at_the_penalty_and_get_a_failure_comparison():
     from search.report import failure_comparisons
-    from search.report.sections import cell
+    from search.report.summary import cell
 
     space = dataclasses.replace(load_space("sdclr_ablation"), failure_value={"kid_minority": 50.0})
     members = [_trial("damage", 100, 0, 1.0), _trial("damage", 100, 1, 3.0), _trial("damage", 100, 2, 2.0, "FAILED")]
@@ -277,7 +277,7 @@ def test_interrupted_replicates_are_neither_values_nor_failures():
     are no evidence about the configuration: entered at the penalty they would make it look failed."""
     from search.report import failure_comparisons
     from search.report.runs import by_seed
-    from search.report.sections import cell
+    from search.report.summary import cell
 
     space = dataclasses.replace(load_space("sdclr_ablation"), failure_value={"kid_minority": 50.0})
     killed = _trial("damage", 100, 2, 9.0, "KILLED")
@@ -295,7 +295,8 @@ def test_interrupted_replicates_are_neither_values_nor_failures():
 
 
 def test_best_configurations_and_importances_are_computed_within_each_imbalance():
-    from search.report.sections import Study, best_configurations, importance_section
+    from search.report.ranking import best_configurations, importance_section
+    from search.report.summary import Study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space("smoke")
@@ -315,7 +316,7 @@ def test_best_configurations_and_importances_are_computed_within_each_imbalance(
 
 
 def test_evaluation_noise_share_is_reported_only_when_trials_log_evalsd():
-    from search.report.sections import Study, evaluation_noise
+    from search.report.summary import Study, evaluation_noise
 
     space = load_space("sdclr_ablation")
     runs = [_trial("dcgan", 1, s, v) for s, v in enumerate([1.0, 3.0, 2.0, 4.0])]

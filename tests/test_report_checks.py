@@ -210,3 +210,31 @@ def test_a_new_local_mlflow_store_is_made_whole_or_not_at_all(tmp_path, monkeypa
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"alembic_version", "experiments", "runs", "metrics", "params", "tags"} <= tables
     assert tracking.client_for(f"sqlite:///{path}").get_experiment("0").name == "Default"
+
+
+@pytest.mark.parametrize("uri", ["runs/mlflow.db", "mlflow.db"])
+def test_a_path_for_tracking_uri_is_refused_alike_by_run_and_report(uri, tmp_path, capsys):
+    """search.run and search.report share one check of tracking_uri=: the same line, exit 2, nothing written."""
+    from search.run import main as run_main
+
+    root = tmp_path / "runs"
+    assert run_main(["space=smoke", f"root={root}", f"tracking_uri={uri}"]) == 2
+    by_run = capsys.readouterr().err.strip()
+    by_report = refused(root, capsys, 2, f"tracking_uri={uri}")
+    assert by_run == by_report and "is not a URI" in by_report, (by_run, by_report)
+    assert not root.exists()
+
+
+def test_every_mlflow_client_turns_the_artifact_progress_bar_off_unless_asked(tmp_path, monkeypatch):
+    """search.run and search.report make their MLflow clients with tracking.client_for, which turns MLflow's
+    per-transfer progress bar off (a bar per copied sample grid) and leaves a user's own choice alone."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+
+    from search import tracking
+
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    tracking.client_for(f"sqlite:///{tmp_path}/mlflow.db")
+    assert MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.get() is False
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true")
+    tracking.client_for(f"sqlite:///{tmp_path}/mlflow.db")
+    assert MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.get() is True

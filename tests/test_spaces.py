@@ -396,7 +396,7 @@ def test_report_keys_are_refused_in_one_line(tmp_path, extra, message):
 def test_a_cgan_space_without_gsr_lambda_says_gsr_is_off(tmp_path, capsys):
     from types import SimpleNamespace
 
-    from search.run import gsr_off_note, print_study
+    from search.study_output import gsr_off_note, print_study
 
     off = load_space(write(tmp_path, "name: t\nmetric: fid\nfixed: {method: cgan}\n"
                                      "params:\n  imbalance: {choice: [1, 10]}\n"))
@@ -475,3 +475,31 @@ def test_an_older_saved_searcher_state_restores_and_saves_back_the_same(smoke_st
     assert resumed.state == expected
     resumed.save(str(tmp_path / "again.pkl"))
     assert pickle.loads((tmp_path / "again.pkl").read_bytes())["state"] == expected
+
+
+def test_scheduler_and_resources_are_typed_read_only_mappings():
+    """``scheduler`` and ``resources`` are frozen records with typed fields that still read, compare and
+    serialise as the plain dicts a space file spells (asha's settings only under asha)."""
+    import dataclasses
+    import json
+
+    import yaml
+
+    from search.space_model import Resources, Scheduler
+
+    fifo = load_space("smoke")
+    assert isinstance(fifo.scheduler, Scheduler) and fifo.scheduler.type == "fifo"
+    assert fifo.scheduler == {"type": "fifo"} and "grace_period" not in fifo.scheduler
+    asha = load_space("smoke", {"scheduler": {"type": "asha", "grace_period": 3}, "resources": {"gpu": 0.5}})
+    assert (asha.scheduler.type, asha.scheduler.grace_period, asha.scheduler.reduction_factor) == ("asha", 3, 2.0)
+    assert json.loads(json.dumps(dict(asha.scheduler))) == {"type": "asha", "grace_period": 3, "reduction_factor": 2}
+    assert isinstance(asha.resources, Resources) and (asha.resources.cpu, asha.resources.gpu) == (1.0, 0.5)
+    assert asha.resources == {"cpu": 1, "gpu": 0.5} and {"gpu": 0.5, "cpu": 1} == asha.resources
+    assert asha.resources != {"cpu": 1}
+    plain = asha.to_dict()
+    assert type(plain["scheduler"]) is dict and type(plain["resources"]) is dict
+    assert yaml.safe_load(yaml.safe_dump(plain))["resources"] == {"cpu": 1, "gpu": 0.5}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        asha.resources.cpu = 2  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        asha.scheduler["type"] = "fifo"  # type: ignore[index]

@@ -15,8 +15,9 @@ import dataclasses
 import functools
 from typing import Any, Mapping
 
-from trainers.data import DATASETS, PROFILES
+from trainers.data import DATASETS
 from trainers.fields import ConfigError, build, fields_of, one_line, suggest
+from trainers.imbalance import PROFILES
 from trainers.methods import METHODS, get_method
 from trainers.settings import TrainConfig
 

@@ -1,14 +1,13 @@
-"""Datasets, imbalance profiles and class splits.
+"""Datasets and class splits.
 
 Every dataset loads into uint8 tensors (N x C x H x W) at the configured resolution; the training
-split is then made long-tailed by one of the profiles of METHODS.md. Evaluation always uses the
+split is then made long-tailed by one of the profiles of METHODS.md (``trainers.imbalance``). Evaluation always uses the
 balanced test split, and the judge classifier the full (balanced) training split.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from trainers.fields import ConfigError, one_line
+from trainers.imbalance import class_order, longtail_counts, minority_classes
 from trainers.settings import TrainConfig
 
 
@@ -88,72 +88,6 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """float [-1, 1] -> uint8 [0, 255]."""
     return images.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
-
-
-# ----------------------------------------------------------------------------------------------
-# Imbalance profiles
-
-
-def longtail_counts(n_max: int, num_classes: int, rho: float, profile: str = "exp") -> list[int]:
-    """Images per class rank ``k = 0..K-1`` under an imbalance ``rho = n_max / n_min``.
-
-    ``exp``: ``int(n_max * (1/rho) ** (k / (K-1)))`` (CIFAR-LT); ``step``: the first ``ceil(K/2)``
-    classes keep ``n_max``, the rest ``int(n_max / rho)``; ``balanced_partial``: the ``exp`` total
-    split evenly over classes (the remainder goes one each to the first classes).
-    """
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown imbalance_profile '{profile}'; valid: {', '.join(PROFILES)}")
-    if rho < 1:
-        raise ConfigError(f"imbalance = {rho} must be >= 1 (1 = balanced)")
-    if num_classes < 1 or n_max < 1:
-        raise ConfigError(f"need n_max >= 1 and num_classes >= 1, got {n_max}, {num_classes}")
-    return PROFILES[profile](n_max, num_classes, rho)
-
-
-def _exp_counts(n_max: int, k: int, rho: float) -> list[int]:
-    if k == 1:
-        return [n_max]
-    return [int(n_max * (1.0 / rho) ** (i / (k - 1))) for i in range(k)]
-
-
-def _step_counts(n_max: int, k: int, rho: float) -> list[int]:
-    head = math.ceil(k / 2)
-    return [n_max] * head + [int(n_max / rho)] * (k - head)
-
-
-def _balanced_partial_counts(n_max: int, k: int, rho: float) -> list[int]:
-    total = sum(_exp_counts(n_max, k, rho))
-    base, extra = divmod(total, k)
-    return [base + (1 if i < extra else 0) for i in range(k)]
-
-
-PROFILES: dict[str, Callable[[int, int, float], list[int]]] = {
-    "exp": _exp_counts,
-    "step": _step_counts,
-    "balanced_partial": _balanced_partial_counts,
-}
-
-
-def class_order(num_classes: int, seed: int) -> list[int]:
-    """The classes by rank (0 = head) for ``seed``: a seeded permutation, so which classes are the
-    minority varies between seeds (an imbalance effect, not a digit effect: docs/methods.md) while every
-    configuration of one seed shares it."""
-    gen = torch.Generator().manual_seed(int(seed))
-    return torch.randperm(num_classes, generator=gen).tolist()
-
-
-def minority_classes(counts: list[int], class_order: list[int], num_minority: int | None = None) -> list[int]:
-    """The ``num_minority`` (default ``floor(K/2)``) classes with the fewest training images.
-
-    Ties (e.g. a balanced split) go to the classes ranked last, so the choice is stable.
-    """
-    k = len(counts)
-    m = k // 2 if num_minority is None else num_minority
-    if not 0 <= m <= k:
-        raise ConfigError(f"num_minority = {m} must lie in [0, {k}]")
-    rank = {c: r for r, c in enumerate(class_order)}
-    ordered = sorted(range(k), key=lambda c: (counts[c], -rank[c]))
-    return sorted(ordered[:m])
 
 
 def make_longtail(split: Split, num_classes: int, counts_by_rank: list[int], class_order: list[int],

@@ -67,7 +67,7 @@ class TrainConfig:
     download: bool = setting(False, "let torchvision download a missing dataset")
     resolution: int | None = setting(None, "image side; None = the dataset's default", positive=True)
     imbalance: float = setting(1.0, "rho = n_max / n_min of the training split; 1 = balanced", between=(1.0, INF, "[]"))
-    imbalance_profile: str = setting("exp", "a name of trainers.data.PROFILES")
+    imbalance_profile: str = setting("exp", "a name of trainers.imbalance.PROFILES")
     n_max: int | None = setting(None, "images of the head class; None = the smallest class's count", positive=True)
     data_seed: int | None = setting(None, "which images of a class are kept; None = the trial's seed, so "
                                           "replicates see different subsets and one seed's trials share one")

@@ -8,12 +8,13 @@ the best configurations and importances within each data condition, figures, sam
 search's efficiency. It first checks the study as ``search.run`` does before a resume (``check_study``): an
 unreachable tracking URI or a root with no study is one line and exit 2, a damaged or missing store one line
 and exit 1, with nothing written. The package: ``runs`` (loading), ``comparisons`` (families, adjustment,
-verdicts), ``figures``, ``sections`` (``write_report`` as a list of section functions).
+verdicts), ``figures``, ``sections`` (``write_report`` as a list of section functions), whose sections live in
+``summary`` (header, ablation table, evaluation noise, headline), ``ranking`` (best configurations, importances),
+``sequential`` and ``sections`` itself.
 """
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 
@@ -21,7 +22,9 @@ from search.report.comparisons import (Comparison, Family, adjust, compared_metr
                                        imbalance_comparisons, method_comparisons, primary_comparisons)
 from search.report.figures import figure, plot_per_class, plot_sigma_max
 from search.report.runs import TrialRun, by_seed, configurations, efficiency_between, load_runs, trial_runs
-from search.report.sections import SECTIONS, fmt, headline, importances, write_report
+from search.report.ranking import importances
+from search.report.sections import SECTIONS, write_report
+from search.report.summary import fmt, headline
 from search.stats import mean_ci
 from search.store_checks import StoreError
 from trainers.cli import directory_arg, run_command
@@ -35,7 +38,6 @@ __all__ = ["Comparison", "Family", "SECTIONS", "TrialRun", "adjust", "by_seed", 
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per copied sample grid
     try:
         return run_command(__doc__, _report, argv)
     except StoreError as e:  # a damaged or missing store: one line, nothing opened or written
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 def _report(argv: list[str]) -> int:
     from search.spaces import load_space
     from search.stores import DEFAULT_ROOT, Stores
+    from search.tracking import check_tracking_uri
 
     args = parse_overrides(argv)
     unknown = set(args) - {"space", "root", "tracking_uri", "preset"}
@@ -54,9 +57,7 @@ def _report(argv: list[str]) -> int:
     if "space" not in args:
         raise ConfigError("say which study: space=NAME")
     uri = args.get("tracking_uri")
-    if uri is not None and not (isinstance(uri, str) and "://" in uri):
-        raise ConfigError(f"tracking_uri={uri!r} is not a URI; give the server or database the study ran with "
-                          f"(http://127.0.0.1:5000, sqlite:////abs/path/mlflow.db), or drop it for <root>/mlflow.db")
+    check_tracking_uri(uri)
     space = load_space(str(args["space"]), preset=args.get("preset"))
     # the report is written under root: a path string, ~ expanded, where a folder can really be made
     stores = Stores.at(directory_arg("root", args.get("root", DEFAULT_ROOT)), uri)

@@ -1,124 +1,23 @@
-"""``write_report``: the report as a list of section functions, each turning the study into Markdown lines."""
+"""``write_report``: the report as a list of section functions, each turning the study into Markdown lines.
+What the study measured is in ``summary``, the rankings in ``ranking``; here the comparisons, figures,
+sample grids, the search's efficiency and where to open the runs."""
 
 from __future__ import annotations
 
-import math
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from search import tracking
 from search.report import figures
-from search.report.comparisons import (Family, comparison_table, declared_effect_lines, family, family_lines,
-                                       baseline_method)
-from search.report.runs import (TrialRun, by_seed, configurations, group_keys, label_of, penalty_of,
-                                search_efficiency, study_of, trial_runs)
-from search.stats import mean_ci
+from search.report.comparisons import baseline_method, comparison_table, declared_effect_lines, family, family_lines
+from search.report.ranking import best_configurations, importance_section
+from search.report.runs import TrialRun, configurations, label_of, search_efficiency, study_of, trial_runs
+from search.report.summary import Study, ablation_table, evaluation_noise, header, headline
 from search.stores import Stores
 
-TABLE_METRICS = ("fid", "kid_minority", "recall_minority", "fid_minority", "minority_missing", "classes_dropped",
-                 "judge/confident_rate")
-MIN_TRIALS_FOR_IMPORTANCE = 4
 MAX_GRIDS = 12
-DEFAULT_BLOCKS = ("imbalance", "imbalance_profile")  # data conditions: never ranked like a hyperparameter
-
-
-@dataclass
-class Study:
-    """Everything a section reads."""
-
-    space: Any
-    stores: Stores | None
-    runs: list[TrialRun]
-    study: Any = None  # the Optuna study
-    client: Any = None
-    exp: Any = None
-    parent: Any = None
-    out: Path | None = None
-    family: Family | None = None
-    efficiency: dict | None = None
-
-
-def fmt(mean: float, half: float, n: int) -> str:
-    if n == 0:
-        return "—"
-    if math.isnan(half):
-        return f"{mean:.3g} (n={n})"
-    return f"{mean:.3g} ± {half:.2g} (n={n})"
-
-
-def cell(space, members: list[TrialRun], metric: str) -> str:
-    """A configuration's mean ± half-width over seeds, failed replicates at the penalty (or excluded, said)."""
-    penalty = penalty_of(space, metric)
-    values = [v for r in members for v in by_seed([r], metric, penalty).values()]
-    if not any(metric in r.metrics for r in members):
-        return "—"  # not measured by this study's runs
-    failed = sum(r.failed_on(metric) for r in members)
-    interrupted = sum(r.interrupted for r in members)
-    text = fmt(*mean_ci(values))
-    if failed and penalty is not None:
-        text = text[:-1] + f", {failed} failed at {penalty:g})" if text.endswith(")") else text
-    elif failed:
-        text = f"{text}; {failed} failed, excluded"
-    if interrupted:
-        text = f"{text}; {interrupted} unfinished (interrupted), excluded"
-    return text
-
-
-def blocks_of(space) -> list[str]:
-    declared = getattr(space, "blocks", None)
-    names = {p.name for p in space.params}
-    return [b for b in (declared if declared is not None else DEFAULT_BLOCKS) if b in names]
-
-
-# -- sections ------------------------------------------------------------------------------------------
-def header(s: Study) -> list[str]:
-    states: dict[str, int] = {}
-    for t in (s.study.trials if s.study is not None else []):
-        states[t.state.name] = states.get(t.state.name, 0) + 1
-    failed = sum(not r.finished and not r.interrupted for r in s.runs)
-    interrupted = sum(r.interrupted for r in s.runs)
-    space = s.space
-    return [f"# Study `{space.name}`", "", space.description, "",
-            f"- metric: {space.metric_arg} ({space.mode_arg}); sampler {space.sampler}; "
-            f"scheduler {space.scheduler['type']}; seeds "
-            + (f"in blocks, looks at {list(space.sequential.looks)}" if getattr(space, "sequential", None)
-               else f"{list(space.seeds)}"),
-            f"- trials (MLflow child runs): {len(s.runs)}, of which failed: {failed}; unfinished (the study was "
-            f"stopped or its driver killed while they ran; excluded from every value and rate, a resume reruns "
-            f"them): {interrupted}",
-            "- Optuna configurations: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())), ""]
-
-
-def ablation_table(s: Study) -> list[str]:
-    space, runs = s.space, s.runs
-    keys = group_keys(space)
-    penalties = {m: penalty_of(space, m) for m in TABLE_METRICS if penalty_of(space, m) is not None}
-    rule = (f"a failed or diverged replicate enters at the space's failure_value ({penalties})" if penalties
-            else "the space sets no failure_value, so a failed replicate is excluded from the mean and each cell "
-                 "says how many were")
-    lines = ["## Ablation table", "",
-             f"Mean ± half-width of the 95% t confidence interval over seed replicates (n); {rule}. `failed`: "
-             "failed or diverged replicates of the configuration (its failure rate is compared below).", "",
-             "| " + " | ".join(keys + ["trials", "failed"] + list(TABLE_METRICS)) + " |",
-             "|" + "---|" * (len(keys) + 2 + len(TABLE_METRICS))]
-    groups: dict[tuple, list[TrialRun]] = {}
-    for run in runs:
-        groups.setdefault(tuple((k, run.sampled.get(k, "—")) for k in keys), []).append(run)
-    for group, members in sorted(groups.items(), key=lambda g: [str(v) for _, v in g[0]]):
-        failed = sum(r.failed_on(space.metric[0]) for r in members)
-        cells = [str(v) for _, v in group] + [str(len(members)), str(failed)]
-        lines.append("| " + " | ".join(cells + [cell(space, members, m) for m in TABLE_METRICS]) + " |")
-    per_class_n = sorted({int(r.metrics["per_class_n"]) for r in runs if r.finished and "per_class_n" in r.metrics})
-    fid_n = sorted({int(r.metrics["fid_n"]) for r in runs if r.finished and "fid_n" in r.metrics})
-    return lines + ["", f"Per-class and minority figures are at equal N: every class scored on N = "
-                    f"{', '.join(map(str, per_class_n)) or '—'} samples (`per_class_n`); a class short of N is missing "
-                    f"(`minority_missing`) and enters its group at a penalty, never flattering it. `fid` is on "
-                    f"{', '.join(map(str, fid_n)) or '—'} samples (`fid_n`). `judge/confident_rate`: the share of "
-                    f"samples the judge classifies with max softmax ≥ 0.9 (read it with `classes_dropped`: a collapsed "
-                    f"G that repeats one clean digit scores high).", ""]
 
 
 NOTES = {
@@ -158,80 +57,6 @@ def comparisons(s: Study) -> list[str]:
     return lines
 
 
-def evaluation_noise(s: Study) -> list[str]:
-    """Variance share of evaluation (reference draws) vs training seeds, where trials log ``evalsd/<m>``."""
-    space, rows = s.space, []
-    for metric in dict.fromkeys([*space.metric, *TABLE_METRICS]):
-        evaluation, total, n = [], [], 0
-        for members in configurations(s.runs).values():
-            done = [r for r in members if r.finished and math.isfinite(r.metrics.get(metric, math.nan))
-                    and f"evalsd/{metric}" in r.metrics]
-            if len(done) < 2:
-                continue
-            values = [r.metrics[metric] for r in done]
-            mean = sum(values) / len(values)
-            total.append(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-            draws = [max(1.0, r.metrics.get("eval_draws", 1.0)) for r in done]
-            evaluation.append(sum(r.metrics[f"evalsd/{metric}"] ** 2 / d for r, d in zip(done, draws)) / len(done))
-            n += len(done)
-        if total and sum(total) > 0:
-            share = min(1.0, sum(evaluation) / sum(total))
-            rows.append(f"| {metric} | {share:.0%} | {1 - share:.0%} | {n} |")
-    if not rows:
-        return []
-    return ["## Evaluation noise against training noise", "",
-            "Within a configuration, the variance of a metric over seeds has two sources: the evaluation (which "
-            "reference images and samples were drawn: `evalsd/<metric>`² over the draws, divided by `eval_draws` "
-            "when the trial's value is their mean) and training (the seed). Shares of the pooled within-"
-            "configuration variance:", "",
-            "| metric | evaluation | training seeds | runs |", "|---|---|---|---|", *rows, ""]
-
-
-def best_configurations(s: Study) -> list[str]:
-    import optuna
-
-    space = s.space
-    complete = [t for t in s.study.trials if t.state == optuna.trial.TrialState.COMPLETE] if s.study else []
-    lines = ["## Best configurations", ""]
-    if not complete:
-        return lines + ["No configuration completed.", ""]
-    blocks = blocks_of(space)
-    penalty = penalty_of(space, space.metric[0])
-    if blocks:
-        lines += [f"Ranked within each level of {', '.join(blocks)} (a data condition is a block, not a knob); the "
-                  "values are the ones the sampler was told.", ""]
-    by_block: dict[tuple, list] = {}
-    extended = {t.user_attrs.get("extends") for t in complete}  # seeds extended on resume: the newer trial counts
-    for t in complete:
-        if t.number not in extended:
-            by_block.setdefault(tuple((b, t.params.get(b)) for b in blocks), []).append(t)
-    for block, trials in sorted(by_block.items(), key=lambda kv: [str(v) for _, v in kv[0]]):
-        if blocks:
-            lines.append(f"**{label_of(dict(block))}**")
-            lines.append("")
-        if space.multi_objective:
-            front = [t for t in trials if not any(_dominates(o, t, space) for o in trials)]
-            for t in sorted(front, key=lambda t: t.values):
-                lines.append(f"- {t.params}: " + ", ".join(f"{m} {v:.4g}" for m, v in zip(space.metric, t.values)))
-        else:
-            for t in sorted(trials, key=lambda t: t.value, reverse=space.mode[0] == "max")[:5]:
-                k = int(t.user_attrs.get("failed_replicates", 0))
-                n = int(t.user_attrs.get("n_seeds", len(space.seeds)))  # sequential seeds: those it ran
-                averaged = (f"mean over {n} seeds, {k} failed entered at {penalty:g}" if k and penalty is not None
-                            else f"mean over the {n - k} finished of {n} seeds; {k} failed, excluded" if k
-                            else f"mean over {n} seed{'s' if n > 1 else ''}")
-                raced = "; raced out" if t.user_attrs.get("raced_out") else ""
-                lines.append(f"- {space.metric[0]} {t.value:.4g} ({averaged}{raced}): {t.params}")
-        lines.append("")
-    return lines
-
-
-def _dominates(a, b, space) -> bool:
-    sign = [1 if m == "min" else -1 for m in space.mode]
-    better = [x * s <= y * s for x, y, s in zip(a.values, b.values, sign)]
-    return all(better) and any(x * s < y * s for x, y, s in zip(a.values, b.values, sign))
-
-
 def figure_sections(s: Study) -> list[str]:
     from trainers.methods import METHODS
 
@@ -251,62 +76,6 @@ def figure_sections(s: Study) -> list[str]:
         if draw(out / name):
             lines += [f"## {title}", "", f"![{title}]({name})", ""]
     return lines
-
-
-def importances(study, space, trials=None) -> dict[str, float] | str:
-    """fANOVA importances (seeded forest) of ``trials`` (default: the study's complete ones)."""
-    import optuna
-
-    complete = [t for t in (trials if trials is not None else study.trials)
-                if t.state == optuna.trial.TrialState.COMPLETE]
-    if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
-        return f"not computed: {len(complete)} complete configurations, {MIN_TRIALS_FOR_IMPORTANCE} needed"
-    if trials is not None:
-        sub = optuna.create_study(directions=study.directions)
-        sub.add_trials(complete)
-        study = sub
-    try:
-        # a seeded forest: the same study gives the same figures (and order of ties) in every rebuild
-        return optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
-            target=(lambda t: t.values[0]) if space.multi_objective else None)
-    except (ValueError, RuntimeError) as e:  # e.g. a single varying parameter, conditional spaces
-        return f"not computed: {e}"
-
-
-def importance_section(s: Study) -> list[str]:
-    import optuna
-
-    if s.study is None:
-        return []
-    blocks = blocks_of(s.space)
-    lines = ["## Parameter importances (Optuna, fANOVA)", ""]
-    complete = [t for t in s.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    by_block: dict[tuple, list] = {}
-    for t in complete:
-        by_block.setdefault(tuple((b, t.params.get(b)) for b in blocks), []).append(t)
-    if blocks:
-        lines += [f"Within each level of {', '.join(blocks)}.", ""]
-    for block, trials in sorted(by_block.items(), key=lambda kv: [str(v) for _, v in kv[0]]) or [((), [])]:
-        prefix = f"**{label_of(dict(block))}**: " if blocks and block else ""
-        if blocks:
-            trials = [_without(t, blocks) for t in trials]
-        imp = importances(s.study, s.space, trials if blocks else None)
-        if not imp:
-            lines += [prefix + "not computed: no parameter varies across the complete configurations", ""]
-        elif isinstance(imp, str):
-            lines += [prefix + imp, ""]
-        else:
-            lines += ([prefix, ""] if prefix else []) + [f"- {k}: {v:.3f}" for k, v in imp.items()] + [""]
-    return lines
-
-
-def _without(trial, names: list[str]):
-    import optuna
-
-    keep = {k: v for k, v in trial.params.items() if k not in names}
-    return optuna.trial.create_trial(params=keep, distributions={k: trial.distributions[k] for k in keep},
-                                     values=trial.values, state=trial.state)
 
 
 def sample_grids(s: Study) -> list[str]:
@@ -395,29 +164,3 @@ def write_report(space, stores: Stores, runs: list[TrialRun] | None = None) -> P
         # the parent row carries the answer: the headline as its description, a mean per configuration and metric
         tracking.set_parent_summary(client, parent.info.run_id, *headline(space, runs, s.family))
     return report
-
-
-def headline(space, runs: list[TrialRun], fam: Family | None = None) -> tuple[str, dict[str, float]]:
-    """(Markdown: the ablation table and the comparisons resolved after adjustment; per-configuration means
-    keyed ``<metric>/<value>_<value>...`` without '=', e.g. ``kid_minority/dcgan_rho100``) for the study's
-    MLflow parent run."""
-    fam = fam or family(space, runs)
-    s = Study(space, None, runs, family=fam)
-    resolved = fam.resolved
-    lines = [*ablation_table(s), *family_lines(fam), "### Resolved after adjustment", ""]
-    lines += ([f"- {c.context}: {c.what}, {c.metric}: {c.diff.estimate:+.3g} "
-               f"(p = {c.diff.p:.2g}, Holm {c.p_adjusted:.2g})" for c in resolved] or ["- none"])
-    means: dict[str, float] = {}
-    for config, members in configurations(runs).items():
-        ordered = sorted(config, key=lambda kv: (kv[0] != "method", kv[0]))  # the method first: dcgan_rho100
-        name = "_".join(_short(k, v) for k, v in ordered) or "all"
-        for metric in dict.fromkeys([*space.metric, *TABLE_METRICS]):
-            mean = mean_ci(list(by_seed(members, metric, penalty_of(space, metric)).values()))[0]
-            if math.isfinite(mean):
-                means[f"{metric}/{name}"] = mean
-    return "\n".join(lines) + "\n", means
-
-
-def _short(key: str, value) -> str:
-    word = {"imbalance": "rho", "method": ""}.get(key, re.sub(r"[^A-Za-z0-9]+", "", key)[:12])
-    return re.sub(r"[^A-Za-z0-9_.-]+", "", f"{word}{value:g}" if isinstance(value, float) else f"{word}{value}")

@@ -4,10 +4,11 @@ minority-class diagnostics.
 
 ``judge`` (the cached classifier; ``judge_extractor``, the same as a torch-fidelity extractor),
 ``cache`` (locked, atomic cache files), ``fidelity`` (torch-fidelity wiring), ``perclass`` (equal-N
-scoring, missing classes, histogram, KLs), ``evaluator`` (one evaluation and the scoring of a saved
-sample set; each metric registered with the names it reports), ``names`` (every name a trial
-reports), ``plots`` (PNG artifacts). ``python -m trainers.evaluate`` scores any generator's samples
-the same way. Nothing heavy is imported until an evaluator is made (torch-fidelity: at its first use).
+scoring, missing classes, histogram, KLs), ``evaluator`` (one evaluation: the references, sampling G
+and the scoring of a saved sample set), ``scores`` (each metric registered with the names it
+reports), ``names`` (every name a trial reports), ``plots`` (PNG artifacts). ``python -m
+trainers.evaluate`` scores any generator's samples the same way. Nothing heavy is imported until an
+evaluator is made (torch-fidelity: at its first use).
 """
 
 from __future__ import annotations

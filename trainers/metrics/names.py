@@ -2,7 +2,7 @@
 
 Each name is declared where it is computed: the loop's own (``trainers.loop.REPORTED``), the method's
 (``GANMethod.metric_names``: its losses' logs and diagnostics) and the evaluator's (each of its metrics
-registered with the names it returns, ``trainers.metrics.evaluator.METRICS``, and held to them at
+registered with the names it returns, ``trainers.metrics.scores.METRICS``, and held to them at
 every evaluation); ``reported_metrics`` joins them for one config, the per-class names for every class
 of the dataset (``fid_class/0`` .. ``fid_class/<K-1>``). A space whose metric is not among them is
 refused before anything runs (``search.spaces``).
@@ -13,7 +13,7 @@ from __future__ import annotations
 from trainers.data import DATASETS
 from trainers.loop import REPORTED
 from trainers.methods import get_method
-from trainers.metrics.evaluator import metric_names
+from trainers.metrics.scores import metric_names
 from trainers.metrics.perclass import VAL_PREFIX
 from trainers.settings import EvalConfig, TrainConfig
 
