@@ -99,15 +99,13 @@ def _holm(group: list[Comparison], alpha: float, tested: bool) -> None:
         return
     pvalues = [c.diff.p if c.diff.testable and math.isfinite(c.diff.p) else 1.0 for c in group]
     # statsmodels' Holm calls gc.collect() on every call: 0.3-1 s each in a process that holds torch and
-    # MLflow, twice per family. Frozen, the heap is not scanned; unfrozen after (unless a caller had frozen
-    # it), nothing is kept alive.
-    frozen_by_caller = gc.get_freeze_count() > 0
+    # MLflow, twice per family. Frozen, the heap is not scanned; unfrozen after, nothing is kept alive
+    # (both are O(1) list splices; gc.get_freeze_count() would walk the heap).
     gc.freeze()
     try:
         reject, adjusted, _, _ = multipletests(pvalues, alpha=alpha, method="holm")
     finally:
-        if not frozen_by_caller:
-            gc.unfreeze()
+        gc.unfreeze()
     level = 1 - alpha / len(group)
     for c, rejected, p in zip(group, reject, adjusted):
         c.p_adjusted = float(p)
