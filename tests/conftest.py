@@ -18,3 +18,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_intra_op_thread():
+    """In-process training and evaluation on one intra-op thread, as a one-CPU trial runs them
+    (search/trainable.py; the judge and fidelity pin it too): these nets are too small to gain from a
+    second thread, and a spin-waiting pool on two shared cores made test_loop + test_gsr 3-4x slower
+    (29 s against 114 s with a busy machine). Subprocesses keep their own default."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -12,6 +12,7 @@ from search import definition
 from search.run import main as run_main
 from search.run import prepare
 from search.searcher import open_study
+from store_fixtures import new_mlflow_store
 from test_resume_checks import snapshot
 
 ARGS = ["space=smoke"]
@@ -25,7 +26,8 @@ def study_on_disk(root, mlflow: bool = False):
     definition.record(stores, space.name, definition.definition_of(space, stores))
     if mlflow:
         from mlflow.tracking import MlflowClient
-        MlflowClient(stores.tracking_uri).search_experiments()  # creates the schema
+        new_mlflow_store(stores.mlflow_db)
+        MlflowClient(stores.tracking_uri).search_experiments()  # opens it (MLflow checks its schema)
     stores.study_lock(space.name).acquire(timeout=0)
     stores.study_lock(space.name).release()
     return stores

@@ -24,6 +24,7 @@ from trainers import checkpoint as ckpt
 from trainers.faults import CRASH_ENV
 from trainers.loop import DivergedError, train
 
+from store_fixtures import new_mlflow_store
 from test_search_e2e import ENV, PROJECT, mlflow_runs, optuna_states, run_cli, start_cli, wait_until_complete
 
 TINY = {"dataset": "digits", "ch": 4, "batch_size": 16, "steps": 6, "eval_every": 2, "keep_checkpoints": 3}
@@ -304,6 +305,7 @@ def test_stopped_runs_are_settled_by_what_ray_restored(tmp_path):
     """close_runs: the runs a stopped driver left open get the status of their restored trial."""
     from mlflow.tracking import MlflowClient
 
+    new_mlflow_store(tmp_path / "mlflow.db")
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("x", artifact_location=(tmp_path / "a").as_uri())
     parent = client.create_run(experiment).info.run_id

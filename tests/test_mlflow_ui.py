@@ -20,6 +20,7 @@ import pytest
 from search import tracking
 from search.spaces import load_space
 from search.stores import Stores
+from store_fixtures import new_mlflow_store
 
 PROJECT = Path(__file__).resolve().parent.parent
 ARTIFACTS = PROJECT / "test-artifacts"
@@ -239,6 +240,7 @@ def test_the_printed_link_names_the_stored_view(tmp_path):
     root = tmp_path / "runs"
     space = load_space("smoke")
     stores = Stores.at(root)
+    new_mlflow_store(stores.mlflow_db)
     client = tracking.client_for(stores.tracking_uri)
     exp = tracking.ensure_experiment(client, space.name, stores.experiment_artifact_location(space.name))
     parent = tracking.start_parent_run(client, exp, space, "")
@@ -271,7 +273,9 @@ def test_parent_summary_takes_keys_mlflow_refuses(tmp_path):
     markdown, cut under MLflow's limit with a pointer to the full report."""
     from mlflow.exceptions import MlflowException
 
-    client = tracking.client_for(Stores.at(tmp_path / "runs").tracking_uri)
+    stores = Stores.at(tmp_path / "runs")
+    new_mlflow_store(stores.mlflow_db)
+    client = tracking.client_for(stores.tracking_uri)
     run_id = client.create_run(client.create_experiment("summary")).info.run_id
     with pytest.raises(MlflowException):  # the reason for metric_key
         client.log_metric(run_id, "kid_minority/dcgan ρ=100", 0.5)

@@ -16,6 +16,7 @@ from search.report import main as report_main
 from search.report import mean_ci, write_report
 from search.spaces import load_space
 from search.stores import Stores
+from store_fixtures import new_mlflow_store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -36,6 +37,7 @@ def make_study(root, space, outcomes):
     """A finished study written through the real stores: outcomes = [(sampled, seed, fid or None)]."""
     stores = Stores.at(root)
     study = optuna.create_study(study_name=space.name, storage=stores.optuna_storage(), direction="minimize")
+    new_mlflow_store(stores.mlflow_db)
     client = tracking.client_for(stores.tracking_uri)
     exp = tracking.ensure_experiment(client, space.name, stores.experiment_artifact_location(space.name))
     parent = tracking.start_parent_run(client, exp, space, "")

@@ -13,6 +13,7 @@ from ray.tune.search import Searcher
 
 from search.spaces import SpaceError, load_space
 from search.stores import Stores
+from store_fixtures import new_mlflow_store
 
 SPACE = """
 name: seq_unit
@@ -438,6 +439,7 @@ def test_a_raced_out_configuration_is_tagged_in_mlflow(tmp_path):
     from search.sequential_plan import tag_raced_out
 
     uri = f"sqlite:///{made(tmp_path / 'runs') / 'mlflow.db'}"
+    new_mlflow_store(made(tmp_path / "runs") / "mlflow.db")
     client = tracking.client_for(uri)
     experiment = client.create_experiment("race_unit")
     runs = {tid: client.create_run(experiment, tags={tracking.TAG_TRIAL: tid}).info.run_id for tid in ("a", "b", "c")}

@@ -10,6 +10,7 @@ import pytest
 
 from search.spaces import SpaceError, available_spaces, load_space
 from search.stores import Stores
+from store_fixtures import new_mlflow_store
 from trainers.config import make_config
 from trainers.methods import METHODS
 
@@ -444,6 +445,7 @@ def test_a_callback_pickled_by_the_older_layout_starts_a_fresh_driver(tmp_path):
     old = {"tracking_uri": f"sqlite:///{tmp_path}/m.db", "experiment_id": "1", "parent_run_id": "p", "space": space,
            "_commit": "abc", "_runs": {}, "_client": None, "_runs_settled": False, "_data_logged": set(),
            "_gpus_tagged": set(), "_logged_step": {"metrics": {}, "images": {}}, "_failure": None}
+    new_mlflow_store(tmp_path / "m.db")  # what the driver opens: a store as search.run makes it
     callback = MLflowTrialCallback.__new__(MLflowTrialCallback)
     callback.__setstate__(pickle.loads(pickle.dumps(old)))
     assert (callback.tracking_uri, callback.experiment_id, callback.parent_run_id, callback.commit) == (
