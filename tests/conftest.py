@@ -11,6 +11,12 @@ def pytest_addoption(parser):
                      help="also run the slow end-to-end tests (CI does)")
 
 
+def pytest_configure(config):
+    # the space-loader fuzz runs its full example counts with --all (CI), a fifth of them otherwise
+    if config.getoption("--all"):
+        os.environ["LTGAN_FULL_FUZZ"] = "1"
+
+
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--all"):
         return
