@@ -113,6 +113,9 @@ def load_space(name_or_path: str, overrides: Mapping[str, Any] | None = None,
     return validate_space(merged, str(path), presets=tuple(name for name, _ in presets), origins=origins)
 
 
+REPLACED = ("seeds", "primary")
+
+
 def merge(layers: list[Mapping[str, Any]], source: str) -> dict:
     """OmegaConf's merge of the layers, later ones winning; ``fixed`` is nested first so that a dotted
     key (``eval.num_samples``) and its nested spelling (``eval: {num_samples}``) are one key."""
@@ -125,6 +128,10 @@ def merge(layers: list[Mapping[str, Any]], source: str) -> dict:
             layer["fixed"] = unflatten(layer["fixed"])
         return layer
 
+    # a whole-value key: a later layer's seeds (a count, a list or a sequential spec) or primary replaces
+    # the earlier one instead of merging into it (seeds=[0] over a sequential spec is a fixed list)
+    whole = {key: layer[key] for layer in layers for key in REPLACED if key in layer}
+    layers = [{k: v for k, v in layer.items() if k not in REPLACED} for layer in layers] + [whole]
     try:
         return OmegaConf.to_container(OmegaConf.merge(*(OmegaConf.create(nested(layer)) for layer in layers)))
     except (OmegaConfBaseException, ConfigError, TypeError) as e:  # TypeError: a mapping over a list, ...

@@ -119,6 +119,11 @@ def test_the_seeds_spec_parses_to_looks_and_bad_specs_name_the_key_and_the_fix(t
     assert evidence.sequential.looks == (3, 6, 9, 12) and evidence.sequential.margin == {"fid": ("relative", 0.05)}
     with pytest.raises(SpaceError, match=r"'seeds.sequential.margin.fid' is not a metric the report compares"):
         load_space("evidence_damage", {"primary": None})
+    # a seeds override replaces the spec whole (a list over a sequential mapping is a fixed list, as the
+    # reduced evidence runs use it) and a preset's sequential spec replaces a count
+    assert load_space("evidence_damage", {"seeds": [0]}).seeds == (0,)
+    assert load_space("evidence_damage", {"seeds": [0]}).sequential is None
+    assert load_space("sdclr_ablation", preset="sequential").sequential.looks == (3, 6, 9, 12)
 
 
 def test_a_sequential_grid_runs_blocks_closes_comparisons_and_drops_a_finished_arm(study):
