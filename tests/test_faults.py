@@ -24,6 +24,7 @@ from trainers import checkpoint as ckpt
 from trainers.faults import CRASH_ENV
 from trainers.loop import DivergedError, train
 
+from processes import kill_9_and_wait
 from store_fixtures import new_mlflow_store
 from test_search_e2e import ENV, PROJECT, mlflow_runs, optuna_states, run_cli, start_cli, wait_until_complete
 
@@ -426,8 +427,8 @@ def test_an_unfinished_trial_whose_folder_is_gone_restarts_and_no_resume_loops(t
         time.sleep(0.3)
     time.sleep(3)  # Ray saves its experiment state every 2 s (TUNE_GLOBAL_CHECKPOINT_S)
     assert proc.poll() is None, "the study ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    left = kill_9_and_wait(proc)  # (a trial worker still alive would write its folder again after the rmtree)
+    assert not left, f"still running 30 s after kill -9 of the driver's group: {left}"
     state = store_checks.searcher_state(store_checks.newest(experiment, "searcher-state-*.pkl"))
     unfinished = [trial_id for config in state["configs"].values() if not config["told"]
                   for seed, trial_id in config["ray_trials"].items() if seed not in config["values"]]

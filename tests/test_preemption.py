@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from processes import descendants, process_table
 from test_search_e2e import ENV, PROJECT, mlflow_runs, optuna_states, run_cli, wait_until_complete
 
 ARGS = ["space=smoke", "max_concurrent=1", "fixed.steps=60", "fixed.eval_every=20"]
@@ -128,32 +129,6 @@ def test_the_resume_after_kill_9_prints_no_error_and_no_traceback(tmp_path):
     assert states.get("COMPLETE") == 4 and "RUNNING" not in states and "WAITING" not in states
 
 
-def process_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line) of every process, from /proc."""
-    from pathlib import Path
-
-    rows = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            rows[int(d.name)] = (int(stat[stat.rindex(")") + 2:].split()[1]), cmd)
-    return rows
-
-
-def descendants(rows: dict[int, tuple[int, str]], pid: int) -> set[int]:
-    out, todo = set(), [pid]
-    while todo:
-        parent = todo.pop()
-        children = {p for p, (ppid, _) in rows.items() if ppid == parent and p not in out}
-        out |= children
-        todo.extend(children)
-    return out
-
-
 @pytest.mark.slow
 def test_kill_9_of_the_driver_alone_leaves_no_ray_process(tmp_path):
     """kill -9 of the driver's PID (not its group) while a trial runs: every process it started — Ray's GCS,
@@ -180,3 +155,31 @@ def test_kill_9_of_the_driver_alone_leaves_no_ray_process(tmp_path):
     for p in left:
         os.kill(p, signal.SIGKILL)
     assert not left, f"still running 15 s after kill -9 of the driver: {left}"
+
+
+def test_a_stop_signal_that_lands_in_a_garbage_collection_callback_still_stops_the_driver():
+    """SIGTERM handled while Python runs a weakref callback (SQLAlchemy's, during a study's setup): the
+    KeyboardInterrupt it becomes cannot propagate from there and was lost (the study ran on to its end,
+    with "Exception ignored ... KeyboardInterrupt" on stderr). It is delivered again after the callback."""
+    script = """
+import os, signal, sys, time, weakref
+from search.preemption import handle_stop_signals, interrupted_status
+signal.signal(signal.SIGINT, signal.default_int_handler)
+handle_stop_signals()
+class Held: pass
+held = Held()
+def callback(ref):
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(10000): pass  # the handler runs here, inside the callback
+ref = weakref.ref(held, callback)
+try:
+    del held
+    time.sleep(10)
+    print("lost")
+except KeyboardInterrupt:
+    print("stopped", *interrupted_status())
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT, env=ENV, capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.split() == ["stopped", "SIGTERM", "143"], (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
