@@ -220,3 +220,21 @@ def test_linear_lr_decay_follows_sngan_schedule_and_resumes_bit_exact(tmp_path):
     # off by default: the rate never moves
     train({**TINY, "steps": 4, "eval_every": 4}, workdir=tmp_path / "off", evaluator=None)
     assert ckpt.load_latest(tmp_path / "off")[0]["opt_g"]["param_groups"][0]["lr"] == pytest.approx(2e-4)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_the_multi_tensor_adam_update_is_bit_identical_to_the_per_parameter_loop(tmp_path, monkeypatch, method):
+    """The Stepper's Adam runs foreach (multi-tensor) on CPU too, for speed; every method's weights and
+    optimiser state after a few steps equal those of PyTorch's per-parameter loop bit for bit, so the
+    figures of earlier runs stay reproducible."""
+    from trainers import loop
+
+    cfg = {"method": method, "steps": 6, "eval_every": 3, "warmup_steps": 2, "lr_decay_start": 0.5}
+    run(tmp_path, "foreach", **cfg)
+    adam = torch.optim.Adam
+    monkeypatch.setattr(loop.torch.optim, "Adam", lambda *a, foreach=None, **k: adam(*a, foreach=False, **k))
+    run(tmp_path, "loop", **cfg)
+    a, _ = ckpt.load_latest(tmp_path / "foreach")
+    b, _ = ckpt.load_latest(tmp_path / "loop")
+    assert a["opt_g"]["param_groups"][0]["foreach"] is True and b["opt_g"]["param_groups"][0]["foreach"] is False
+    assert_same_state(a, b)

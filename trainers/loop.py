@@ -78,9 +78,12 @@ class Stepper:
             method.D.to(memory_format=torch.channels_last)
         if cfg.compile:
             compile_nets(method)
-        betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = torch.optim.Adam(method.G.parameters(), lr=cfg.lr_g, betas=betas)
-        self.opt_d = torch.optim.Adam(method.D.parameters(), lr=cfg.lr_d, betas=betas)
+        # foreach: Adam's multi-tensor update, as PyTorch picks on CUDA, on every device. On CPU it is the same
+        # arithmetic as the per-parameter loop PyTorch picks there (bit-identical: tests/test_loop.py), about
+        # 1% faster (300 Damage GAN steps of the main job's size: 25.8 s against 26.1 s, one CPU thread)
+        adam = functools.partial(torch.optim.Adam, betas=(cfg.beta1, cfg.beta2), foreach=True)
+        self.opt_g = adam(method.G.parameters(), lr=cfg.lr_g)
+        self.opt_d = adam(method.D.parameters(), lr=cfg.lr_d)
         self.base_lr = ((self.opt_g, cfg.lr_g), (self.opt_d, cfg.lr_d))
 
     def lr_scale(self, step: int) -> float:
