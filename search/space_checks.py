@@ -159,10 +159,11 @@ def _scheduler(raw: Any, metric: tuple[str, ...], source: str) -> Scheduler:
 SEQUENTIAL_EXAMPLE = "seeds: {sequential: {start: 3, step: 3, max: 12}}"
 
 
-def _seeds(seeds: Any, source: str, metric: tuple[str, ...] = (), sampler: str = "grid",
-           primary_metrics: tuple[str, ...] = ()) -> tuple[tuple[int, ...], SequentialSeeds | None]:
+def _seeds(seeds: Any, source: str, metric: tuple[str, ...] = (),
+           sampler: str = "grid") -> tuple[tuple[int, ...], SequentialSeeds | None]:
     """The seeds (a count, a list, or ``{sequential: {start, step, max, margin}}``: seeds 0..max-1 in blocks)
-    and the sequential spec (None for a fixed set of seeds)."""
+    and the sequential spec (None for a fixed set of seeds). The margins' metric names are checked once the
+    report's keys are (``_margin_metrics``): a margin may name a primary comparison's metric."""
     if isinstance(seeds, Mapping):
         extra = [k for k in seeds if k != "sequential"]
         if extra or "sequential" not in seeds:
@@ -187,15 +188,8 @@ def _seeds(seeds: Any, source: str, metric: tuple[str, ...] = (), sampler: str =
                                                        f"block is a fixed study: write seeds: {sizes['start']})")
         margin = None
         if spec.get("margin") is not None:
-            margin = {}
-            from search.report.comparisons import COMPARED  # the metrics a report's family compares
-
-            compared = list(dict.fromkeys([*metric, *primary_metrics, *COMPARED]))
-            for name, size in _mapping(source, "seeds.sequential.margin", spec["margin"], "{fid: 5%}").items():
-                if name not in compared:
-                    raise _err(source, f"seeds.sequential.margin.{name}", f"is not a metric the report compares; "
-                                                                          f"valid: {', '.join(compared)}")
-                margin[name] = _effect_size(source, f"seeds.sequential.margin.{name}", size)
+            margin = {name: _effect_size(source, f"seeds.sequential.margin.{name}", size) for name, size in
+                      _mapping(source, "seeds.sequential.margin", spec["margin"], "{fid: 5%}").items()}
         if sampler != "grid" and len(metric) > 1:
             raise _err(source, "seeds.sequential", f"races configurations on one metric, but this space has "
                                                    f"{len(metric)}; use one metric, or a fixed count of seeds")
@@ -213,6 +207,20 @@ def _seeds(seeds: Any, source: str, metric: tuple[str, ...] = (), sampler: str =
         return tuple(seeds), None
     raise _err(source, "seeds", f"must be a count >= 1, a list of integer seeds, or {SEQUENTIAL_EXAMPLE}; "
                                 f"got {seeds!r}")
+
+
+def _margin_metrics(space: Space, source: str) -> None:
+    """Each sequential margin names a metric the report compares: the space's own, a primary comparison's,
+    or one of the family's (``COMPARED``)."""
+    if space.sequential is None or not space.sequential.margin:
+        return
+    from search.report.comparisons import COMPARED  # the metrics a report's family compares
+
+    compared = list(dict.fromkeys([*space.metric, *(spec["metric"] for spec in space.primary), *COMPARED]))
+    for name in space.sequential.margin:
+        if name not in compared:
+            raise _err(source, f"seeds.sequential.margin.{name}", f"is not a metric the report compares; "
+                                                                  f"valid: {', '.join(compared)}")
 
 
 def _parse_params(raw_params: Any, source: str) -> tuple[Param, ...]:

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any, Mapping
 
-from search.space_checks import (_err, _failure_value, _grid, _mapping, _number, _parse_params,
+from search.space_checks import (_err, _failure_value, _grid, _margin_metrics, _mapping, _number, _parse_params,
                                  _report_keys, _scheduler, _seeds, _word)
 from search.space_model import (DEFAULT_NUM_SAMPLES, MAX_CHECKED_CONFIGS, NAME_PATTERN, SAMPLERS, SEED_RANGE,
                                 TOP_KEYS, Param, Resources, Space, SpaceError, expand, knob_readers)
@@ -45,11 +45,7 @@ def validate_space(raw: dict, source: str = "<space>", presets: tuple[str, ...] 
 
     sampler = _word(source, "sampler", raw.get("sampler", "tpe"), list(SAMPLERS))
     scheduler = _scheduler(raw.get("scheduler", "fifo"), metric, source)
-    # a margin may name the space's metric, a metric its family compares, or a declared primary's metric
-    primary = raw.get("primary") or ()
-    primary_metrics = tuple(spec["metric"] for spec in ([primary] if isinstance(primary, Mapping) else primary)
-                            if isinstance(spec, Mapping) and isinstance(spec.get("metric"), str))
-    seeds, sequential = _seeds(raw.get("seeds", 1), source, metric, sampler, primary_metrics)
+    seeds, sequential = _seeds(raw.get("seeds", 1), source, metric, sampler)
     sampler_seed = _number(source, "sampler_seed", raw.get("sampler_seed", 0), int)
     if not 0 <= sampler_seed < SEED_RANGE:
         raise _err(source, "sampler_seed", f"= {sampler_seed} must be in [0, 2**32)")
@@ -100,6 +96,7 @@ def validate_space(raw: dict, source: str = "<space>", presets: tuple[str, ...] 
         raise _err(source, "max_concurrent", f"= {max_concurrent} must be >= 1")
     space = replace(space, num_samples=num_samples, max_concurrent=max_concurrent,
                     **_report_keys(raw, space, source))
+    _margin_metrics(space, source)  # a margin may name a primary comparison's metric: checked after them
     _check_trainer_configs(space)
     return space
 
