@@ -72,3 +72,19 @@ def test_claims_are_adjusted_by_holm_as_one_family():
     assert "holds here" in build_results.verdict(rows[0].diff, +1, rows[0].adjusted)
     # resolved before the adjustment, not after: the verdict says both
     assert "not resolved (resolved before adjustment)" in build_results.verdict(rows[1].diff, +1, rows[1].adjusted)
+
+
+def test_study_minutes_count_the_time_a_trial_ran_not_the_gaps_between_sessions():
+    """A study stopped and resumed hours later: its minutes are the union of its trials' intervals (two
+    overlapping trials count once, the gap between sessions not at all)."""
+    from search.report import TrialRun
+
+    def run(start_s, end_s, seed=0, **sampled):
+        return TrialRun("r", "FINISHED", {}, sampled, {}, tags={"seed": str(seed)}, start_ms=int(start_s * 1000),
+                        end_ms=int(end_s * 1000))
+
+    runs = [run(1, 121, 0), run(61, 181, 1), run(10_000, 10_090, 2), run(10_050, 10_060, 0, method="x")]
+    assert build_results.study_minutes(runs) == pytest.approx((180 + 90) / 60)
+    assert math.isnan(build_results.study_minutes([]))
+    assert build_results.seeds_per_configuration(runs) == "1–3"
+    assert build_results.seeds_per_configuration(runs[:2]) == "2"
