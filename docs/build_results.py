@@ -426,9 +426,9 @@ def main(argv: list[str]) -> int:
         f"running, summed over the sessions the studies ran in); the embedded MNIST at 16×16 "
         f"(400 training images a class in full; at ρ=100 the split is {counts}), minority classes = the five "
         "with the fewest images. Figures are in the judge classifier's feature space (no Inception weights "
-        "offline): `fid` on 1,000 samples against the balanced test split, per-class and minority figures at an "
-        f"equal N of {per_class_n(damage_runs + gsr_runs)} samples a class, each the mean of the trial's last "
-        "evaluations (`eval.last_k`; docs/methods.md, Evaluation).", "",
+        "offline), at each trial's last evaluation: `fid` on 1,000 samples against the balanced test split, "
+        f"per-class and minority figures at an equal N of {per_class_n(damage_runs + gsr_runs)} samples a class "
+        "(docs/methods.md, Evaluation).", "",
         "## The papers' figures beside ours", "", *papers_figures(damage, gsr), "",
         "## What the studies decided (sequential seeds: this is what counts)", "",
         "Each study ran its seeds in blocks and, after each block, tested every comparison of its report's "
