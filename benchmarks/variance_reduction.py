@@ -6,6 +6,11 @@ Two steps, so the table can be recomputed without retraining:
     python benchmarks/variance_reduction.py collect [space=sdclr_ablation] [seeds=0,1,2] [out=FILE]
     python benchmarks/variance_reduction.py [analyse] [file=FILE] [old=G/n100/last1] [new=ema0.99/n100/last1]
 
+and a third, to check a pick out of sample on a study already run (no training): ``from-study
+space=evidence_damage root=runs/evidence out=FILE`` writes the same file from the study's MLflow runs
+(each finished trial's evaluations as the study scored them: the ``G/n100`` variant only), which
+``analyse file=FILE`` then reads.
+
 ``collect`` trains every trial of the space's grid (the space's own settings, ``trainers.loop.train``,
 one process, sequentially, seed by seed) and scores, at every evaluation, G and EMA copies of G at
 several decays (``trainers.ema.GEma``, the rule of the ``g_ema`` knob; training is the same with or
@@ -149,6 +154,36 @@ def collect(space_name: str, seeds: list[int] | None, out: Path) -> None:
                   f"{done[-1]['seconds']} s, {len(done)} trials stored", flush=True)
 
 
+def from_study(space_name: str, root: str, out: Path) -> None:
+    """The payload ``collect`` writes, from a study's finished trials in MLflow: every evaluation's value of
+    the kept metrics (the study's own scoring, ``G/n100``), so ``analyse`` compares its last-k variants on
+    seeds and conditions the pick was not made on."""
+    from search import tracking
+    from search.report import load_runs
+    from search.spaces import load_space
+    from search.stores import Stores
+
+    space = load_space(space_name)
+    stores = Stores.at(root)
+    client = tracking.client_for(stores.tracking_uri)
+    trials = []
+    for run in load_runs(space, stores.tracking_uri):
+        if not run.finished:
+            continue
+        steps: dict[int, dict[str, float]] = {}
+        for metric in KEPT:
+            if metric in run.metrics:
+                for m in client.get_metric_history(run.run_id, metric):
+                    steps.setdefault(int(m.step), {})[metric] = float(m.value)
+        evals = [{"step": step, "G/n100": values} for step, values in sorted(steps.items())]
+        trials.append({"method": run.sampled.get("method", space.fixed.get("method")),
+                       "imbalance": float(run.sampled.get("imbalance", space.fixed.get("imbalance", 1))),
+                       "seed": run.seed, "sampled": run.sampled, "evals": evals})
+    write_json(out, {"space": space.name, "emas": [], "kept": list(KEPT), "from_study": str(stores.root),
+                     "trials": trials})
+    print(f"{len(trials)} finished trials of {space.name} under {stores.root} -> {out}")
+
+
 def write_json(path: Path, payload: Mapping[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(payload, indent=0, default=float))
@@ -179,7 +214,8 @@ def standardised_effects(space, trials: list[Mapping[str, Any]], variant: str) -
     """Per comparison of the report's family: its paired mean, sd, n and squared standardised effect."""
     from search.report.comparisons import compared_metrics, family
 
-    fam = family(space, runs_for(trials, variant, compared_metrics(space)), detail=False)
+    metrics = dict.fromkeys([*compared_metrics(space), *(spec["metric"] for spec in space.primary)])
+    fam = family(space, runs_for(trials, variant, metrics), detail=False)
     out = {}
     for c in fam.comparisons:
         d = c.diff
@@ -210,7 +246,8 @@ def seed_variance(trials: list[Mapping[str, Any]], variant: str, metric: str) ->
     weighted by its degrees of freedom): the training-seed noise a scoring leaves."""
     groups: dict[tuple, list[float]] = {}
     for t in trials:
-        groups.setdefault((t["method"], float(t["imbalance"])), []).append(trial_value(t, variant, metric))
+        groups.setdefault(tuple(sorted((k, str(v)) for k, v in t["sampled"].items())), []).append(
+            trial_value(t, variant, metric))
     ss = df = 0.0
     for values in groups.values():
         values = [v for v in values if math.isfinite(v)]
@@ -270,6 +307,13 @@ def main(argv: list[str]) -> int:
     if command == "collect":
         seeds = [int(s) for s in args["seeds"].split(",")] if "seeds" in args else None
         collect(args.get("space", "sdclr_ablation"), seeds, path)
+        return 0
+    if command == "from-study":
+        if "out" not in args or "space" not in args:
+            print("error: from-study needs space=NAME root=DIR out=FILE (out: not the main job's own file)",
+                  file=sys.stderr)
+            return 2
+        from_study(args["space"], args.get("root", "runs"), path)
         return 0
     result = analyse(json.loads(path.read_text()), args.get("old", OLD), args.get("new", NEW))
     print_table(result)

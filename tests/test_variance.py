@@ -4,6 +4,7 @@ the arithmetic of ``benchmarks/variance_reduction.py``."""
 from __future__ import annotations
 
 import copy
+import json
 import importlib.util
 import math
 import statistics
@@ -234,3 +235,37 @@ def test_last_k_reports_the_mean_of_the_last_k_evaluations_and_resumes_exactly(t
     train({**cfg, "steps": 4}, lambda m, c: resumed.append(m), workdir=tmp_path / "r", resume_from=tmp_path / "r",
           evaluator=Counting())
     assert [m["figure"] for m in resumed] == [1.0, 1.5, 2.5, 3.5]
+
+
+def test_benchmark_reads_a_primary_on_a_metric_outside_the_family_and_groups_by_configuration():
+    """On the evidence study (its primary compares fid, which the family's own metrics leave out; two
+    configurations share method and imbalance, told apart by imbalance_profile): the primary comparison
+    is measured, and the seed variance is pooled within each configuration, never across the two."""
+    bench = _benchmark()
+    from search.spaces import load_space
+
+    space = load_space("evidence_damage")
+    rng = np.random.default_rng(7)
+    cells = [(m, 10, None) for m in ("dcgan", "contrad", "damage")] + [
+        (m, 100, p) for m in ("dcgan", "contrad", "damage") for p in ("exp", "balanced_partial")]
+    trials = []
+    for seed in range(3):
+        for method, rho, profile in cells:
+            sampled = {"method": method, "imbalance": rho, **({"imbalance_profile": profile} if profile else {})}
+            offset = 5.0 if profile == "balanced_partial" else 0.0  # a configuration's own level
+            evals = [{"step": step, "G/n100": {"fid": float(rng.normal(9.0 + offset, 0.5)),
+                                               "kid_minority": float(rng.normal(1.0 + offset, 0.1)),
+                                               "recall_minority": float(rng.normal(0.5, 0.05))}}
+                     for step in (1, 2)]
+            trials.append({"method": method, "imbalance": rho, "seed": seed, "sampled": sampled, "evals": evals})
+    effects = bench.standardised_effects(space, trials, "G/n100/last1")
+    primary = next(v for k, v in effects.items() if k[0] == "primary")
+    fid = {(t["method"], t["sampled"].get("imbalance_profile"), t["seed"]): t["evals"][-1]["G/n100"]["fid"]
+           for t in trials if t["imbalance"] == 100}
+    diffs = np.array([fid["damage", "exp", s] - fid["contrad", "exp", s] for s in range(3)])
+    assert primary["z2"] == pytest.approx((diffs.mean() / diffs.std(ddof=1)) ** 2)
+    groups: dict = {}
+    for t in trials:
+        groups.setdefault(json.dumps(t["sampled"], sort_keys=True), []).append(t["evals"][-1]["G/n100"]["kid_minority"])
+    pooled = np.mean([np.var(v, ddof=1) for v in groups.values()])  # equal sizes: the plain mean pools them
+    assert bench.seed_variance(trials, "G/n100/last1", "kid_minority") == pytest.approx(pooled)
