@@ -60,7 +60,10 @@ def _interrupt_again_if_swallowed(unraisable) -> None:
 
         again = threading.Timer(0.05, _thread.interrupt_main)
         again.daemon = True
-        again.start()
+        try:
+            again.start()
+        except RuntimeError:  # the interpreter is shutting down: it is stopping anyway
+            pass
         return
     sys.__unraisablehook__(unraisable)
 
