@@ -34,6 +34,7 @@ from search.spaces import load_space  # noqa: E402
 from search.stats import (MAX_SEEDS, Difference, fmt_p, mean_ci, paired_difference, sd_interval,  # noqa: E402
                           seeds_needed)
 from search.stores import Stores  # noqa: E402
+from search.tracking import client_for  # noqa: E402
 
 DOCS = PROJECT / "docs"
 DATA_CONDITIONS = (("LT ρ=10", {"imbalance": 10, "imbalance_profile": "exp"}),
@@ -313,18 +314,29 @@ def study_section(space_name: str, stores: Stores) -> tuple[list[str], list[Tria
             f"[evidence/{space_name}/report.md](evidence/{space_name}/report.md))", "", *table, ""], runs
 
 
-def study_minutes(runs: list[TrialRun]) -> float:
-    """Wall minutes during which at least one of the study's trials ran: the union of the trials' intervals,
-    so the gaps of a study stopped and resumed (perhaps sessions apart) are not counted; the driver's own
-    start and end (seconds) are left out."""
-    spans = sorted((r.start_ms, r.end_ms) for r in runs if r.start_ms and r.end_ms)
-    total, end = 0, None
-    for start, stop in spans:
-        if end is None or start > end:
-            total, end = total + stop - start, stop
-        elif stop > end:
-            total, end = total + stop - end, stop
-    return total / 60000 if spans else math.nan
+PAUSE_MS = 5 * 60_000  # no trial logged for this long: the study was stopped (a resume may come sessions later)
+
+
+def study_minutes(events_ms: list[int]) -> float:
+    """Wall minutes the study ran, from its trials' events (each trial's start and every evaluation MLflow
+    logged): the sum of the gaps between consecutive events, leaving out any gap over ``PAUSE_MS`` (with
+    two trials evaluating every half minute or so, only a stopped study goes that long). A trial resumed
+    from its checkpoint keeps its MLflow run, so run start/end times would span the pause; the events do
+    not. The driver's own start and end (seconds) are left out."""
+    times = sorted(events_ms)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    return sum(g for g in gaps if g <= PAUSE_MS) / 60000 if gaps else math.nan
+
+
+def study_events(runs: list[TrialRun], stores: Stores) -> list[int]:
+    """Each finished trial's start and the times MLflow logged its evaluations (its ``fid``)."""
+    client = client_for(stores.tracking_uri)
+    events = []
+    for r in runs:
+        if r.finished:
+            events.append(r.start_ms)
+            events += [m.timestamp for m in client.get_metric_history(r.run_id, "fid")]
+    return events
 
 
 def report_section(space_name: str, heading: str) -> list[str]:
@@ -408,7 +420,8 @@ def main(argv: list[str]) -> int:
     stores = Stores.at(args.get("root", "runs/evidence"))
     damage_section, damage_runs = study_section("evidence_damage", stores)
     gsr_section, gsr_runs = study_section("evidence_gsr", stores)
-    minutes = {"evidence_damage": study_minutes(damage_runs), "evidence_gsr": study_minutes(gsr_runs)}
+    minutes = {"evidence_damage": study_minutes(study_events(damage_runs, stores)),
+               "evidence_gsr": study_minutes(study_events(gsr_runs, stores))}
     damage, gsr, explosion = damage_claims(damage_runs), gsr_claims(gsr_runs), explosion_claims(gsr_runs)
     family_size = adjust_claims(damage + explosion + gsr)
     curves = plot_sigma_curves(gsr_runs, DOCS / "evidence" / "sigma_max_curves.png")

@@ -74,17 +74,20 @@ def test_claims_are_adjusted_by_holm_as_one_family():
     assert "not resolved (resolved before adjustment)" in build_results.verdict(rows[1].diff, +1, rows[1].adjusted)
 
 
-def test_study_minutes_count_the_time_a_trial_ran_not_the_gaps_between_sessions():
-    """A study stopped and resumed hours later: its minutes are the union of its trials' intervals (two
-    overlapping trials count once, the gap between sessions not at all)."""
+def test_study_minutes_count_the_time_trials_ran_not_the_pauses_between_sessions():
+    """A study stopped and resumed hours later (a resumed trial keeps its MLflow run, so its start and end
+    span the pause): its minutes sum the gaps between its trials' events, pauses over 5 minutes left out."""
     from search.report import TrialRun
 
-    def run(start_s, end_s, seed=0, **sampled):
-        return TrialRun("r", "FINISHED", {}, sampled, {}, tags={"seed": str(seed)}, start_ms=int(start_s * 1000),
-                        end_ms=int(end_s * 1000))
+    minute = 60_000
+    events = [0, 1 * minute, 2 * minute, 3 * minute, 3 * minute, 200 * minute, 201 * minute, 204 * minute]
+    assert build_results.study_minutes(events) == pytest.approx(3 + 1 + 3)
+    assert build_results.study_minutes(list(reversed(events))) == pytest.approx(7)
+    assert math.isnan(build_results.study_minutes([])) and math.isnan(build_results.study_minutes([5]))
 
-    runs = [run(1, 121, 0), run(61, 181, 1), run(10_000, 10_090, 2), run(10_050, 10_060, 0, method="x")]
-    assert build_results.study_minutes(runs) == pytest.approx((180 + 90) / 60)
-    assert math.isnan(build_results.study_minutes([]))
+    def run(seed=0, **sampled):
+        return TrialRun("r", "FINISHED", {}, sampled, {}, tags={"seed": str(seed)})
+
+    runs = [run(0), run(1), run(2), run(0, method="x")]
     assert build_results.seeds_per_configuration(runs) == "1–3"
     assert build_results.seeds_per_configuration(runs[:2]) == "2"
