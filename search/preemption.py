@@ -50,15 +50,17 @@ def _interrupt_again_if_swallowed(unraisable) -> None:
     """``sys.unraisablehook``: a KeyboardInterrupt raised while Python ran a garbage-collection callback or
     a ``__del__`` (SQLAlchemy's and MLflow's run during a study's setup) cannot propagate: Python prints
     it as "Exception ignored" and goes on, and the stop was lost (a SIGTERM 8 s into a study let it run
-    to its end, with a traceback on stderr). The interrupt is sent again from a timer thread 50 ms later,
-    once the callback and this hook have returned (sent at once, it landed in this hook and was lost
-    again); landing in another callback, it comes back here and is sent again. Anything else goes to the
-    default hook."""
+    to its end, with a traceback on stderr). SIGINT is sent again to the main thread from a timer thread
+    50 ms later, once the callback and this hook have returned (sent at once, it landed in this hook and
+    was lost again); landing in another callback, it comes back here and is sent again. Anything else goes
+    to the default hook."""
     if isinstance(unraisable.exc_value, KeyboardInterrupt):
-        import _thread
         import threading
 
-        again = threading.Timer(0.05, _thread.interrupt_main)
+        # a real SIGINT to the main thread: it also cuts short a blocking call there (interrupt_main only
+        # sets Python's flag, which a sleep or a lock wait would not see until it returned)
+        main = threading.main_thread().ident
+        again = threading.Timer(0.05, signal.pthread_kill, (main, signal.SIGINT))
         again.daemon = True
         try:
             again.start()

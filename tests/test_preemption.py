@@ -179,7 +179,9 @@ try:
 except KeyboardInterrupt:
     print("stopped", *interrupted_status())
 """
+    started = time.monotonic()
     done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT, env=ENV, capture_output=True, text=True,
                           timeout=60)
     assert done.stdout.split() == ["stopped", "SIGTERM", "143"], (done.stdout, done.stderr)
+    assert time.monotonic() - started < 8, "the interrupt waited for the 10 s sleep to end"
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
