@@ -29,6 +29,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from search.report import TrialRun, figure, fmt, load_runs, write_report  # noqa: E402
+from search.report.runs import configurations  # noqa: E402
 from search.report.comparisons import Comparison, adjust  # noqa: E402
 from search.spaces import load_space  # noqa: E402
 from search.stats import (MAX_SEEDS, Difference, fmt_p, mean_ci, paired_difference, sd_interval,  # noqa: E402
@@ -308,8 +309,7 @@ def study_section(space_name: str, stores: Stores) -> tuple[list[str], list[Tria
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(report_path.parent, target)
-    text = report_path.read_text()
-    table = text.split("## Ablation table", 1)[1].split("\n## ", 1)[0].strip().splitlines()
+    table = section_of(report_path.read_text(), "Ablation table").splitlines()
     return [f"### `{space_name}` ({len(runs)} trials; full report with every comparison, sample grid and figure: "
             f"[evidence/{space_name}/report.md](evidence/{space_name}/report.md))", "", *table, ""], runs
 
@@ -341,20 +341,21 @@ def study_events(runs: list[TrialRun], stores: Stores) -> list[int]:
 
 def report_section(space_name: str, heading: str) -> list[str]:
     """One section of the study's report as copied under docs/evidence/, its heading one level down."""
-    text = (DOCS / "evidence" / space_name / "report.md").read_text()
+    body = section_of((DOCS / "evidence" / space_name / "report.md").read_text(), heading)
+    return [f"### `{space_name}`", "", body, ""] if body else []
+
+
+def section_of(text: str, heading: str) -> str:
+    """The body of a report's ``## heading`` section (empty if it has none)."""
     if f"## {heading}" not in text:
-        return []
-    body = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0].strip()
-    return [f"### `{space_name}`", "", body, ""]
+        return ""
+    return text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0].strip()
 
 
 def seeds_per_configuration(runs: list[TrialRun]) -> str:
     """'3–12' (or '6'): how many seeds the configurations finished, fewest to most."""
-    counts: dict[tuple, set[int]] = {}
-    for r in runs:
-        if r.finished:
-            counts.setdefault(tuple(sorted((k, str(v)) for k, v in r.sampled.items())), set()).add(r.seed)
-    sizes = sorted(len(v) for v in counts.values())
+    groups = configurations([r for r in runs if r.finished])
+    sizes = sorted(len({r.seed for r in members}) for members in groups.values())
     return "0" if not sizes else str(sizes[0]) if sizes[0] == sizes[-1] else f"{sizes[0]}–{sizes[-1]}"
 
 
@@ -368,7 +369,8 @@ def papers_figures(damage: list[Claim], gsr: list[Claim]) -> list[str]:
     above says whether it closed)."""
     rows = [("Damage GAN vs ContraD, FID at ρ=100", "about 5% lower with Damage GAN (CIFAR-10-LT ρ=100)",
              next((c for c in damage if c.claim == FIVE_PERCENT and c.condition == "LT ρ=100"), None)),
-            ("gSR vs none, FID at ρ=100 (plain cGAN)", "31.73 → 27.85, 12% lower with gSR (SNGAN, CIFAR-10-LT ρ=100)",
+            ("gSR vs none, FID at ρ=100 (plain cGAN)",
+             "31.73 → 27.85, 12% lower with gSR (SNGAN, CIFAR-10-LT ρ=100)",
              next((c for c in gsr if c.metric == "fid" and c.condition == f"{GSR_ARMS[0][0]}, LT ρ=100"), None))]
     out = ["| claim | the paper | here (16×16 MNIST, CPU): a → b, b − a relative to a, paired 95% interval |",
            "|---|---|---|"]
