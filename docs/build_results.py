@@ -294,7 +294,8 @@ def plot_sigma_curves(runs: list[TrialRun], path: Path) -> bool:
         ax.set_title(f"cGAN, long tail ρ={rho}", fontsize=9)
         ax.set_xlabel("step")
     axes.flat[0].set_ylabel("mean sigma_max of the classes' gamma\n(max over layers)")
-    axes.flat[-1].legend(fontsize=7)
+    for ax in axes.flat:  # each panel its own legend: the seeds run differ between panels in a sequential study
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
     return True
@@ -439,8 +440,9 @@ def main(argv: list[str]) -> int:
         f"{seeds_per_configuration(gsr_runs)} seeds a configuration, {minutes['evidence_gsr']:.0f} min) on 2 CPU "
         f"cores, {minutes['evidence_damage'] + minutes['evidence_gsr']:.0f} min in all (minutes with a trial "
         f"running, summed over the sessions the studies ran in); the embedded MNIST at 16×16 "
-        f"(400 training images a class in full; at ρ=100 the split is {counts}), minority classes = the five "
-        "with the fewest images. Figures are in the judge classifier's feature space (no Inception weights "
+        f"(400 training images a class in full; at ρ=100 the classes hold {', '.join(map(str, sorted(counts, reverse=True)))} "
+        "images, head to tail; which digit holds which rank is drawn per seed, `class_order: per_seed`, and "
+        "shared by the configurations of a seed), minority classes = the five with the fewest images. Figures are in the judge classifier's feature space (no Inception weights "
         "offline), at each trial's last evaluation: `fid` on 1,000 samples against the balanced test split, "
         f"per-class and minority figures at an equal N of {per_class_n(damage_runs + gsr_runs)} samples a class "
         "(docs/methods.md, Evaluation).", "",
