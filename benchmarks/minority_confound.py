@@ -1,6 +1,7 @@
 """Minority - majority with a per-digit quality profile and no imbalance effect: four designs compared.
 
-The landed evidence (docs/evidence/evidence_damage/per_class_fid.png, the DCGAN bars) shows every
+The six-seed evidence (docs/evidence/evidence_damage/per_class_fid.png, the DCGAN bars; replaced by
+per_class.png in the sequential rebuild, git history keeps it) showed every
 method scoring some digits worse than others whatever the imbalance: per-class FID of the baseline
 about 3.7, 3.2, 2.8, 6.4, 10.1, 6.7, 6.0, 5.8, 4.8, 6.2 for digits 0-9 (4 worst, 1-2 best). A
 generator is simulated whose class ``c`` scores ``PROFILE[c] + noise`` (noise sd ``sigma`` per class,
