@@ -35,7 +35,6 @@ from search.spaces import load_space  # noqa: E402
 from search.stats import (MAX_SEEDS, Difference, fmt_p, mean_ci, paired_difference, sd_interval,  # noqa: E402
                           seeds_needed)
 from search.stores import Stores  # noqa: E402
-from search.tracking import client_for  # noqa: E402
 
 DOCS = PROJECT / "docs"
 DATA_CONDITIONS = (("LT ρ=10", {"imbalance": 10, "imbalance_profile": "exp"}),
@@ -329,15 +328,9 @@ def study_minutes(events_ms: list[int]) -> float:
     return sum(g for g in gaps if g <= PAUSE_MS) / 60000 if gaps else math.nan
 
 
-def study_events(runs: list[TrialRun], stores: Stores) -> list[int]:
-    """Each finished trial's start and the times MLflow logged its evaluations (its ``fid``)."""
-    client = client_for(stores.tracking_uri)
-    events = []
-    for r in runs:
-        if r.finished:
-            events.append(r.start_ms)
-            events += [m.timestamp for m in client.get_metric_history(r.run_id, "fid")]
-    return events
+def study_events(runs: list[TrialRun]) -> list[int]:
+    """Each finished trial's start and the times MLflow logged its evaluations."""
+    return [t for r in runs if r.finished for t in (r.start_ms, *r.evaluated_ms)]
 
 
 def report_section(space_name: str, heading: str) -> list[str]:
@@ -423,8 +416,8 @@ def main(argv: list[str]) -> int:
     stores = Stores.at(args.get("root", "runs/evidence"))
     damage_section, damage_runs = study_section("evidence_damage", stores)
     gsr_section, gsr_runs = study_section("evidence_gsr", stores)
-    minutes = {"evidence_damage": study_minutes(study_events(damage_runs, stores)),
-               "evidence_gsr": study_minutes(study_events(gsr_runs, stores))}
+    minutes = {"evidence_damage": study_minutes(study_events(damage_runs)),
+               "evidence_gsr": study_minutes(study_events(gsr_runs))}
     damage, gsr, explosion = damage_claims(damage_runs), gsr_claims(gsr_runs), explosion_claims(gsr_runs)
     family_size = adjust_claims(damage + explosion + gsr)
     curves = plot_sigma_curves(gsr_runs, DOCS / "evidence" / "sigma_max_curves.png")
@@ -440,10 +433,11 @@ def main(argv: list[str]) -> int:
         f"{seeds_per_configuration(gsr_runs)} seeds a configuration, {minutes['evidence_gsr']:.0f} min) on 2 CPU "
         f"cores, {minutes['evidence_damage'] + minutes['evidence_gsr']:.0f} min in all (minutes with a trial "
         f"running, summed over the sessions the studies ran in); the embedded MNIST at 16×16 "
-        f"(400 training images a class in full; at ρ=100 the classes hold {', '.join(map(str, sorted(counts, reverse=True)))} "
-        "images, head to tail; which digit holds which rank is drawn per seed, `class_order: per_seed`, and "
-        "shared by the configurations of a seed), minority classes = the five with the fewest images. Figures are in the judge classifier's feature space (no Inception weights "
-        "offline), at each trial's last evaluation: `fid` on 1,000 samples against the balanced test split, "
+        f"(400 training images a class in full; at ρ=100 the classes hold "
+        f"{', '.join(map(str, sorted(counts, reverse=True)))} images, head to tail; which digit holds which rank "
+        "is drawn per seed, `class_order: per_seed`, and shared by the configurations of a seed), minority "
+        "classes = the five with the fewest images. Figures are in the judge classifier's feature space (no "
+        "Inception weights offline), at each trial's last evaluation: `fid` on 1,000 samples against the balanced test split, "
         f"per-class and minority figures at an equal N of {per_class_n(damage_runs + gsr_runs)} samples a class "
         "(docs/methods.md, Evaluation).", "",
         "## The papers' figures beside ours", "", *papers_figures(damage, gsr), "",

@@ -89,5 +89,9 @@ def test_study_minutes_count_the_time_trials_ran_not_the_pauses_between_sessions
         return TrialRun("r", "FINISHED", {}, sampled, {}, tags={"seed": str(seed)})
 
     runs = [run(0), run(1), run(2), run(0, method="x")]
+    runs[0].start_ms, runs[0].evaluated_ms = 10, [20, 30]
+    runs[1].start_ms, runs[1].evaluated_ms = 15, [25]
+    failed = TrialRun("f", "FAILED", {}, {}, {}, tags={"seed": "3"}, start_ms=99, evaluated_ms=[100])
+    assert sorted(build_results.study_events(runs[:2] + [failed])) == [10, 15, 20, 25, 30]
     assert build_results.seeds_per_configuration(runs) == "1–3"
     assert build_results.seeds_per_configuration(runs[:2]) == "2"

@@ -36,6 +36,7 @@ class TrialRun:
     tags: dict[str, str] = field(default_factory=dict)
     start_ms: int = 0
     end_ms: int | None = None
+    evaluated_ms: list[int] = field(default_factory=list)  # when MLflow logged each evaluation (its fid)
 
     @property
     def seed(self) -> int:
@@ -72,7 +73,8 @@ def load_runs(space, tracking_uri: str) -> list[TrialRun]:
 
 
 def trial_runs(client, exp, parent) -> list[TrialRun]:
-    """The study's trials (the parent run's children), with the fid and sigma_max histories."""
+    """The study's trials (the parent run's children), with the fid and sigma_max histories and the times
+    the evaluations were logged."""
     if exp is None or parent is None:
         return []
     runs = client.search_runs([exp.experiment_id], filter_string=(
@@ -84,7 +86,10 @@ def trial_runs(client, exp, parent) -> list[TrialRun]:
                          tags=dict(run.data.tags), start_ms=run.info.start_time, end_ms=run.info.end_time)
         for key in run.data.metrics:
             if key == "fid" or key.startswith("gsr/sigma_max/"):
-                trial.history[key] = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+                logged = client.get_metric_history(run.info.run_id, key)
+                trial.history[key] = [(m.step, m.value) for m in logged]
+                if key == "fid":
+                    trial.evaluated_ms = [m.timestamp for m in logged]
         out.append(trial)
     return out
 
