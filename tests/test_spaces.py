@@ -212,8 +212,9 @@ def test_replicate_searcher_tells_optuna_the_mean_with_failures_at_their_penalty
     configs = [searcher.suggest(f"t{i}") for i in range(9)]
     assert [c["seed"] for c in configs] == [0, 1, 2, 0, 1, 2, 0, 1, 2]
     assert configs[0] == {**configs[1], "seed": 0}  # replicates share the sampled configuration
-    assert configs[0]["steps"] == 20 and configs[0]["method"] == "dcgan"  # the resolved trial dict
-    assert "prune_ratio" not in configs[0]
+    # the resolved trial dict; the grid's dearest method first (damage before dcgan)
+    assert configs[0]["steps"] == 20 and configs[0]["method"] == "damage" and configs[0]["prune_ratio"] == 0.5
+    assert configs[6]["method"] == "dcgan" and "prune_ratio" not in configs[6]  # another method's knob
     searcher.on_trial_complete("t0", {"fid": 10.0})
     searcher.on_trial_complete("t1", {"fid": 20.0})
     study = stores.load_study("smoke")
@@ -505,3 +506,22 @@ def test_scheduler_and_resources_are_typed_read_only_mappings():
         asha.resources.cpu = 2  # type: ignore[misc]
     with pytest.raises(TypeError):
         asha.scheduler["type"] = "fifo"  # type: ignore[index]
+
+
+def test_a_grid_is_enqueued_dearest_cells_first_and_equal_costs_keep_the_grid_order(tmp_path):
+    """Longest-processing-time first: the contrastive methods (dearer steps) run before DCGAN, so the last
+    trials on a few workers are the cheap ones; the cells are the grid's, each once."""
+    from search.searcher import open_study
+
+    space = load_space("sdclr_ablation")
+    stores = Stores.at(tmp_path)
+    study = open_study(space, stores)
+    queued = [(t.system_attrs["fixed_params"]["method"], t.system_attrs["fixed_params"]["imbalance"])
+              for t in study.get_trials(deepcopy=False)]
+    assert queued == [("damage", 1), ("damage", 100), ("contrad", 1), ("contrad", 100), ("dcgan", 1), ("dcgan", 100)]
+    assert sorted(queued) == sorted((c["method"], c["imbalance"]) for c in space.grid())
+    steps = space.fixed["steps"]
+    assert space.cost({"method": "dcgan", "imbalance": 1}) == steps
+    assert METHODS["damage"].step_cost > METHODS["contrad"].step_cost > METHODS["dcgan"].step_cost == 1.0
+    cgan = METHODS["cgan"]
+    assert space.cost({"method": "cgan", "n_dis": 5}) == pytest.approx(cgan.step_cost * 6 / (1 + cgan.default_n_dis) * steps)

@@ -27,6 +27,10 @@ class GANMethod:
     conditional = False  # True: G takes class labels; fakes get uniform labels, evaluation samples each class
     default_n_dis = 1  # D steps per G step when the config's n_dis is None
     baseline = False  # True for the one method a report compares every other method against
+    # a loop step's cost at the method's default n_dis relative to DCGAN's, on the CPU at the main job's
+    # scale (16x16, width 16, batch 32; trial timings of sdclr_ablation, benchmarks/method_step_cost.py):
+    # a grid runs its dearest cells first so that the workers finish together; never used in a result
+    step_cost = 1.0
     report_figures: tuple[str, ...] = ()  # method-specific report figures (names in search.report.figures)
 
     def __init__(self, cfg: TrainConfig, data: DataBundle, device: torch.device):

@@ -50,6 +50,7 @@ class ConditionalGAN(GANMethod):
     Knobs = CGANKnobs
     conditional = True
     default_n_dis = 2
+    step_cost = 1.5  # two D steps a G step (a D step costs about a G step)
     report_figures = ("gsr_sigma_max",)  # its gSR regulariser logs gsr/sigma_max/<k>
 
     def __init__(self, cfg, data, device):

@@ -64,6 +64,7 @@ class ContrastiveDiscriminator(nn.Module):
 
 class ContraD(GANMethod):
     Knobs = ContraDKnobs
+    step_cost = 1.7  # D sees 3 batches (two views of the reals, the fakes) through its encoder and heads
 
     def build_nets(self):
         cfg, knobs = self.cfg, self.knobs

@@ -42,6 +42,7 @@ class DamageKnobs(ContraDKnobs):
 
 class DamageGAN(ContraD):
     Knobs = DamageKnobs
+    step_cost = 1.85  # ContraD's plus the pruned encoder's pass over a view of the reals
     masks = None  # conv name -> 0/1 mask
     mask_step = -1  # the step the masks were computed at
 
