@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import optuna
 
-from trainers.config import all_keys, methods_reading, shared_keys
+from trainers.config import all_keys, make_config, methods_reading, shared_keys
 from trainers.fields import ConfigError
 from trainers.metrics.names import VALIDATION
 from trainers.settings import TrainConfig
@@ -289,12 +289,10 @@ class Space:
         ``step_cost`` (scaled by D steps per G step when the cell sets ``n_dis``)."""
         from trainers.methods import get_method
 
-        config = {"steps": TrainConfig.steps, "n_dis": None, **self.fixed, **cell}
-        method = get_method(config.get("method", DEFAULT_METHOD))
-        per_step = method.step_cost
-        if config.get("n_dis") is not None:
-            per_step *= (1 + config["n_dis"]) / (1 + method.default_n_dis)
-        return per_step * config["steps"]
+        cfg = make_config(self.trial_config(cell, seed=0))  # the trainer's defaults fill what the space leaves
+        method = get_method(cfg.method)
+        n_dis = cfg.n_dis or method.default_n_dis  # as GANMethod.n_dis reads it
+        return method.step_cost * (1 + n_dis) / (1 + method.default_n_dis) * cfg.steps
 
     def run_order(self) -> list[dict[str, Any]]:
         """The grid's first ``num_samples`` cells, dearest first (longest-processing-time first: on a few

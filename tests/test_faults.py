@@ -256,10 +256,10 @@ def test_driver_crash_stops_cleanly_and_resume_finishes_the_study(tmp_path):
     last = crashed.stderr.strip().splitlines()[-1]
     # the crash comes at the first trial result after 2 completions; when a third trial's last result came
     # before the second completion and it completes before any other result, the crash reports 3
-    done = re.match(rf"error: study 'smoke' stopped on InjectedDriverCrash: injected by {CRASH_ENV}=2 after "
-                    rf"(\d) completed trials \(traceback in {re.escape(str(root))}/logs/smoke-crash-", last)
-    assert done and int(done.group(1)) in (2, 3), last
-    done = int(done.group(1))
+    crash = re.match(rf"error: study 'smoke' stopped on InjectedDriverCrash: injected by {CRASH_ENV}=2 after "
+                     rf"(\d) completed trials \(traceback in {re.escape(str(root))}/logs/smoke-crash-", last)
+    assert crash and int(crash.group(1)) in (2, 3), last
+    done = int(crash.group(1))
     resume = f"python -m search.run {' '.join(args)} root={root} resume=true"
     assert last.endswith(f"; MLflow: study run FAILED, {last.split('FAILED, ')[1].split(' ')[0]} unfinished trial "
                          f"run(s) KILLED; resume it with: {resume}"), last
