@@ -414,7 +414,9 @@ def test_an_unfinished_trial_whose_folder_is_gone_restarts_and_no_resume_loops(t
     from search.doctor import main as doctor_main
 
     root = tmp_path / "runs"
-    args = ["space=smoke", f"root={root}", "max_concurrent=1", "fixed.steps=100", "fixed.eval_every=20",
+    # 300 steps: a trial caught at its first evaluation still runs well past the 3 s wait below, even the
+    # study's last (its cheapest cells run last: Space.run_order); at 100 steps the last could end first
+    args = ["space=smoke", f"root={root}", "max_concurrent=1", "fixed.steps=300", "fixed.eval_every=60",
             "report=false"]
     proc = start_cli(args)
     wait_until_complete(root, "smoke", proc)
@@ -423,7 +425,7 @@ def test_an_unfinished_trial_whose_folder_is_gone_restarts_and_no_resume_loops(t
     def running_with_a_checkpoint() -> bool:  # a trial at its first evaluation (of 5)
         for trial in experiment.glob("trial_*"):
             lines = (trial / "result.json").read_text().splitlines() if (trial / "result.json").exists() else []
-            if any(trial.glob("checkpoint_*")) and lines and json.loads(lines[-1]).get("step") == 20:
+            if any(trial.glob("checkpoint_*")) and lines and json.loads(lines[-1]).get("step") == 60:
                 return True
         return False
 
@@ -460,7 +462,7 @@ def test_an_unfinished_trial_whose_folder_is_gone_restarts_and_no_resume_loops(t
     assert len([c for c in children if c.info.status == "FINISHED"]) == 4
     assert len({c.data.tags["ray.trial_id"] for c in children}) == len(children)
     rerun = next(c for c in children if c.data.tags["ray.trial_id"] == unfinished[0])
-    assert [m.step for m in client.get_metric_history(rerun.info.run_id, "fid")] == [20, 40, 60, 80, 100]
+    assert [m.step for m in client.get_metric_history(rerun.info.run_id, "fid")] == [60, 120, 180, 240, 300]
     values = {t.number: t.values for t in optuna_trials(root, "smoke")}
 
     states = optuna_states(root, "smoke")
