@@ -9,8 +9,10 @@
   fate sharing stopped the GCS and the raylet but left the raylet's agents running).
 - Ray's checkpoint rotation tolerates a checkpoint already deleted (a trial that rotated after the last
   experiment snapshot, then an interruption): without it a clean resume logs an ERROR and a traceback.
+- Ray saves the experiment state only after its previous upload of that state has finished: the stop's
+  forced save otherwise renamed a file under a running upload, which failed with an ERROR and a traceback.
 
-The two Ray adjustments replace a private name each (Ray has no public option for either); each is
+The three Ray adjustments replace a private name each (Ray has no public option for any); each is
 applied once, in the driver only.
 """
 
@@ -188,3 +190,38 @@ def tolerate_deleted_checkpoints() -> None:
 
     delete_if_present.tolerant = True
     checkpoint_manager._delete_fs_path = delete_if_present
+
+
+def save_state_after_its_last_upload() -> None:
+    """Ray Tune saves the experiment state into its staging folder and then uploads that folder in a
+    background thread to ``storage_path``. A forced save (a stop, Ctrl-C or SIGTERM) wrote the searcher
+    state's temporary file and renamed it while the previous upload was still listing and copying the
+    folder, so that upload failed (FileNotFoundError on the temporary file) and Ray logged an ERROR with a
+    traceback. The next upload, which Ray waits for, copied the whole state, so nothing was lost, but a
+    researcher saw a traceback on a clean stop. Waiting for the running upload before saving leaves it
+    nothing to race; a real failure of that upload is logged as Ray logs it."""
+    import logging
+
+    from ray.tune.execution import experiment_state
+
+    manager = experiment_state._ExperimentCheckpointManager
+    ships = manager.sync_up_experiment_state
+    if getattr(ships, "waits_for_upload", False):
+        return
+
+    def sync_up_experiment_state(self, save_fn, force: bool = False, wait: bool = False) -> None:
+        def save_after_upload() -> None:
+            syncer = getattr(self._storage, "syncer", None)
+            if syncer is not None:
+                try:
+                    syncer.wait()
+                except Exception:
+                    logging.getLogger(experiment_state.__name__).error(
+                        f"Saving experiment state to storage at '{self._storage.experiment_fs_path}' failed "
+                        f"with exception: ", exc_info=True)
+            save_fn()
+
+        ships(self, save_after_upload, force=force, wait=wait)
+
+    sync_up_experiment_state.waits_for_upload = True
+    manager.sync_up_experiment_state = sync_up_experiment_state

@@ -48,10 +48,12 @@ def init_ray(address: str | None) -> None:
     import ray
 
     from search.preemption import (ray_processes_die_with_the_driver, ray_processes_in_their_own_session,
-                                   stop_signals_held, tolerate_deleted_checkpoints)
+                                   save_state_after_its_last_upload, stop_signals_held,
+                                   tolerate_deleted_checkpoints)
     from search.trainable import worker_env
 
     tolerate_deleted_checkpoints()
+    save_state_after_its_last_upload()
 
     env = worker_env()
     os.environ.update(env)

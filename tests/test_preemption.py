@@ -77,6 +77,54 @@ def test_a_rotation_whose_oldest_checkpoint_is_gone_is_no_error(tmp_path):
     assert not (tmp_path / "checkpoint_000004").exists() and (tmp_path / "checkpoint_000005").exists()
 
 
+def test_the_experiment_state_is_saved_only_after_its_last_upload_finished(tmp_path, monkeypatch):
+    """A stop's forced save wrote the searcher state's temporary file under a running upload of the same
+    folder; the upload then failed on the renamed file with an ERROR and a traceback (a CI failure). With
+    the adjustment the save waits for that upload, and the state uploaded last is the state saved last."""
+    import types
+
+    import pyarrow.fs
+    from ray.train._internal import storage
+    from ray.tune.execution import experiment_state
+
+    from search.preemption import save_state_after_its_last_upload
+
+    manager_cls = experiment_state._ExperimentCheckpointManager
+    monkeypatch.setattr(manager_cls, "sync_up_experiment_state", manager_cls.sync_up_experiment_state)
+    events: list[str] = []
+    upload = storage._upload_to_fs_path
+
+    def slow_upload(**kwargs):
+        events.append("upload starts")
+        time.sleep(0.4)
+        upload(**kwargs)
+        events.append("upload ends")
+
+    monkeypatch.setattr(storage, "_upload_to_fs_path", slow_upload)
+    staging, remote = tmp_path / "staging", tmp_path / "remote"
+    staging.mkdir()
+
+    def run_two_saves() -> list[str]:
+        events.clear()
+        stub = types.SimpleNamespace(experiment_driver_staging_path=str(staging), experiment_fs_path=str(remote),
+                                     syncer=storage._FilesystemSyncer(pyarrow.fs.LocalFileSystem(),
+                                                                      sync_period=0, sync_timeout=60))
+        manager = manager_cls(storage=stub, checkpoint_period=0)
+        for i in range(2):
+            def save(i=i):
+                events.append(f"save {i}")
+                (staging / "state.json").write_text(str(i))
+            manager.sync_up_experiment_state(save, force=i == 1, wait=i == 1)
+        return list(events)
+
+    shipped = run_two_saves()
+    assert shipped.index("save 1") < shipped.index("upload ends"), shipped  # Ray as shipped: the race
+    save_state_after_its_last_upload()
+    save_state_after_its_last_upload()  # applied once
+    assert run_two_saves() == ["save 0", "upload starts", "upload ends", "save 1", "upload starts", "upload ends"]
+    assert (remote / "state.json").read_text() == "1"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["driver", "group"])
 def test_sigterm_stops_like_ctrl_c_and_the_resume_is_clean(tmp_path, target):
