@@ -11,6 +11,8 @@
   experiment snapshot, then an interruption): without it a clean resume logs an ERROR and a traceback.
 - Ray saves the experiment state only after its previous upload of that state has finished: the stop's
   forced save otherwise renamed a file under a running upload, which failed with an ERROR and a traceback.
+- Ray's own lines at a stop that would mislead are dropped: its resume hint (``Tuner.restore(...)``, not
+  how a study resumes) and its list of trials with no result yet; the driver's last line says both.
 
 The three Ray adjustments replace a private name each (Ray has no public option for any); each is
 applied once, in the driver only.
@@ -225,3 +227,29 @@ def save_state_after_its_last_upload() -> None:
 
     sync_up_experiment_state.waits_for_upload = True
     manager.sync_up_experiment_state = sync_up_experiment_state
+
+
+# Ray's lines at a stop that the driver's last line replaces (logger name, the message's start)
+RAY_STOP_HINTS = (("ray.tune.tune", "Experiment has been interrupted"),
+                  ("ray.tune.tune", "Training has been interrupted"),
+                  ("ray.tune.analysis.experiment_analysis", "Failed to fetch metrics for"))
+
+
+def drop_ray_stop_hints() -> None:
+    """At a stop Ray logs "Resume experiment with: Tuner.restore(path=..., trainable=...)", which is not how
+    a study resumes (the driver's last line gives the command), and lists the trials that had reported no
+    result yet (the driver counts the configurations left unfinished). Both are dropped, and only they."""
+    import logging
+
+    for name, start in RAY_STOP_HINTS:
+        logger = logging.getLogger(name)
+        if any(getattr(f, "ray_stop_hint", None) == start for f in logger.filters):
+            continue
+
+        def keep(record: logging.LogRecord, start: str = start) -> bool:
+            return not str(record.msg).startswith(start)
+
+        hint = logging.Filter()
+        hint.filter = keep
+        hint.ray_stop_hint = start
+        logger.addFilter(hint)

@@ -47,9 +47,9 @@ def trial_dirname(trial) -> str:
 def init_ray(address: str | None) -> None:
     import ray
 
-    from search.preemption import (ray_processes_die_with_the_driver, ray_processes_in_their_own_session,
-                                   save_state_after_its_last_upload, stop_signals_held,
-                                   tolerate_deleted_checkpoints)
+    from search.preemption import (drop_ray_stop_hints, ray_processes_die_with_the_driver,
+                                   ray_processes_in_their_own_session, save_state_after_its_last_upload,
+                                   stop_signals_held, tolerate_deleted_checkpoints)
     from search.trainable import worker_env
 
     tolerate_deleted_checkpoints()
@@ -57,6 +57,9 @@ def init_ray(address: str | None) -> None:
 
     env = worker_env()
     os.environ.update(env)
+    # Ray warns, up to once a second, that snapshots forced by CheckpointConfig(num_to_keep) "may become a
+    # bottleneck": with a local storage_path a snapshot is a local copy, and num_to_keep is not the user's
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=True,
                                   runtime_env={"env_vars": env, "worker_process_setup_hook": WARM_WORKER},
                                   configure_logging=True)
@@ -72,6 +75,7 @@ def init_ray(address: str | None) -> None:
             ray.init(object_store_memory=OBJECT_STORE_BYTES, **kwargs)
     if not address:  # after the signals are let through again: the watcher does not inherit them held
         ray_processes_die_with_the_driver()
+    drop_ray_stop_hints()  # after ray.init, which configures Ray's loggers
 
 
 def trial_resources(space) -> dict[str, float]:

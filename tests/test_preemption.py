@@ -125,6 +125,36 @@ def test_the_experiment_state_is_saved_only_after_its_last_upload_finished(tmp_p
     assert (remote / "state.json").read_text() == "1"
 
 
+def test_rays_misleading_lines_at_a_stop_are_dropped_and_only_they():
+    """Ray's "Resume experiment with: Tuner.restore(...)" is not how a study resumes; the driver's last line
+    gives the command. Other warnings of the same loggers still pass, and the filters are added once."""
+    import logging
+
+    from search.preemption import RAY_STOP_HINTS, drop_ray_stop_hints
+
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    loggers = {logging.getLogger(name) for name, _ in RAY_STOP_HINTS}
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        drop_ray_stop_hints()
+        drop_ray_stop_hints()
+        assert sum(len(logger.filters) for logger in loggers) == len(RAY_STOP_HINTS)
+        logging.getLogger("ray.tune.tune").warning(
+            "Experiment has been interrupted, but the most recent state was saved.\nResume experiment with: "
+            "Tuner.restore(path='x', trainable=...)")
+        logging.getLogger("ray.tune.analysis.experiment_analysis").warning(
+            "Failed to fetch metrics for %d trial(s):\n- run_trial_1: FileNotFoundError()", 1)
+        logging.getLogger("ray.tune.tune").warning("Some other warning")
+        assert seen == ["Some other warning"]
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+            logger.filters = [f for f in logger.filters if not hasattr(f, "ray_stop_hint")]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["driver", "group"])
 def test_sigterm_stops_like_ctrl_c_and_the_resume_is_clean(tmp_path, target):
@@ -148,6 +178,7 @@ def test_sigterm_stops_like_ctrl_c_and_the_resume_is_clean(tmp_path, target):
     assert last.startswith("error: study 'smoke' was interrupted by SIGTERM") and "study run KILLED" in last, last
     assert last.endswith(f"resume it with: python -m search.run {' '.join(ARGS)} root={root} resume=true"), last
     assert "Traceback" not in err, err[-3000:]
+    assert "Tuner.restore" not in err and "Failed to fetch metrics" not in err, err[-3000:]  # Ray's hints
     _, parents, children = mlflow_runs(root, "smoke")
     assert [p.info.status for p in parents] == ["KILLED"]
     assert "RUNNING" not in {c.info.status for c in children}
