@@ -14,8 +14,8 @@
 - Ray's own lines at a stop that would mislead are dropped: its resume hint (``Tuner.restore(...)``, not
   how a study resumes) and its list of trials with no result yet; the driver's last line says both.
 
-The three Ray adjustments replace a private name each (Ray has no public option for any); each is
-applied once, in the driver only.
+The three changes to how Ray works replace a private name each (Ray has no public option for any); the
+dropped lines are filtered by logger name and message start. Each is applied once, in the driver only.
 """
 
 from __future__ import annotations
@@ -207,8 +207,8 @@ def save_state_after_its_last_upload() -> None:
     from ray.tune.execution import experiment_state
 
     manager = experiment_state._ExperimentCheckpointManager
-    ships = manager.sync_up_experiment_state
-    if getattr(ships, "waits_for_upload", False):
+    as_shipped = manager.sync_up_experiment_state
+    if getattr(as_shipped, "waits_for_upload", False):
         return
 
     def sync_up_experiment_state(self, save_fn, force: bool = False, wait: bool = False) -> None:
@@ -223,7 +223,7 @@ def save_state_after_its_last_upload() -> None:
                         f"with exception: ", exc_info=True)
             save_fn()
 
-        ships(self, save_after_upload, force=force, wait=wait)
+        as_shipped(self, save_after_upload, force=force, wait=wait)
 
     sync_up_experiment_state.waits_for_upload = True
     manager.sync_up_experiment_state = sync_up_experiment_state
@@ -238,7 +238,8 @@ RAY_STOP_HINTS = (("ray.tune.tune", "Experiment has been interrupted"),
 def drop_ray_stop_hints() -> None:
     """At a stop Ray logs "Resume experiment with: Tuner.restore(path=..., trainable=...)", which is not how
     a study resumes (the driver's last line gives the command), and lists the trials that had reported no
-    result yet (the driver counts the configurations left unfinished). Both are dropped, and only they."""
+    result yet (the driver's last line counts the configurations left unfinished, its summary the failed
+    trials). Both are dropped, and only they."""
     import logging
 
     for name, start in RAY_STOP_HINTS:
