@@ -82,6 +82,9 @@ class SentSteps:
 
     def __init__(self) -> None:
         self.last: dict[str, dict[str, int]] = {kind: {} for kind in self.KINDS}  # kind -> run id -> step
+        # run id -> the (key, step) of the images a resumed run holds beyond its last eval/step_<k> folder: the
+        # driver stopped between two images of one evaluation, and the rest of it is logged without them
+        self.partial_images: dict[str, set[tuple[str, int]]] = {}
 
     def already_sent(self, kind: str, run_id: str, step: int) -> bool:
         return step <= self.last[kind].get(run_id, -1)
@@ -98,6 +101,9 @@ class SentSteps:
                  if a.is_dir and a.path.rsplit("_", 1)[-1].isdigit()]
         if steps:
             self.mark("images", run_id, max(steps))
+        done = max(steps, default=-1)
+        self.partial_images[run_id] = {(key, step) for key, step in tracking.logged_images(client, run_id)
+                                       if step > done}
 
 
 class TrialRuns:
@@ -172,7 +178,8 @@ class CheckpointArtifacts:
             artifacts = directory / "artifacts"
             if artifacts.is_dir() and any(artifacts.iterdir()) and not self.sent.already_sent("images", run_id, step):
                 # the eval/step_<k> folder last: a resumed trial finds it only when the images went too
-                tracking.log_evaluation_images(self.client, run_id, artifacts, step)
+                tracking.log_evaluation_images(self.client, run_id, artifacts, step,
+                                               present=self.sent.partial_images.get(run_id, frozenset()))
                 self.client.log_artifacts(run_id, str(artifacts), artifact_path=f"{EVAL_DIR}/step_{step:09d}")
                 self.sent.mark("images", run_id, step)
 

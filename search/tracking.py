@@ -269,14 +269,31 @@ def log_training_split(client, run_id: str, cfg, info: Mapping[str, Any]) -> Non
     client.log_inputs(run_id, datasets=[training_split_input(cfg, info)])
 
 
-def log_evaluation_images(client, run_id: str, folder: Path, step: int) -> None:
+IMAGES_DIR = "images"  # where MLflow's log_image puts stepped images: <key>+step+<k>+timestamp+...
+_STEPPED_IMAGE = re.compile(r"^(?P<key>.+)\+step\+(?P<step>\d+)\+")
+
+
+def logged_images(client, run_id: str) -> set[tuple[str, int]]:
+    """The (key, step) of every stepped image the run holds."""
+    found = set()
+    for info in client.list_artifacts(run_id, IMAGES_DIR):
+        match = _STEPPED_IMAGE.match(info.path.rsplit("/", 1)[-1])
+        if match:
+            found.add((match["key"], int(match["step"])))
+    return found
+
+
+def log_evaluation_images(client, run_id: str, folder: Path, step: int,
+                          present: set[tuple[str, int]] = frozenset()) -> None:
     """Every PNG of an evaluation (``samples_step<k>.png`` ...) as a stepped image under its name
-    without the step (``samples``), so that MLflow's image view steps through training."""
+    without the step (``samples``), so that MLflow's image view steps through training. ``present``: the
+    (key, step) the run holds already (a driver stopped between two images of a step), not logged twice."""
     import mlflow
 
     for path in sorted(folder.glob("*.png")):
         key = re.sub(r"_step\d+$", "", path.stem)
-        client.log_image(run_id, mlflow.Image(str(path)), key=key, step=step)
+        if (key, step) not in present:
+            client.log_image(run_id, mlflow.Image(str(path)), key=key, step=step)
 
 
 # a trial's run status from the status Ray restored it with; other trials run again and reopen theirs
