@@ -99,9 +99,9 @@ class SentSteps:
             self.mark("metrics", run_id, int(run.data.metrics["step"]))
         steps = [int(a.path.rsplit("_", 1)[1]) for a in client.list_artifacts(run_id, EVAL_DIR)
                  if a.is_dir and a.path.rsplit("_", 1)[-1].isdigit()]
-        if steps:
-            self.mark("images", run_id, max(steps))
         done = max(steps, default=-1)
+        if steps:
+            self.mark("images", run_id, done)
         self.partial_images[run_id] = {(key, step) for key, step in tracking.logged_images(client, run_id)
                                        if step > done}
 
